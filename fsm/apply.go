@@ -1,0 +1,266 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/hats-trading/hats/trader"
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxPrunePerCommand bounds clean-up work done inside one command so Apply
+// time stays flat; expired records are removed a few at a time.
+const maxPrunePerCommand = 8
+
+// applyCommand is the one dispatch point. Each applyX validates everything
+// before its first write: a bbolt transaction spans a whole Raft batch, so a
+// rejected command must leave no partial change behind.
+func applyCommand(tx *bolt.Tx, c *Command) *Result {
+	var idemKey []byte
+	var dg [32]byte
+	if c.Key != "" {
+		idemKey = append(u64key(c.Account), c.Key...)
+		dg = digest(c)
+		if rec := tx.Bucket(bTrader).Bucket(bIdem).Get(idemKey); rec != nil {
+			return replayResult(rec, dg)
+		}
+	}
+	var res *Result
+	switch c.Type {
+	case TypeInitCluster:
+		res = applyInitCluster(tx, c)
+	case TypeSetNode:
+		res = applySetNode(tx, c)
+	case TypeRemoveNode:
+		res = applyRemoveNode(tx, c)
+	case TypeRegister:
+		res = applyRegister(tx, c)
+	case TypeCreateSession:
+		res = applyCreateSession(tx, c)
+	case TypeRevokeSession:
+		res = applyRevokeSession(tx, c)
+	case TypeDeposit, TypeWithdraw:
+		res = applyCash(tx, c)
+	case TypeProfile:
+		res = applyProfile(tx, c)
+	default:
+		// Decode accepts only known types, so this is a programming error.
+		panic(fmt.Sprintf("fsm: no apply for %s", c.Type))
+	}
+	if idemKey != nil {
+		storeIdempotent(tx, c, idemKey, dg, res)
+	}
+	return res
+}
+
+func replayResult(rec []byte, dg [32]byte) *Result {
+	if len(rec) < 40 || !bytes.Equal(rec[8:40], dg[:]) {
+		return &Result{Code: CodeIdempotencyReused, Message: "this idempotency key was already used for a different request"}
+	}
+	r, err := DecodeResult(rec[40:])
+	if err != nil {
+		panic(fmt.Sprintf("fsm: stored idempotency record: %v", err))
+	}
+	r.Replay = true
+	return r
+}
+
+// storeIdempotent records the result under the key (time | digest | result)
+// and prunes a few records older than IdempotencyTTL, judged by the
+// leader-stamped command time so every replica prunes the same ones.
+func storeIdempotent(tx *bolt.Tx, c *Command, key []byte, dg [32]byte, res *Result) {
+	tb := tx.Bucket(bTrader)
+	idem, byTime := tb.Bucket(bIdem), tb.Bucket(bIdemByTime)
+	rec := append(u64key(uint64(c.Time)), dg[:]...)
+	rec = append(rec, EncodeResult(res)...)
+	must(idem.Put(key, rec))
+	must(byTime.Put(append(u64key(uint64(c.Time)), key...), nil))
+
+	cutoff := c.Time - int64(IdempotencyTTL)
+	cur := byTime.Cursor()
+	var old [][]byte
+	for k, _ := cur.First(); k != nil && len(old) < maxPrunePerCommand; k, _ = cur.Next() {
+		if int64(binary.BigEndian.Uint64(k[:8])) >= cutoff {
+			break
+		}
+		old = append(old, bytes.Clone(k))
+	}
+	for _, k := range old {
+		must(byTime.Delete(k))
+		must(idem.Delete(k[8:]))
+	}
+}
+
+func must(err error) {
+	if err != nil {
+		panic(fmt.Sprintf("fsm: bbolt write: %v", err))
+	}
+}
+
+func applyInitCluster(tx *bolt.Tx, c *Command) *Result {
+	meta := tx.Bucket(bMeta)
+	if meta.Get(kClusterKey) != nil {
+		return reject(ErrAlreadyInitialized)
+	}
+	if c.ClusterKey == "" {
+		return reject(fmt.Errorf("%w: empty cluster key", ErrInvalidCommand))
+	}
+	must(meta.Put(kClusterKey, []byte(c.ClusterKey)))
+	return &Result{}
+}
+
+func applySetNode(tx *bolt.Tx, c *Command) *Result {
+	if c.NodeID == "" {
+		return reject(fmt.Errorf("%w: empty node id", ErrInvalidCommand))
+	}
+	w := writer{}
+	w.str(c.RaftAddr)
+	w.str(c.HTTPAddr)
+	must(tx.Bucket(bCluster).Bucket(bNodes).Put([]byte(c.NodeID), w.b))
+	return &Result{}
+}
+
+func applyRemoveNode(tx *bolt.Tx, c *Command) *Result {
+	must(tx.Bucket(bCluster).Bucket(bNodes).Delete([]byte(c.NodeID)))
+	return &Result{}
+}
+
+func applyRegister(tx *bolt.Tx, c *Command) *Result {
+	for _, err := range []error{trader.ValidateUsername(c.Username), trader.ValidateName(c.Name), trader.ValidateEmail(c.Email)} {
+		if err != nil {
+			return reject(err)
+		}
+	}
+	if len(c.PassHash) == 0 {
+		return reject(fmt.Errorf("%w: empty password hash", ErrInvalidCommand))
+	}
+	tb := tx.Bucket(bTrader)
+	users := tb.Bucket(bUsers)
+	if users.Get([]byte(c.Username)) != nil {
+		return reject(fmt.Errorf("%w: %q", ErrUsernameTaken, c.Username))
+	}
+	meta := tx.Bucket(bMeta)
+	id := getU64(meta, kNextAccount) + 1
+	putU64(meta, kNextAccount, id)
+	acct := &trader.Account{ID: id, Username: c.Username, Name: c.Name, Email: c.Email, CreatedAt: c.Time}
+	putAccount(tx, acct)
+	must(users.Put([]byte(c.Username), u64key(id)))
+	must(tb.Bucket(bCredentials).Put(u64key(id), c.PassHash))
+	return &Result{Account: acct}
+}
+
+// session record: account id | expires | created
+func applyCreateSession(tx *bolt.Tx, c *Command) *Result {
+	tb := tx.Bucket(bTrader)
+	idb := tb.Bucket(bUsers).Get([]byte(c.Username))
+	if idb == nil {
+		return reject(fmt.Errorf("%w: %q", ErrUnknownUser, c.Username))
+	}
+	if len(c.TokenHash) != 32 {
+		return reject(fmt.Errorf("%w: token hash must be 32 bytes", ErrInvalidCommand))
+	}
+	sessions := tb.Bucket(bSessions)
+	pruneSessions(sessions, c.Time)
+	rec := append(bytes.Clone(idb), u64key(uint64(c.Expires))...)
+	rec = append(rec, u64key(uint64(c.Time))...)
+	must(sessions.Put(c.TokenHash, rec))
+	acct, _ := getAccount(tx, binary.BigEndian.Uint64(idb))
+	return &Result{Account: acct}
+}
+
+// pruneSessions deletes a bounded number of expired sessions. Sessions are
+// keyed by a random hash, so this scans from a point derived from the
+// command time; every replica sees the same time and the same keys.
+func pruneSessions(sessions *bolt.Bucket, now int64) {
+	cur := sessions.Cursor()
+	start := u64key(uint64(now))
+	var dead [][]byte
+	scanned := 0
+	for k, v := cur.Seek(start); scanned < 4*maxPrunePerCommand; k, v = cur.Next() {
+		if k == nil {
+			if k, v = cur.First(); k == nil {
+				break
+			}
+		}
+		scanned++
+		if len(v) >= 16 && int64(binary.BigEndian.Uint64(v[8:16])) < now {
+			dead = append(dead, bytes.Clone(k))
+		}
+		if len(dead) >= maxPrunePerCommand {
+			break
+		}
+	}
+	for _, k := range dead {
+		must(sessions.Delete(k))
+	}
+}
+
+func applyRevokeSession(tx *bolt.Tx, c *Command) *Result {
+	sessions := tx.Bucket(bTrader).Bucket(bSessions)
+	rec := sessions.Get(c.TokenHash)
+	if rec == nil || binary.BigEndian.Uint64(rec[:8]) != c.Account {
+		return reject(ErrUnknownSession)
+	}
+	must(sessions.Delete(c.TokenHash))
+	return &Result{}
+}
+
+func applyCash(tx *bolt.Tx, c *Command) *Result {
+	acct, ok := getAccount(tx, c.Account)
+	if !ok {
+		return reject(fmt.Errorf("%w: %d", ErrUnknownAccount, c.Account))
+	}
+	var next trader.Account
+	var err error
+	if c.Type == TypeDeposit {
+		next, err = acct.Deposit(trader.Cents(c.Amount))
+	} else {
+		next, err = acct.Withdraw(trader.Cents(c.Amount))
+	}
+	if err != nil {
+		return reject(err)
+	}
+	putAccount(tx, &next)
+	return &Result{Account: &next}
+}
+
+func applyProfile(tx *bolt.Tx, c *Command) *Result {
+	acct, ok := getAccount(tx, c.Account)
+	if !ok {
+		return reject(fmt.Errorf("%w: %d", ErrUnknownAccount, c.Account))
+	}
+	if c.SetName {
+		if err := trader.ValidateName(c.Name); err != nil {
+			return reject(err)
+		}
+		acct.Name = c.Name
+	}
+	if c.SetEmail {
+		if err := trader.ValidateEmail(c.Email); err != nil {
+			return reject(err)
+		}
+		acct.Email = c.Email
+	}
+	putAccount(tx, acct)
+	return &Result{Account: acct}
+}
+
+func getAccount(tx *bolt.Tx, id uint64) (*trader.Account, bool) {
+	v := tx.Bucket(bTrader).Bucket(bAccounts).Get(u64key(id))
+	if v == nil {
+		return nil, false
+	}
+	r := reader{b: v}
+	a := decodeAccount(&r)
+	if err := r.done(); err != nil {
+		panic(fmt.Sprintf("fsm: stored account %d: %v", id, err))
+	}
+	return a, true
+}
+
+func putAccount(tx *bolt.Tx, a *trader.Account) {
+	w := writer{}
+	encodeAccount(&w, a)
+	must(tx.Bucket(bTrader).Bucket(bAccounts).Put(u64key(a.ID), w.b))
+}

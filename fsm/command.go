@@ -1,0 +1,167 @@
+package fsm
+
+import (
+	"crypto/sha256"
+	"fmt"
+)
+
+// Type is a command's type byte. Values are explicit and only ever appended;
+// a number, once used, is never reused for another meaning.
+type Type uint8
+
+// Command types.
+const (
+	TypeInitCluster   Type = 1 // first entry of a new cluster: its shared key
+	TypeSetNode       Type = 2 // a member's HTTP and Raft address
+	TypeRemoveNode    Type = 3 // forget a member's addresses
+	TypeRegister      Type = 4 // new trader account
+	TypeCreateSession Type = 5 // login: store a hashed session token
+	TypeRevokeSession Type = 6 // logout
+	TypeDeposit       Type = 7
+	TypeWithdraw      Type = 8
+	TypeProfile       Type = 9 // change name and/or email
+)
+
+var typeNames = map[Type]string{
+	TypeInitCluster: "init_cluster", TypeSetNode: "set_node", TypeRemoveNode: "remove_node",
+	TypeRegister: "register", TypeCreateSession: "create_session", TypeRevokeSession: "revoke_session",
+	TypeDeposit: "deposit", TypeWithdraw: "withdraw", TypeProfile: "profile",
+}
+
+func (t Type) String() string {
+	if n, ok := typeNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Command is one state machine command. Which payload fields are encoded
+// depends on Type; Encode and Decode are the only place that knows.
+//
+// Time and the idempotency scope are stamped by the leader (rule 1: Apply
+// never reads a clock). Account is the authenticated actor, 0 for
+// anonymous commands such as register.
+type Command struct {
+	Type    Type
+	Time    int64  // leader-stamped, unix nanoseconds
+	Account uint64 // acting account; 0 when anonymous
+	Key     string // idempotency key; "" means none
+
+	Username string
+	PassHash []byte
+	Name     string
+	Email    string
+	SetName  bool
+	SetEmail bool
+	Amount   int64 // cents
+
+	TokenHash []byte // sha256 of the session token
+	Expires   int64  // unix nanoseconds
+
+	NodeID   string
+	RaftAddr string
+	HTTPAddr string
+
+	ClusterKey string
+}
+
+// Encode returns the wire form: the type byte followed by the body.
+func Encode(c *Command) []byte {
+	w := writer{b: make([]byte, 0, 64)}
+	w.byte1(byte(c.Type))
+	c.encodeBody(&w)
+	return w.b
+}
+
+func (c *Command) encodeBody(w *writer) {
+	w.i(c.Time)
+	w.u(c.Account)
+	w.str(c.Key)
+	switch c.Type {
+	case TypeInitCluster:
+		w.str(c.ClusterKey)
+	case TypeSetNode:
+		w.str(c.NodeID)
+		w.str(c.RaftAddr)
+		w.str(c.HTTPAddr)
+	case TypeRemoveNode:
+		w.str(c.NodeID)
+	case TypeRegister:
+		w.str(c.Username)
+		w.bytes(c.PassHash)
+		w.str(c.Name)
+		w.str(c.Email)
+	case TypeCreateSession:
+		w.str(c.Username)
+		w.bytes(c.TokenHash)
+		w.i(c.Expires)
+	case TypeRevokeSession:
+		w.bytes(c.TokenHash)
+	case TypeDeposit, TypeWithdraw:
+		w.i(c.Amount)
+	case TypeProfile:
+		w.boolean(c.SetName)
+		w.str(c.Name)
+		w.boolean(c.SetEmail)
+		w.str(c.Email)
+	}
+}
+
+// Decode parses what Encode produced. Unknown types and malformed bodies are
+// errors wrapping ErrCorrupt.
+func Decode(b []byte) (*Command, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty command", ErrCorrupt)
+	}
+	c := &Command{Type: Type(b[0])}
+	if _, ok := typeNames[c.Type]; !ok {
+		return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, b[0])
+	}
+	r := reader{b: b[1:]}
+	c.Time = r.i()
+	c.Account = r.u()
+	c.Key = r.str()
+	switch c.Type {
+	case TypeInitCluster:
+		c.ClusterKey = r.str()
+	case TypeSetNode:
+		c.NodeID = r.str()
+		c.RaftAddr = r.str()
+		c.HTTPAddr = r.str()
+	case TypeRemoveNode:
+		c.NodeID = r.str()
+	case TypeRegister:
+		c.Username = r.str()
+		c.PassHash = r.bytes()
+		c.Name = r.str()
+		c.Email = r.str()
+	case TypeCreateSession:
+		c.Username = r.str()
+		c.TokenHash = r.bytes()
+		c.Expires = r.i()
+	case TypeRevokeSession:
+		c.TokenHash = r.bytes()
+	case TypeDeposit, TypeWithdraw:
+		c.Amount = r.i()
+	case TypeProfile:
+		c.SetName = r.boolean()
+		c.Name = r.str()
+		c.SetEmail = r.boolean()
+		c.Email = r.str()
+	}
+	if err := r.done(); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", c.Type, err)
+	}
+	return c, nil
+}
+
+// digest identifies a command's intent independent of when it was stamped,
+// so a retry with the same idempotency key can be told apart from a
+// different request that reuses the key.
+func digest(c *Command) [32]byte {
+	cp := *c
+	cp.Time = 0
+	cp.Expires = 0
+	cp.PassHash = nil // bcrypt salts differ between retries of one register
+	return sha256.Sum256(Encode(&cp))
+}

@@ -1,0 +1,381 @@
+// Package fsm is the replicated state machine of HATS: one bbolt file that
+// holds the market and trader databases as buckets, changed only by
+// commands committed through Raft. See DESIGN.md for why it is built so.
+package fsm
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Errors of the fsm package beyond business rejections.
+var (
+	ErrClosed  = errors.New("state machine closed")
+	ErrRestore = errors.New("snapshot restore failed")
+)
+
+// Bucket layout. Top-level buckets group the two databases of the original
+// design (trader and market) plus cluster metadata.
+var (
+	bMeta        = []byte("meta")
+	bCluster     = []byte("cluster")
+	bNodes       = []byte("nodes")
+	bTrader      = []byte("trader")
+	bAccounts    = []byte("accounts")
+	bUsers       = []byte("users")
+	bCredentials = []byte("credentials")
+	bSessions    = []byte("sessions")
+	bIdem        = []byte("idempotency")
+	bIdemByTime  = []byte("idempotency_by_time")
+	bMarket      = []byte("market")
+
+	kAppliedIndex = []byte("applied_index")
+	kAppliedTerm  = []byte("applied_term")
+	kClusterKey   = []byte("cluster_key")
+	kNextAccount  = []byte("next_account_id")
+)
+
+// IdempotencyTTL is how long a stored result answers retries of its key.
+const IdempotencyTTL = 24 * time.Hour
+
+// FSM implements raft.BatchingFSM over a bbolt file.
+type FSM struct {
+	path string
+	log  *slog.Logger
+
+	mu sync.RWMutex // held for reading by every transaction, for writing by Restore
+	db *bolt.DB
+
+	applied  atomic.Uint64
+	commands atomic.Uint64 // commands applied since Open (not skipped replays)
+
+	waitMu sync.Mutex
+	waitCh chan struct{} // closed and replaced whenever applied advances
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)
+
+func boltOptions() *bolt.Options {
+	// A large initial mmap avoids remapping, which would make Apply wait for
+	// a long snapshot read transaction to finish.
+	return &bolt.Options{Timeout: 2 * time.Second, InitialMmapSize: 256 << 20, FreelistType: bolt.FreelistMapType}
+}
+
+// Open opens (or creates) the state file at path.
+func Open(path string, log *slog.Logger) (*FSM, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &FSM{path: path, log: log, waitCh: make(chan struct{})}
+	if err := f.open(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *FSM) open() error {
+	db, err := bolt.Open(f.path, 0o600, boltOptions())
+	if err != nil {
+		return fmt.Errorf("open state %s: %w", f.path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return ensureBuckets(tx) })
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("init state %s: %w", f.path, err)
+	}
+	var idx uint64
+	_ = db.View(func(tx *bolt.Tx) error {
+		idx = getU64(tx.Bucket(bMeta), kAppliedIndex)
+		return nil
+	})
+	f.db = db
+	f.applied.Store(idx)
+	return nil
+}
+
+func ensureBuckets(tx *bolt.Tx) error {
+	layout := []struct {
+		top  []byte
+		subs [][]byte
+	}{
+		{bMeta, nil},
+		{bCluster, [][]byte{bNodes}},
+		{bTrader, [][]byte{bAccounts, bUsers, bCredentials, bSessions, bIdem, bIdemByTime}},
+		{bMarket, nil},
+	}
+	for _, l := range layout {
+		b, err := tx.CreateBucketIfNotExists(l.top)
+		if err != nil {
+			return err
+		}
+		for _, s := range l.subs {
+			if _, err := b.CreateBucketIfNotExists(s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Close closes the state file.
+func (f *FSM) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.db == nil {
+		return nil
+	}
+	err := f.db.Close()
+	f.db = nil
+	return err
+}
+
+// AppliedIndex is the last log index whose effects are in the state file.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// CommandsApplied counts commands applied since Open; replays skipped on
+// restart are not counted. Tests use it to prove nothing is applied twice.
+func (f *FSM) CommandsApplied() uint64 { return f.commands.Load() }
+
+// WaitApplied blocks until the applied index reaches idx or done is closed.
+func (f *FSM) WaitApplied(done <-chan struct{}, idx uint64) bool {
+	for {
+		f.waitMu.Lock()
+		ch := f.waitCh
+		f.waitMu.Unlock()
+		if f.applied.Load() >= idx {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-done:
+			return f.applied.Load() >= idx
+		}
+	}
+}
+
+func (f *FSM) setApplied(idx uint64) {
+	f.applied.Store(idx)
+	f.waitMu.Lock()
+	close(f.waitCh)
+	f.waitCh = make(chan struct{})
+	f.waitMu.Unlock()
+}
+
+// Apply implements raft.FSM for a single entry.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies a batch of committed entries in one bbolt transaction
+// that also records the last applied index and term (rule 3). Entries at or
+// below the stored index were applied before a restart and are skipped.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	resps := make([]interface{}, len(logs))
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		panic(ErrClosed)
+	}
+	var last uint64
+	var n uint64
+	err := f.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bMeta)
+		applied := getU64(meta, kAppliedIndex)
+		last = applied
+		var lastTerm uint64
+		for i, l := range logs {
+			if l.Index <= applied {
+				continue // already applied before a restart
+			}
+			last, lastTerm = l.Index, l.Term
+			if l.Type != raft.LogCommand {
+				continue
+			}
+			cmd, err := Decode(l.Data)
+			if err != nil {
+				// Rule 7: a committed entry that cannot be decoded must stop
+				// the node rather than let replicas diverge.
+				panic(fmt.Sprintf("fsm: undecodable committed entry at index %d: %v", l.Index, err))
+			}
+			res := applyCommand(tx, cmd)
+			res.Index = l.Index
+			resps[i] = res
+			n++
+		}
+		if last > applied {
+			putU64(meta, kAppliedIndex, last)
+			putU64(meta, kAppliedTerm, lastTerm)
+		}
+		return nil
+	})
+	if err != nil {
+		panic(fmt.Sprintf("fsm: bbolt update failed: %v", err))
+	}
+	f.commands.Add(n)
+	if last > f.applied.Load() {
+		f.setApplied(last)
+	}
+	return resps
+}
+
+// Snapshot captures a consistent read transaction; Persist streams it.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return nil, ErrClosed
+	}
+	tx, err := f.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return &snapshot{tx: tx}, nil
+}
+
+type snapshot struct {
+	tx   *bolt.Tx
+	once sync.Once
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.tx.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() { s.once.Do(func() { _ = s.tx.Rollback() }) }
+
+// Restore replaces the whole state with the snapshot's bbolt file (rule 4).
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	tmp := f.path + ".restore"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRestore, err)
+	}
+	if _, err := io.Copy(out, rc); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("%w: copy: %v", ErrRestore, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("%w: sync: %v", ErrRestore, err)
+	}
+	out.Close()
+	// Validate before replacing anything.
+	check, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%w: not a state file: %v", ErrRestore, err)
+	}
+	verr := check.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bMeta) == nil {
+			return errors.New("no meta bucket")
+		}
+		return nil
+	})
+	check.Close()
+	if verr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%w: %v", ErrRestore, verr)
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.db != nil {
+		if err := f.db.Close(); err != nil {
+			return fmt.Errorf("%w: close current: %v", ErrRestore, err)
+		}
+		f.db = nil
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		return fmt.Errorf("%w: rename: %v", ErrRestore, err)
+	}
+	if err := f.open(); err != nil {
+		return fmt.Errorf("%w: reopen: %v", ErrRestore, err)
+	}
+	f.log.Info("restored state from snapshot", "applied_index", f.applied.Load())
+	f.setApplied(f.applied.Load())
+	return nil
+}
+
+// View runs fn in a read transaction on the local state.
+func (f *FSM) View(fn func(v *View) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	return f.db.View(func(tx *bolt.Tx) error { return fn(&View{tx: tx}) })
+}
+
+// Hash returns a digest over every bucket except the applied index and term,
+// together with the applied index it describes. Two nodes at the same index
+// must have the same hash.
+func (f *FSM) Hash() (hash string, index uint64, err error) {
+	err = f.View(func(v *View) error {
+		h := sha256.New()
+		index = getU64(v.tx.Bucket(bMeta), kAppliedIndex)
+		werr := v.tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			return hashBucket(h, [][]byte{name}, b)
+		})
+		hash = hex.EncodeToString(h.Sum(nil)[:16])
+		return werr
+	})
+	return hash, index, err
+}
+
+func hashBucket(h io.Writer, path [][]byte, b *bolt.Bucket) error {
+	isMeta := len(path) == 1 && bytes.Equal(path[0], bMeta)
+	return b.ForEach(func(k, v []byte) error {
+		if isMeta && (bytes.Equal(k, kAppliedIndex) || bytes.Equal(k, kAppliedTerm)) {
+			return nil
+		}
+		for _, p := range path {
+			writeLen(h, p)
+		}
+		writeLen(h, k)
+		if v == nil {
+			return hashBucket(h, append(path, k), b.Bucket(k))
+		}
+		writeLen(h, v)
+		return nil
+	})
+}
+
+func writeLen(h io.Writer, p []byte) {
+	var n [binary.MaxVarintLen64]byte
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
+	h.Write(p)
+}
+
+func getU64(b *bolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putU64(b *bolt.Bucket, k []byte, v uint64) {
+	if err := b.Put(k, u64key(v)); err != nil {
+		panic(fmt.Sprintf("fsm: put %s: %v", k, err))
+	}
+}
