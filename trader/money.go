@@ -84,10 +84,10 @@ func allDigits(s string) bool {
 // String formats cents as a decimal with exactly two places: "150.25".
 func (c Cents) String() string {
 	sign := ""
-	u := int64(c)
-	if u < 0 {
+	u := uint64(c)
+	if c < 0 {
 		sign = "-"
-		u = -u
+		u = -u // two's complement: exact even for math.MinInt64
 	}
 	return fmt.Sprintf("%s%d.%02d", sign, u/100, u%100)
 }

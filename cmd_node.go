@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/hats-trading/hats/node"
+	"github.com/hats-trading/hats/transport"
+)
+
+// errPlaintext is returned when a server is asked to run without TLS and
+// without --insecure.
+var errPlaintext = errors.New("plaintext HTTP and Raft need --insecure (TLS settings arrive in a later release)")
+
+func nodeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "id", Usage: "unique node ID (stable across restarts)", EnvVars: []string{"HATS_ID"}},
+		&cli.StringFlag{Name: "data-dir", Usage: "directory for the Raft log, snapshots and state", EnvVars: []string{"HATS_DATA_DIR"}},
+		&cli.StringFlag{Name: "raft-addr", Usage: "HOST:PORT for Raft traffic (bound and advertised)", EnvVars: []string{"HATS_RAFT_ADDR"}},
+		&cli.StringFlag{Name: "http-addr", Usage: "HOST:PORT for the client API (bound and advertised)", EnvVars: []string{"HATS_HTTP_ADDR"}},
+		&cli.StringFlag{Name: "raft-advertise", Usage: "Raft address peers dial, when it differs from --raft-addr", EnvVars: []string{"HATS_RAFT_ADVERTISE"}},
+		&cli.StringFlag{Name: "http-advertise", Usage: "API address peers and clients use, when it differs from --http-addr", EnvVars: []string{"HATS_HTTP_ADVERTISE"}},
+		&cli.StringSliceFlag{Name: "join", Usage: "HTTP address(es) of any existing member", EnvVars: []string{"HATS_JOIN"}},
+		&cli.BoolFlag{Name: "insecure", Usage: "allow plaintext HTTP and Raft", EnvVars: []string{"HATS_INSECURE"}},
+		&cli.DurationFlag{Name: "heartbeat-timeout", Value: node.DefaultHeartbeatTimeout, Usage: "Raft heartbeat timeout (failure detection)", EnvVars: []string{"HATS_HEARTBEAT_TIMEOUT"}},
+		&cli.DurationFlag{Name: "election-timeout", Value: node.DefaultElectionTimeout, Usage: "Raft election timeout", EnvVars: []string{"HATS_ELECTION_TIMEOUT"}},
+		&cli.Uint64Flag{Name: "snapshot-threshold", Value: node.DefaultSnapshotThreshold, Usage: "log entries between snapshots", EnvVars: []string{"HATS_SNAPSHOT_THRESHOLD"}},
+		&cli.IntFlag{Name: "join-attempts", Value: 10, Usage: "join rounds before giving up", EnvVars: []string{"HATS_JOIN_ATTEMPTS"}},
+		&cli.DurationFlag{Name: "session-ttl", Value: node.DefaultSessionTTL, Usage: "lifetime of a login session", EnvVars: []string{"HATS_SESSION_TTL"}},
+		&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error", EnvVars: []string{"HATS_LOG_LEVEL"}},
+	}
+}
+
+func nodeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run a cluster member (bootstraps a new cluster unless --join is given or the data dir has state)",
+		Flags: nodeFlags(),
+		Action: func(c *cli.Context) error {
+			if !c.Bool("insecure") {
+				return errPlaintext
+			}
+			for _, f := range []string{"id", "data-dir", "raft-addr", "http-addr"} {
+				if c.String(f) == "" {
+					return fmt.Errorf("--%s is required", f)
+				}
+			}
+			logger := newLogger(c.String("log-level"), os.Stderr)
+			cfg := node.Config{
+				ID: c.String("id"), DataDir: c.String("data-dir"),
+				RaftAddr:         firstNonEmpty(c.String("raft-advertise"), c.String("raft-addr")),
+				HTTPAddr:         firstNonEmpty(c.String("http-advertise"), c.String("http-addr")),
+				Join:             splitAddrs(c.StringSlice("join")),
+				HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
+				SnapshotThreshold: c.Uint64("snapshot-threshold"), JoinAttempts: c.Int("join-attempts"),
+				SessionTTL: c.Duration("session-ttl"), Logger: logger, RaftLogLevel: c.String("log-level"),
+			}
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rn, err := startNode(ctx, cfg, c.String("raft-addr"), c.String("http-addr"))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "hats node %s serving API on %s, Raft on %s\n", cfg.ID, cfg.HTTPAddr, cfg.RaftAddr)
+			select {
+			case <-ctx.Done():
+			case err := <-rn.serveErr:
+				rn.stop()
+				return fmt.Errorf("API server: %w", err)
+			}
+			return rn.stop()
+		},
+	}
+}
+
+// runningNode is a node plus its HTTP server.
+type runningNode struct {
+	node     *node.Node
+	srv      *http.Server
+	serveErr chan error
+}
+
+// startNode binds the listeners, starts the node and its API, and joins the
+// cluster when asked. A fresh node whose join fails is shut down.
+func startNode(ctx context.Context, cfg node.Config, raftBind, httpBind string) (*runningNode, error) {
+	hln, err := net.Listen("tcp", httpBind)
+	if err != nil {
+		return nil, fmt.Errorf("--http-addr %s: %w", httpBind, err)
+	}
+	rln, err := net.Listen("tcp", raftBind)
+	if err != nil {
+		hln.Close()
+		return nil, fmt.Errorf("--raft-addr %s: %w", raftBind, err)
+	}
+	cfg.RaftListener = rln
+	n, err := node.New(cfg)
+	if err != nil {
+		hln.Close()
+		rln.Close()
+		return nil, err
+	}
+	api := transport.NewServer(n, cfg.Logger.With("component", "http", "node", cfg.ID))
+	rn := &runningNode{node: n, srv: transport.NewHTTPServer(api), serveErr: make(chan error, 1)}
+	go func() {
+		if err := rn.srv.Serve(hln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			rn.serveErr <- err
+		}
+	}()
+	if err := n.JoinCluster(ctx); err != nil {
+		if !n.HasExistingState() {
+			rn.stop()
+			return nil, err
+		}
+		cfg.Logger.Warn("rejoin failed; continuing with existing membership", "err", err)
+	}
+	return rn, nil
+}
+
+// stop hands leadership over (inside node.Close), then stops the API.
+func (rn *runningNode) stop() error {
+	err := rn.node.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = rn.srv.Shutdown(sctx)
+	return err
+}
+
+func newLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelWarn
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// splitAddrs accepts repeated flags and comma-separated lists alike.
+func splitAddrs(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,428 @@
+// Package node runs one HATS cluster member: Raft over the bbolt state
+// machine, the single write path (forwarded to the leader when needed),
+// consistent reads, membership and the node's share of the LDS role
+// (registration and authentication). See DESIGN.md.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/hats-trading/hats/fsm"
+	"github.com/hats-trading/hats/transport"
+)
+
+// Sentinel errors of the node package. Those that cross the wire are the
+// transport package's own values, so errors.Is works on both sides.
+var (
+	ErrNoLeader       = transport.ErrNoLeader
+	ErrOutcomeUnknown = transport.ErrOutcomeUnknown
+	ErrNodeIDInUse    = transport.ErrConflict
+	ErrConfig         = errors.New("bad node configuration")
+	ErrJoinFailed     = errors.New("join failed")
+	ErrDataDir        = errors.New("data dir belongs to another node")
+	ErrClosed         = errors.New("node closed")
+)
+
+// Defaults for Raft timing. A follower notices a dead leader after one to
+// two heartbeat timeouts and pre-vote plus election take a round trip or
+// two, so failover on a LAN lands around 0.3–0.6 s. Heartbeats go out at a
+// tenth of the timeout, so ten must be lost or late before a follower moves.
+const (
+	DefaultHeartbeatTimeout   = 300 * time.Millisecond
+	DefaultElectionTimeout    = 300 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
+	DefaultCommitTimeout      = 5 * time.Millisecond
+	DefaultApplyTimeout       = 5 * time.Second
+	DefaultSessionTTL         = 24 * time.Hour
+	DefaultSnapshotThreshold  = 8192
+	DefaultSnapshotInterval   = 30 * time.Second
+	DefaultTrailingLogs       = 10240
+)
+
+// Config configures a node. Zero durations take the defaults above.
+type Config struct {
+	ID       string
+	DataDir  string
+	RaftAddr string // address peers dial; also bound when RaftListener is nil
+	HTTPAddr string // address clients and peers use for this node's API
+	Join     []string
+
+	RaftListener net.Listener       // optional pre-bound Raft listener
+	Dial         transport.DialFunc // optional dialer for Raft and peer calls
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	ApplyTimeout       time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+
+	SessionTTL   time.Duration
+	BcryptCost   int // 0 means bcrypt.DefaultCost
+	JoinAttempts int // 0 means 10
+	JoinBackoff  time.Duration
+
+	Logger       *slog.Logger // component loggers are derived from it
+	RaftLogLevel string       // hclog level for the raft library; default "warn"
+	RaftLogOut   io.Writer    // default os.Stderr
+}
+
+func (c *Config) setDefaults() error {
+	if c.ID == "" || strings.ContainsAny(c.ID, " \t\n/") {
+		return fmt.Errorf("%w: --id must be a non-empty name without spaces or slashes", ErrConfig)
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: --data-dir is required", ErrConfig)
+	}
+	if c.RaftAddr == "" || c.HTTPAddr == "" {
+		return fmt.Errorf("%w: --raft-addr and --http-addr are required", ErrConfig)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	def(&c.ElectionTimeout, DefaultElectionTimeout)
+	def(&c.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
+	def(&c.CommitTimeout, DefaultCommitTimeout)
+	def(&c.ApplyTimeout, DefaultApplyTimeout)
+	def(&c.SnapshotInterval, DefaultSnapshotInterval)
+	def(&c.SessionTTL, DefaultSessionTTL)
+	def(&c.JoinBackoff, 200*time.Millisecond)
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		c.LeaderLeaseTimeout = c.HeartbeatTimeout
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = DefaultSnapshotThreshold
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = DefaultTrailingLogs
+	}
+	if c.BcryptCost == 0 {
+		c.BcryptCost = bcrypt.DefaultCost
+	}
+	if c.JoinAttempts == 0 {
+		c.JoinAttempts = 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.RaftLogLevel == "" {
+		c.RaftLogLevel = "warn"
+	}
+	if c.RaftLogOut == nil {
+		c.RaftLogOut = os.Stderr
+	}
+	return nil
+}
+
+// Node is one running cluster member.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	raft  *raft.Raft
+	fsm   *fsm.FSM
+	store *raftboltdb.BoltStore
+	trans *raft.NetworkTransport
+	peer  *transport.Peer
+
+	readyTerm atomic.Uint64 // term in which this leader's barrier completed
+	notify    chan bool
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+
+	hasState bool
+}
+
+var _ transport.Backend = (*Node)(nil)
+
+// New opens the data dir and starts Raft. A node with an empty data dir and
+// no join addresses bootstraps a one-node cluster; one with existing state
+// resumes its membership and never bootstraps again. Call JoinCluster after
+// the HTTP API is serving.
+func New(cfg Config) (n *Node, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if err := claimDataDir(cfg.DataDir, cfg.ID); err != nil {
+		return nil, err
+	}
+	n = &Node{cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.ID), notify: make(chan bool, 1), done: make(chan struct{})}
+	n.peer = transport.NewPeer(cfg.ApplyTimeout, cfg.Dial)
+	defer func() {
+		if err != nil {
+			n.closeStores()
+		}
+	}()
+
+	rlog := hclog.New(&hclog.LoggerOptions{Name: "raft." + cfg.ID, Level: hclog.LevelFromString(cfg.RaftLogLevel), Output: cfg.RaftLogOut})
+	n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rlog)
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "state.db"), cfg.Logger.With("component", "fsm", "node", cfg.ID))
+	if err != nil {
+		return nil, err
+	}
+	if err := n.catchUpFromSnapshot(snaps); err != nil {
+		return nil, err
+	}
+
+	ln := cfg.RaftListener
+	if ln == nil {
+		ln, err = net.Listen("tcp", cfg.RaftAddr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: listen on --raft-addr %s: %v", ErrConfig, cfg.RaftAddr, err)
+		}
+	}
+	stream, err := transport.NewStreamLayer(ln, cfg.RaftAddr, cfg.Dial)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("%w: --raft-addr: %v", ErrConfig, err)
+	}
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 4, Timeout: 2 * time.Second, Logger: rlog,
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
+	rc.NoSnapshotRestoreOnStart = true // the bbolt state is durable; see catchUpFromSnapshot
+	rc.NotifyCh = n.notify
+	rc.Logger = rlog
+
+	n.hasState, err = raft.HasExistingState(n.store, n.store, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("inspect raft state: %w", err)
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, n.store, n.store, snaps, n.trans)
+	if err != nil {
+		n.trans.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if !n.hasState && len(cfg.Join) == 0 {
+		n.log.Info("bootstrapping a new cluster")
+		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr()}}})
+		if err := f.Error(); err != nil {
+			n.raft.Shutdown()
+			n.trans.Close()
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	n.wg.Add(1)
+	go n.watchLeadership()
+	return n, nil
+}
+
+// claimDataDir records the node ID in the data dir so the same data can
+// never be started under another identity.
+func claimDataDir(dir, id string) error {
+	p := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(p)
+	if err == nil {
+		if got := strings.TrimSpace(string(b)); got != id {
+			return fmt.Errorf("%w: %s holds node %q, not %q", ErrDataDir, dir, got, id)
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return os.WriteFile(p, []byte(id+"\n"), 0o600)
+}
+
+// catchUpFromSnapshot covers the one case NoSnapshotRestoreOnStart cannot:
+// state older than the newest snapshot (Raft will not replay entries the
+// snapshot covers). Then the snapshot is restored before Raft starts.
+func (n *Node) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	meta := list[0]
+	if meta.Index <= n.fsm.AppliedIndex() {
+		return nil
+	}
+	n.log.Warn("state is behind the newest snapshot; restoring it", "state_index", n.fsm.AppliedIndex(), "snapshot_index", meta.Index)
+	_, rc, err := snaps.Open(meta.ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", meta.ID, err)
+	}
+	return n.fsm.Restore(rc)
+}
+
+// NodeID implements transport.Backend.
+func (n *Node) NodeID() string { return n.cfg.ID }
+
+// HasExistingState reports whether the node started on existing Raft state.
+func (n *Node) HasExistingState() bool { return n.hasState }
+
+// FSM exposes the state machine (tests and status).
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// Raft exposes the Raft instance (tests).
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// IsLeader reports whether this node currently believes it leads.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.done:
+			return
+		case leader := <-n.notify:
+			if !leader {
+				n.readyTerm.Store(0)
+				n.peer.CloseIdle()
+				continue
+			}
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.onLeader()
+			}()
+		}
+	}
+}
+
+// onLeader runs when this node wins an election: a barrier makes sure every
+// entry of earlier terms is applied (so the read index is safe), then the
+// cluster's own records are brought up to date.
+func (n *Node) onLeader() {
+	term := n.raft.CurrentTerm()
+	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+		n.log.Warn("leader barrier failed", "err", err)
+		return
+	}
+	if n.raft.CurrentTerm() != term || !n.IsLeader() {
+		return
+	}
+	n.readyTerm.Store(term)
+	n.log.Info("leading", "term", term)
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	defer cancel()
+	if n.ClusterKey() == "" {
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		if _, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeInitCluster, ClusterKey: hex.EncodeToString(key)}); err != nil {
+			n.log.Warn("init cluster", "err", err)
+		}
+	}
+	var have fsm.NodeAddrs
+	_ = n.fsm.View(func(v *fsm.View) error { have, _ = v.Node(n.cfg.ID); return nil })
+	if have.HTTPAddr != n.cfg.HTTPAddr || have.RaftAddr != n.cfg.RaftAddr {
+		if _, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeSetNode, NodeID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr}); err != nil {
+			n.log.Warn("record own address", "err", err)
+		}
+	}
+}
+
+// ClusterKey implements transport.Backend.
+func (n *Node) ClusterKey() string {
+	var k string
+	_ = n.fsm.View(func(v *fsm.View) error { k = v.ClusterKey(); return nil })
+	return k
+}
+
+// Ready implements transport.Backend: the node knows a leader and has the
+// cluster's records applied.
+func (n *Node) Ready() error {
+	if _, id := n.raft.LeaderWithID(); id == "" {
+		return fmt.Errorf("%w: this node knows no leader", ErrNoLeader)
+	}
+	if n.ClusterKey() == "" {
+		return fmt.Errorf("%w: cluster records not applied yet", transport.ErrUnavailable)
+	}
+	return nil
+}
+
+// Close hands leadership to another voter when this node leads, then stops
+// Raft and closes the stores.
+func (n *Node) Close() error { return n.shutdown(true) }
+
+// Kill stops the node without handing leadership over, as close to a crash
+// as an in-process node gets (tests).
+func (n *Node) Kill() error { return n.shutdown(false) }
+
+func (n *Node) shutdown(graceful bool) error {
+	n.closeOnce.Do(func() {
+		if graceful && n.IsLeader() && n.otherVoters() > 0 {
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer on shutdown failed", "err", err)
+			} else {
+				n.log.Info("handed leadership over before shutdown")
+			}
+		}
+		close(n.done)
+		if err := n.raft.Shutdown().Error(); err != nil {
+			n.closeErr = err
+		}
+		n.wg.Wait()
+		n.trans.Close()
+		n.closeStores()
+	})
+	return n.closeErr
+}
+
+func (n *Node) closeStores() {
+	if n.store != nil {
+		n.store.Close()
+	}
+	if n.fsm != nil {
+		n.fsm.Close()
+	}
+}
+
+func (n *Node) otherVoters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	c := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.ID {
+			c++
+		}
+	}
+	return c
+}

@@ -1,0 +1,88 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/hats-trading/hats/fsm"
+	"github.com/hats-trading/hats/transport"
+)
+
+// Status implements transport.Backend: this node's own view.
+func (n *Node) Status() transport.NodeStatus {
+	st := transport.NodeStatus{
+		ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr,
+		State: n.raft.State().String(), Term: n.raft.CurrentTerm(),
+		AppliedIndex: n.fsm.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastIndex: n.raft.LastIndex(),
+	}
+	_, lid := n.raft.LeaderWithID()
+	st.Leader = string(lid)
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if string(s.ID) == n.cfg.ID {
+				st.Voter = s.Suffrage == raft.Voter
+			}
+		}
+	}
+	if h, idx, err := n.fsm.Hash(); err == nil {
+		st.StateHash, st.HashIndex = h, idx
+	} else {
+		st.Error = err.Error()
+	}
+	return st
+}
+
+// ClusterStatus implements transport.Backend: every member in the Raft
+// configuration, each asked for its own status; members that do not answer
+// within a second are shown as unreachable.
+func (n *Node) ClusterStatus(ctx context.Context) transport.ClusterStatus {
+	out := transport.ClusterStatus{Term: n.raft.CurrentTerm()}
+	_, lid := n.raft.LeaderWithID()
+	out.Leader = string(lid)
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return out
+	}
+	servers := f.Configuration().Servers
+	addrs := map[string]fsm.NodeAddrs{}
+	_ = n.fsm.View(func(v *fsm.View) error {
+		for _, na := range v.Nodes() {
+			addrs[na.ID] = na
+		}
+		return nil
+	})
+	out.Nodes = make([]transport.NodeStatus, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		id := string(s.ID)
+		if id == n.cfg.ID {
+			out.Nodes[i] = n.Status()
+			continue
+		}
+		base := transport.NodeStatus{ID: id, RaftAddr: string(s.Address), HTTPAddr: addrs[id].HTTPAddr, Voter: s.Suffrage == raft.Voter}
+		wg.Add(1)
+		go func(i int, base transport.NodeStatus) {
+			defer wg.Done()
+			if base.HTTPAddr == "" {
+				base.State, base.Error = "unreachable", "no HTTP address recorded"
+				out.Nodes[i] = base
+				return
+			}
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			st, err := n.peer.Status(pctx, base.HTTPAddr)
+			if err != nil {
+				base.State, base.Error = "unreachable", err.Error()
+				out.Nodes[i] = base
+				return
+			}
+			st.Voter = base.Voter
+			out.Nodes[i] = *st
+		}(i, base)
+	}
+	wg.Wait()
+	return out
+}

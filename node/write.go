@@ -1,0 +1,162 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/hats-trading/hats/fsm"
+	"github.com/hats-trading/hats/transport"
+)
+
+// errNotApplied marks a failure that certainly left the command unapplied
+// (rejected before it entered the log), so the write path may try again.
+var errNotApplied = errors.New("not applied")
+
+// Apply is the one write path every mutation takes: on the leader the
+// command is stamped and applied through Raft; on a follower it is
+// forwarded to the leader. Failures that certainly did not apply the command
+// are retried until ctx (or ApplyTimeout) ends; a failure after the command
+// may have entered the log returns ErrOutcomeUnknown and is never retried
+// here. The client resolves it by retrying with the same idempotency key.
+func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+		defer cancel()
+	}
+	var lastErr error
+	backoff := 5 * time.Millisecond
+	for {
+		select {
+		case <-n.done:
+			return nil, ErrClosed
+		default:
+		}
+		var res *fsm.Result
+		var err error
+		if n.IsLeader() {
+			res, err = n.applyLocal(ctx, cmd)
+		} else {
+			res, err = n.forward(ctx, cmd)
+		}
+		if err == nil || !errors.Is(err, errNotApplied) {
+			return res, err
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: gave up after %v", ErrNoLeader, lastErr)
+		case <-time.After(backoff):
+		}
+		if backoff < 200*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+// stamp sets the fields only the leader may choose (BRIEF rule 1).
+func (n *Node) stamp(cmd *fsm.Command) {
+	cmd.Time = time.Now().UnixNano()
+	if cmd.Type == fsm.TypeCreateSession {
+		cmd.Expires = cmd.Time + int64(n.cfg.SessionTTL)
+	}
+}
+
+func (n *Node) applyLocal(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
+	n.stamp(cmd)
+	timeout := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return nil, fmt.Errorf("%w: %w: deadline passed before submit", errNotApplied, ErrNoLeader)
+		}
+	}
+	f := n.raft.Apply(fsm.Encode(cmd), timeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return nil, fmt.Errorf("%w: %w: %v", errNotApplied, ErrNoLeader, err)
+		default: // ErrLeadershipLost, ErrRaftShutdown: it may still commit
+			return nil, fmt.Errorf("%w: %s: %v", ErrOutcomeUnknown, cmd.Type, err)
+		}
+	}
+	res, ok := f.Response().(*fsm.Result)
+	if !ok || res == nil {
+		return nil, fmt.Errorf("%w: %s: no result from state machine", ErrOutcomeUnknown, cmd.Type)
+	}
+	return res, nil
+}
+
+// forward sends cmd to the leader's internal apply endpoint.
+func (n *Node) forward(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
+	addr, err := n.leaderHTTP()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotApplied, err)
+	}
+	key := n.ClusterKey()
+	if key == "" {
+		return nil, fmt.Errorf("%w: %w: cluster records not applied here yet", errNotApplied, ErrNoLeader)
+	}
+	data, err := n.peer.ForwardApply(ctx, addr, key, fsm.Encode(cmd))
+	if err != nil {
+		var ae *transport.APIError
+		switch {
+		case errors.Is(err, transport.ErrUnavailable) && !errors.As(err, &ae): // dial failed: never sent
+			return nil, fmt.Errorf("%w: %w", errNotApplied, err)
+		case errors.As(err, &ae) && (ae.Code == transport.CodeNoLeader || ae.Code == transport.CodeForbidden):
+			return nil, fmt.Errorf("%w: %w", errNotApplied, err)
+		case errors.As(err, &ae) && ae.Code == transport.CodeOutcomeUnknown:
+			return nil, fmt.Errorf("%w: via leader %s: %s", ErrOutcomeUnknown, addr, ae.Message)
+		case errors.As(err, &ae):
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: forwarding %s to %s: %v", ErrOutcomeUnknown, cmd.Type, addr, err)
+	}
+	res, err := fsm.DecodeResult(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+	}
+	return res, nil
+}
+
+// ApplyForwarded implements transport.Backend: the leader's side of forward.
+func (n *Node) ApplyForwarded(ctx context.Context, data []byte) ([]byte, error) {
+	cmd, err := fsm.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", transport.ErrBadRequest, err)
+	}
+	if !n.IsLeader() {
+		return nil, fmt.Errorf("%w: %s is not the leader", ErrNoLeader, n.cfg.ID)
+	}
+	res, err := n.applyLocal(ctx, cmd)
+	if err != nil {
+		if errors.Is(err, errNotApplied) {
+			return nil, fmt.Errorf("%w: %v", ErrNoLeader, err)
+		}
+		return nil, err
+	}
+	return fsm.EncodeResult(res), nil
+}
+
+// leaderHTTP returns the current leader's HTTP address.
+func (n *Node) leaderHTTP() (string, error) {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
+		return "", fmt.Errorf("%w: none known to %s", ErrNoLeader, n.cfg.ID)
+	}
+	var addr string
+	_ = n.fsm.View(func(v *fsm.View) error {
+		if na, ok := v.Node(string(id)); ok {
+			addr = na.HTTPAddr
+		}
+		return nil
+	})
+	if addr == "" {
+		return "", fmt.Errorf("%w: leader %s has no recorded HTTP address yet", ErrNoLeader, id)
+	}
+	return addr, nil
+}

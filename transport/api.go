@@ -1,0 +1,206 @@
+// Package transport holds HATS's wire: the client HTTP/JSON API (server
+// handlers and the Go client library), the node-to-node calls used for
+// leader forwarding, and the Raft TCP stream layer. It depends on the narrow
+// Backend interface, never on node internals.
+package transport
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors of the wire layer. APIError values unwrap to these by code
+// so callers match them with errors.Is.
+var (
+	ErrOutcomeUnknown  = errors.New("outcome unknown")
+	ErrNoLeader        = errors.New("no leader")
+	ErrUnauthenticated = errors.New("unauthenticated")
+	ErrForbidden       = errors.New("forbidden")
+	ErrBadRequest      = errors.New("bad request")
+	ErrNotFound        = errors.New("not found")
+	ErrConflict        = errors.New("conflict")
+	ErrUnavailable     = errors.New("unavailable")
+	ErrNoNodes         = errors.New("no reachable node")
+)
+
+// Stable error codes in JSON error bodies: {"error":{"code":..., "message":...}}.
+// Business codes from the state machine (insufficient_funds, ...) are passed
+// through as they are.
+const (
+	CodeOutcomeUnknown  = "outcome_unknown"
+	CodeNoLeader        = "no_leader"
+	CodeUnauthenticated = "unauthenticated"
+	CodeForbidden       = "forbidden"
+	CodeBadRequest      = "bad_request"
+	CodeBadJSON         = "malformed_json"
+	CodeBodyTooLarge    = "body_too_large"
+	CodeNotFound        = "not_found"
+	CodeUnavailable     = "unavailable"
+	CodeNodeIDInUse     = "node_id_in_use"
+	CodeInternal        = "internal"
+)
+
+// Consistency is a read's consistency level.
+type Consistency string
+
+// Read consistency levels (BRIEF rule 5).
+const (
+	Stale        Consistency = "stale"        // this node's local state
+	Leader       Consistency = "leader"       // at least as new as the leader's applied state
+	Linearizable Consistency = "linearizable" // read index confirmed by a quorum
+)
+
+// ParseConsistency validates a consistency name; "" yields def.
+func ParseConsistency(s string, def Consistency) (Consistency, error) {
+	switch Consistency(s) {
+	case "":
+		return def, nil
+	case Stale, Leader, Linearizable:
+		return Consistency(s), nil
+	}
+	return "", fmt.Errorf("%w: consistency must be stale, leader or linearizable, got %q", ErrBadRequest, s)
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error APIError `json:"error"`
+}
+
+// APIError is an error returned by the HTTP API.
+type APIError struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Leader  string `json:"leader,omitempty"` // leader's HTTP address, when known
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// Unwrap maps the code to a sentinel.
+func (e *APIError) Unwrap() error {
+	switch e.Code {
+	case CodeOutcomeUnknown:
+		return ErrOutcomeUnknown
+	case CodeNoLeader:
+		return ErrNoLeader
+	case CodeUnauthenticated:
+		return ErrUnauthenticated
+	case CodeForbidden:
+		return ErrForbidden
+	case CodeNotFound:
+		return ErrNotFound
+	case CodeUnavailable:
+		return ErrUnavailable
+	case CodeNodeIDInUse:
+		return ErrConflict
+	case CodeBadRequest, CodeBadJSON, CodeBodyTooLarge:
+		return ErrBadRequest
+	}
+	return nil
+}
+
+// RegisterRequest is POST /v1/users.
+type RegisterRequest struct {
+	Username       string `json:"username"`
+	Password       string `json:"password"`
+	Name           string `json:"name,omitempty"`
+	Email          string `json:"email,omitempty"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// LoginRequest is POST /v1/sessions.
+type LoginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// LoginResponse carries the session token (shown once; stored only hashed).
+type LoginResponse struct {
+	Token     string  `json:"token"`
+	ExpiresAt string  `json:"expires_at"` // RFC 3339
+	Account   Account `json:"account"`
+	Node      string  `json:"node"` // id of the node that served the login
+}
+
+// AmountRequest is POST /v1/account/deposit and /v1/account/withdraw.
+type AmountRequest struct {
+	Amount         string `json:"amount"` // decimal with at most 2 places
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// ProfileRequest is POST /v1/account/profile; nil fields are left unchanged.
+type ProfileRequest struct {
+	Name           *string `json:"name,omitempty"`
+	Email          *string `json:"email,omitempty"`
+	IdempotencyKey string  `json:"idempotency_key,omitempty"`
+}
+
+// Account is a trader's account as the API shows it. Money is a decimal
+// string with two places.
+type Account struct {
+	Username      string `json:"username"`
+	AccountID     uint64 `json:"account_id"`
+	Name          string `json:"name"`
+	Email         string `json:"email"`
+	Cash          string `json:"cash"`
+	AvailableCash string `json:"available_cash"`
+	CreatedAt     string `json:"created_at,omitempty"`
+	AppliedIndex  uint64 `json:"applied_index,omitempty"` // state index this view reflects
+	Replayed      bool   `json:"replayed,omitempty"`      // true when an idempotent retry returned the first result
+}
+
+// WhoAmI is GET /v1/whoami.
+type WhoAmI struct {
+	Username  string `json:"username"`
+	AccountID uint64 `json:"account_id"`
+	Node      string `json:"node"`
+	ExpiresAt string `json:"expires_at"`
+}
+
+// JoinRequest is POST /v1/cluster/join.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+}
+
+// RemoveRequest is POST /v1/cluster/remove.
+type RemoveRequest struct {
+	ID string `json:"id"`
+}
+
+// TransferRequest is POST /v1/cluster/transfer-leadership; empty ID lets
+// Raft pick the most up-to-date follower.
+type TransferRequest struct {
+	ID string `json:"id,omitempty"`
+}
+
+// NodeStatus is one node's view of itself (GET /v1/status), also an entry
+// of ClusterStatus.
+type NodeStatus struct {
+	ID           string `json:"id"`
+	RaftAddr     string `json:"raft_addr"`
+	HTTPAddr     string `json:"http_addr"`
+	State        string `json:"state"` // Leader, Follower, Candidate, Shutdown, or "unreachable"
+	Voter        bool   `json:"voter"`
+	Term         uint64 `json:"term"`
+	Leader       string `json:"leader"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	LastIndex    uint64 `json:"last_index"`
+	StateHash    string `json:"state_hash"`
+	HashIndex    uint64 `json:"hash_index"` // applied index the hash was taken at
+	Error        string `json:"error,omitempty"`
+}
+
+// ClusterStatus is GET /v1/cluster/status.
+type ClusterStatus struct {
+	Leader string       `json:"leader"`
+	Term   uint64       `json:"term"`
+	Nodes  []NodeStatus `json:"nodes"`
+}
+
+// ReadIndexResponse is GET /v1/internal/readindex.
+type ReadIndexResponse struct {
+	Index uint64 `json:"index"`
+}
