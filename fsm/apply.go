@@ -16,7 +16,7 @@ const maxPrunePerCommand = 8
 // applyCommand is the one dispatch point. Each applyX validates everything
 // before its first write: a bbolt transaction spans a whole Raft batch, so a
 // rejected command must leave no partial change behind.
-func applyCommand(tx *bolt.Tx, c *Command) *Result {
+func applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
 	var idemKey []byte
 	var dg [32]byte
 	if c.Key != "" {
@@ -48,6 +48,7 @@ func applyCommand(tx *bolt.Tx, c *Command) *Result {
 		// Decode accepts only known types, so this is a programming error.
 		panic(fmt.Sprintf("fsm: no apply for %s", c.Type))
 	}
+	res.Index = index
 	if idemKey != nil {
 		storeIdempotent(tx, c, idemKey, dg, res)
 	}

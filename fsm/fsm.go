@@ -210,9 +210,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 				// the node rather than let replicas diverge.
 				panic(fmt.Sprintf("fsm: undecodable committed entry at index %d: %v", l.Index, err))
 			}
-			res := applyCommand(tx, cmd)
-			res.Index = l.Index
-			resps[i] = res
+			resps[i] = applyCommand(tx, cmd, l.Index)
 			n++
 		}
 		if last > applied {
@@ -268,7 +266,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRestore, err)
 	}
-	if _, err := io.Copy(out, rc); err != nil {
+	size, err := io.Copy(out, rc)
+	if err != nil {
 		out.Close()
 		os.Remove(tmp)
 		return fmt.Errorf("%w: copy: %v", ErrRestore, err)
@@ -285,12 +284,25 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		os.Remove(tmp)
 		return fmt.Errorf("%w: not a state file: %v", ErrRestore, err)
 	}
-	verr := check.View(func(tx *bolt.Tx) error {
-		if tx.Bucket(bMeta) == nil {
-			return errors.New("no meta bucket")
-		}
-		return nil
-	})
+	verr := func() (err error) {
+		// bbolt asserts (panics) on pages that are inconsistent.
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("corrupt state file: %v", r)
+			}
+		}()
+		return check.View(func(tx *bolt.Tx) error {
+			// A truncated file has pages beyond its end; reading them
+			// through the mmap would kill the process with SIGBUS.
+			if size < tx.Size() {
+				return fmt.Errorf("truncated: %d bytes, state needs %d", size, tx.Size())
+			}
+			if tx.Bucket(bMeta) == nil {
+				return errors.New("no meta bucket")
+			}
+			return nil
+		})
+	}()
 	check.Close()
 	if verr != nil {
 		os.Remove(tmp)

@@ -57,7 +57,7 @@ var codeErrs = []struct {
 
 // Result is what applying one command produced.
 type Result struct {
-	Index   uint64 // log index the command was applied at
+	Index   uint64 // log index the command took effect at (the first one, for a replay)
 	Code    string // CodeOK, or why the command changed nothing
 	Message string
 	Account *trader.Account // the account after the command, when it has one

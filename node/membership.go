@@ -67,9 +67,11 @@ func (n *Node) JoinCluster(ctx context.Context) error {
 // unless the old address still answers as that node (two live nodes must
 // never share an ID).
 func (n *Node) Join(ctx context.Context, req transport.JoinRequest) error {
-	if !n.IsLeader() {
-		return n.toLeader(ctx, func(ctx context.Context, addr string) error { return n.peer.Join(ctx, addr, req) })
-	}
+	return n.toLeader(ctx, func(ctx context.Context) error { return n.joinLocal(ctx, req) },
+		func(ctx context.Context, addr string) error { return n.peer.Join(ctx, addr, req) })
+}
+
+func (n *Node) joinLocal(ctx context.Context, req transport.JoinRequest) error {
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("%w: %v", ErrNoLeader, err)
@@ -127,9 +129,11 @@ func (n *Node) aliveAs(ctx context.Context, id, newHTTP string) bool {
 
 // Remove implements transport.Backend.
 func (n *Node) Remove(ctx context.Context, id string) error {
-	if !n.IsLeader() {
-		return n.toLeader(ctx, func(ctx context.Context, addr string) error { return n.peer.Remove(ctx, addr, id) })
-	}
+	return n.toLeader(ctx, func(ctx context.Context) error { return n.removeLocal(ctx, id) },
+		func(ctx context.Context, addr string) error { return n.peer.Remove(ctx, addr, id) })
+}
+
+func (n *Node) removeLocal(ctx context.Context, id string) error {
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("%w: %v", ErrNoLeader, err)
@@ -159,9 +163,11 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 
 // TransferLeadership implements transport.Backend.
 func (n *Node) TransferLeadership(ctx context.Context, id string) error {
-	if !n.IsLeader() {
-		return n.toLeader(ctx, func(ctx context.Context, addr string) error { return n.peer.Transfer(ctx, addr, id) })
-	}
+	return n.toLeader(ctx, func(ctx context.Context) error { return n.transferLocal(id) },
+		func(ctx context.Context, addr string) error { return n.peer.Transfer(ctx, addr, id) })
+}
+
+func (n *Node) transferLocal(id string) error {
 	var f raft.Future
 	if id == "" {
 		f = n.raft.LeadershipTransfer()
@@ -186,9 +192,9 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	return nil
 }
 
-// toLeader runs call against the leader's HTTP address, retrying while no
-// leader is known and until ctx ends.
-func (n *Node) toLeader(ctx context.Context, call func(ctx context.Context, addr string) error) error {
+// toLeader runs local when this node leads, else call against the leader's
+// HTTP address, retrying while no leader is known and until ctx ends.
+func (n *Node) toLeader(ctx context.Context, local func(ctx context.Context) error, call func(ctx context.Context, addr string) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.ApplyTimeout)
@@ -196,6 +202,9 @@ func (n *Node) toLeader(ctx context.Context, call func(ctx context.Context, addr
 	}
 	backoff := 10 * time.Millisecond
 	for {
+		if n.IsLeader() {
+			return local(ctx)
+		}
 		addr, err := n.leaderHTTP()
 		if err == nil {
 			if addr == n.cfg.HTTPAddr {

@@ -163,7 +163,15 @@ var _ transport.Backend = (*Node)(nil)
 // no join addresses bootstraps a one-node cluster; one with existing state
 // resumes its membership and never bootstraps again. Call JoinCluster after
 // the HTTP API is serving.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (*Node, error) {
+	n, err := newNode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func newNode(cfg Config) (n *Node, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -178,6 +186,7 @@ func New(cfg Config) (n *Node, err error) {
 	defer func() {
 		if err != nil {
 			n.closeStores()
+			n = nil
 		}
 	}()
 
