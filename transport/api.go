@@ -91,7 +91,7 @@ func (e *APIError) Unwrap() error {
 		return ErrNotFound
 	case CodeUnavailable:
 		return ErrUnavailable
-	case CodeNodeIDInUse:
+	case CodeNodeIDInUse, "username_taken", "idempotency_key_reused":
 		return ErrConflict
 	case CodeBadRequest, CodeBadJSON, CodeBodyTooLarge:
 		return ErrBadRequest

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/hats-trading/hats/transport"
+)
+
+const clusterFlagsNote = "Client flags (--cluster, --session, --insecure, --json, --timeout) may come before or after the subcommand; see 'hats cluster --help'."
+
+func clusterCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "cluster",
+		Usage: "operator commands: status, join, remove, transfer leadership",
+		Flags: clientFlags(),
+		Subcommands: []*cli.Command{
+			{
+				Name:        "status",
+				Usage:       "show every member: state, indexes and state hash",
+				Description: clusterFlagsNote,
+				Action:      clusterStatus,
+			},
+			{
+				Name:        "join",
+				Usage:       "add a node as a voter (nodes started with --join do this themselves)",
+				Description: clusterFlagsNote,
+				Flags: withEnv(
+					&cli.StringFlag{Name: "id", Usage: "the new node's ID"},
+					&cli.StringFlag{Name: "raft-addr", Usage: "the new node's Raft `HOST:PORT`"},
+					&cli.StringFlag{Name: "http-addr", Usage: "the new node's API `HOST:PORT`"},
+				),
+				Action: clusterJoin,
+			},
+			{
+				Name:        "remove",
+				Usage:       "remove a member from the cluster",
+				ArgsUsage:   "ID",
+				Description: clusterFlagsNote,
+				Action:      clusterRemove,
+			},
+			{
+				Name:        "transfer-leadership",
+				Usage:       "hand leadership to another voter (by default the most up-to-date one)",
+				ArgsUsage:   "[ID]",
+				Description: clusterFlagsNote,
+				Action:      clusterTransfer,
+			},
+		},
+	}
+}
+
+func clusterStatus(cCtx *cli.Context) error {
+	if err := exactArgs(cCtx); err != nil {
+		return err
+	}
+	e, err := newClientEnv(cCtx)
+	if err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	st, err := c.ClusterStatus(cCtx.Context)
+	if err != nil {
+		return err
+	}
+	return e.emit(st, func(w io.Writer) { printClusterStatus(w, st) })
+}
+
+// printClusterStatus prints the leader and term, then one row per member.
+func printClusterStatus(w io.Writer, st *transport.ClusterStatus) {
+	leader := st.Leader
+	if leader == "" {
+		leader = "(none)"
+	}
+	fmt.Fprintf(w, "leader %s  term %d\n\n", leader, st.Term)
+	withErr := false
+	for _, n := range st.Nodes {
+		withErr = withErr || n.Error != ""
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprint(tw, "ID\tSTATE\tVOTER\tRAFT ADDR\tHTTP ADDR\tAPPLIED\tCOMMIT\tHASH")
+	if withErr {
+		fmt.Fprint(tw, "\tERROR")
+	}
+	fmt.Fprintln(tw)
+	for _, n := range st.Nodes {
+		voter := "no"
+		if n.Voter {
+			voter = "yes"
+		}
+		hash := n.StateHash
+		if len(hash) > 12 {
+			hash = hash[:12]
+		}
+		if hash == "" {
+			hash = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s", n.ID, n.State, voter, n.RaftAddr, n.HTTPAddr, n.AppliedIndex, n.CommitIndex, hash)
+		if withErr {
+			fmt.Fprintf(tw, "\t%s", oneLine(n.Error))
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+}
+
+func clusterJoin(cCtx *cli.Context) error {
+	if err := exactArgs(cCtx); err != nil {
+		return err
+	}
+	req := transport.JoinRequest{ID: cCtx.String("id"), RaftAddr: cCtx.String("raft-addr"), HTTPAddr: cCtx.String("http-addr")}
+	for _, f := range []struct{ name, v string }{{"id", req.ID}, {"raft-addr", req.RaftAddr}, {"http-addr", req.HTTPAddr}} {
+		if f.v == "" {
+			return usageErrorf(cCtx, "%s: --%s is required", f.name, f.name)
+		}
+	}
+	e, err := newClientEnv(cCtx)
+	if err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := c.Join(cCtx.Context, req); err != nil {
+		return err
+	}
+	return e.emit(map[string]any{"joined": req}, func(w io.Writer) {
+		fmt.Fprintf(w, "joined %s (raft %s, http %s)\n", req.ID, req.RaftAddr, req.HTTPAddr)
+	})
+}
+
+func clusterRemove(cCtx *cli.Context) error {
+	if err := exactArgs(cCtx, "ID"); err != nil {
+		return err
+	}
+	id := cCtx.Args().First()
+	e, err := newClientEnv(cCtx)
+	if err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := c.Remove(cCtx.Context, id); err != nil {
+		return err
+	}
+	return e.emit(map[string]string{"removed": id}, func(w io.Writer) {
+		fmt.Fprintf(w, "removed %s\n", id)
+	})
+}
+
+func clusterTransfer(cCtx *cli.Context) error {
+	if cCtx.NArg() > 1 {
+		return usageErrorf(cCtx, "transfer-leadership takes at most one ID, got %d arguments", cCtx.NArg())
+	}
+	id := cCtx.Args().First()
+	e, err := newClientEnv(cCtx)
+	if err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := c.TransferLeadership(cCtx.Context, id); err != nil {
+		return err
+	}
+	to := id
+	if to == "" {
+		to = "(chosen by Raft)"
+	}
+	return e.emit(map[string]string{"transferred_to": id}, func(w io.Writer) {
+		fmt.Fprintf(w, "leadership transferred to %s\n", to)
+	})
+}
