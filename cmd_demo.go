@@ -71,7 +71,7 @@ func demoCommand() *cli.Command {
 					DataDir:  filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 					RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports.Raft[i]),
 					HTTPAddr: httpAddrs[i],
-					Logger:   logger, RaftLogLevel: c.String("log-level"),
+					Logger:   logger, RaftLogLevel: raftLogLevel(c.String("log-level")),
 				}
 				if i > 0 {
 					cfg.Join = []string{httpAddrs[0]}

@@ -65,7 +65,7 @@ func nodeCommand() *cli.Command {
 				Join:             splitAddrs(c.StringSlice("join")),
 				HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 				SnapshotThreshold: c.Uint64("snapshot-threshold"), JoinAttempts: c.Int("join-attempts"),
-				SessionTTL: c.Duration("session-ttl"), Logger: logger, RaftLogLevel: c.String("log-level"),
+				SessionTTL: c.Duration("session-ttl"), Logger: logger, RaftLogLevel: raftLogLevel(c.String("log-level")),
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -143,6 +143,16 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 		l = slog.LevelWarn
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// raftLogLevel keeps the Raft library one level quieter than HATS at the
+// default: its warnings (a follower rejecting an append it is about to get,
+// an election with no peers yet) are routine during start and failover.
+func raftLogLevel(level string) string {
+	if level == "" || level == "warn" {
+		return "error"
+	}
+	return level
 }
 
 func firstNonEmpty(s ...string) string {

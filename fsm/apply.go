@@ -23,7 +23,11 @@ func applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
 		idemKey = append(u64key(c.Account), c.Key...)
 		dg = digest(c)
 		if rec := tx.Bucket(bTrader).Bucket(bIdem).Get(idemKey); rec != nil {
-			return replayResult(rec, dg)
+			r := replayResult(rec, dg)
+			if r.Code == CodeIdempotencyReused {
+				r.Index = index
+			}
+			return r
 		}
 	}
 	var res *Result
@@ -171,26 +175,27 @@ func applyCreateSession(tx *bolt.Tx, c *Command) *Result {
 }
 
 // pruneSessions deletes a bounded number of expired sessions. Sessions are
-// keyed by a random hash, so this scans from a point derived from the
-// command time; every replica sees the same time and the same keys.
+// keyed by a random hash, so the scan starts at a point derived from the
+// command time and wraps around once; every replica sees the same time and
+// the same keys, so every replica deletes the same sessions.
 func pruneSessions(sessions *bolt.Bucket, now int64) {
-	cur := sessions.Cursor()
 	start := u64key(uint64(now))
 	var dead [][]byte
 	scanned := 0
-	for k, v := cur.Seek(start); scanned < 4*maxPrunePerCommand; k, v = cur.Next() {
-		if k == nil {
-			if k, v = cur.First(); k == nil {
-				break
-			}
-		}
+	visit := func(k, v []byte) bool {
 		scanned++
 		if len(v) >= 16 && int64(binary.BigEndian.Uint64(v[8:16])) < now {
 			dead = append(dead, bytes.Clone(k))
 		}
-		if len(dead) >= maxPrunePerCommand {
-			break
-		}
+		return scanned < 4*maxPrunePerCommand && len(dead) < maxPrunePerCommand
+	}
+	cur := sessions.Cursor()
+	more := true
+	for k, v := cur.Seek(start); k != nil && more; k, v = cur.Next() {
+		more = visit(k, v)
+	}
+	for k, v := cur.First(); k != nil && more && bytes.Compare(k, start) < 0; k, v = cur.Next() {
+		more = visit(k, v)
 	}
 	for _, k := range dead {
 		must(sessions.Delete(k))
