@@ -16,6 +16,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/hats-trading/hats/fsm"
+	"github.com/hats-trading/hats/market"
 	"github.com/hats-trading/hats/node"
 	"github.com/hats-trading/hats/transport"
 )
@@ -39,8 +41,31 @@ func nodeFlags() []cli.Flag {
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: node.DefaultSnapshotThreshold, Usage: "log entries between snapshots", EnvVars: []string{"HATS_SNAPSHOT_THRESHOLD"}},
 		&cli.IntFlag{Name: "join-attempts", Value: 10, Usage: "join rounds before giving up", EnvVars: []string{"HATS_JOIN_ATTEMPTS"}},
 		&cli.DurationFlag{Name: "session-ttl", Value: node.DefaultSessionTTL, Usage: "lifetime of a login session", EnvVars: []string{"HATS_SESSION_TTL"}},
+		&cli.StringFlag{Name: "instruments", Usage: "CSV file (symbol,name,ref_price) a new cluster starts with instead of the default universe", EnvVars: []string{"HATS_INSTRUMENTS"}},
 		&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error", EnvVars: []string{"HATS_LOG_LEVEL"}},
 	}
+}
+
+// loadInstruments reads --instruments, when given.
+func loadInstruments(path string) ([]market.Instrument, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--instruments: %w", err)
+	}
+	defer f.Close()
+	list, err := market.ParseInstrumentsCSV(f)
+	if err != nil {
+		return nil, fmt.Errorf("--instruments %s: %w", path, err)
+	}
+	for _, in := range list {
+		if err := fsm.ValidateSymbol(in.Symbol); err != nil {
+			return nil, fmt.Errorf("--instruments %s: %w", path, err)
+		}
+	}
+	return list, nil
 }
 
 func nodeCommand() *cli.Command {
@@ -57,6 +82,10 @@ func nodeCommand() *cli.Command {
 					return fmt.Errorf("--%s is required", f)
 				}
 			}
+			instruments, err := loadInstruments(c.String("instruments"))
+			if err != nil {
+				return err
+			}
 			logger := newLogger(c.String("log-level"), os.Stderr)
 			cfg := node.Config{
 				ID: c.String("id"), DataDir: c.String("data-dir"),
@@ -65,7 +94,7 @@ func nodeCommand() *cli.Command {
 				Join:             splitAddrs(c.StringSlice("join")),
 				HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 				SnapshotThreshold: c.Uint64("snapshot-threshold"), JoinAttempts: c.Int("join-attempts"),
-				SessionTTL: c.Duration("session-ttl"), Logger: logger, RaftLogLevel: raftLogLevel(c.String("log-level")),
+				SessionTTL: c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()

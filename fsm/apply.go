@@ -16,7 +16,7 @@ const maxPrunePerCommand = 8
 // applyCommand is the one dispatch point. Each applyX validates everything
 // before its first write: a bbolt transaction spans a whole Raft batch, so a
 // rejected command must leave no partial change behind.
-func applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
+func (f *FSM) applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
 	var idemKey []byte
 	var dg [32]byte
 	if c.Key != "" {
@@ -45,9 +45,19 @@ func applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
 	case TypeRevokeSession:
 		res = applyRevokeSession(tx, c)
 	case TypeDeposit, TypeWithdraw:
-		res = applyCash(tx, c)
+		res = f.applyCash(tx, c)
 	case TypeProfile:
 		res = applyProfile(tx, c)
+	case TypeSetInstrument:
+		res = f.applySetInstrument(tx, c)
+	case TypeDepositShares, TypeWithdrawShares:
+		res = f.applyShares(tx, c)
+	case TypePlaceOrder:
+		res = f.applyPlace(tx, c)
+	case TypeCancelOrder:
+		res = f.applyCancel(tx, c)
+	case TypeAmendOrder:
+		res = f.applyAmend(tx, c)
 	default:
 		// Decode accepts only known types, so this is a programming error.
 		panic(fmt.Sprintf("fsm: no apply for %s", c.Type))
@@ -212,22 +222,27 @@ func applyRevokeSession(tx *bolt.Tx, c *Command) *Result {
 	return &Result{}
 }
 
-func applyCash(tx *bolt.Tx, c *Command) *Result {
-	acct, ok := getAccount(tx, c.Account)
+func (f *FSM) applyCash(tx *bolt.Tx, c *Command) *Result {
+	x := f.newExch(tx, c.Time)
+	acct, ok := x.account(c.Account)
 	if !ok {
 		return reject(fmt.Errorf("%w: %d", ErrUnknownAccount, c.Account))
 	}
 	var next trader.Account
 	var err error
+	kind, delta := trader.EntryDeposit, c.Amount
 	if c.Type == TypeDeposit {
 		next, err = acct.Deposit(trader.Cents(c.Amount))
 	} else {
 		next, err = acct.Withdraw(trader.Cents(c.Amount))
+		kind, delta = trader.EntryWithdrawal, -c.Amount
 	}
 	if err != nil {
 		return reject(err)
 	}
-	putAccount(tx, &next)
+	*acct = next
+	x.entry(c.Account, trader.Entry{Kind: kind, Cash: delta})
+	x.flush()
 	return &Result{Account: &next}
 }
 

@@ -11,21 +11,29 @@ type Type uint8
 
 // Command types.
 const (
-	TypeInitCluster   Type = 1 // first entry of a new cluster: its shared key
-	TypeSetNode       Type = 2 // a member's HTTP and Raft address
-	TypeRemoveNode    Type = 3 // forget a member's addresses
-	TypeRegister      Type = 4 // new trader account
-	TypeCreateSession Type = 5 // login: store a hashed session token
-	TypeRevokeSession Type = 6 // logout
-	TypeDeposit       Type = 7
-	TypeWithdraw      Type = 8
-	TypeProfile       Type = 9 // change name and/or email
+	TypeInitCluster    Type = 1 // first entry of a new cluster: its shared key
+	TypeSetNode        Type = 2 // a member's HTTP and Raft address
+	TypeRemoveNode     Type = 3 // forget a member's addresses
+	TypeRegister       Type = 4 // new trader account
+	TypeCreateSession  Type = 5 // login: store a hashed session token
+	TypeRevokeSession  Type = 6 // logout
+	TypeDeposit        Type = 7
+	TypeWithdraw       Type = 8
+	TypeProfile        Type = 9 // change name and/or email
+	TypeSetInstrument  Type = 10
+	TypeDepositShares  Type = 11
+	TypeWithdrawShares Type = 12
+	TypePlaceOrder     Type = 13
+	TypeCancelOrder    Type = 14
+	TypeAmendOrder     Type = 15
 )
 
 var typeNames = map[Type]string{
 	TypeInitCluster: "init_cluster", TypeSetNode: "set_node", TypeRemoveNode: "remove_node",
 	TypeRegister: "register", TypeCreateSession: "create_session", TypeRevokeSession: "revoke_session",
 	TypeDeposit: "deposit", TypeWithdraw: "withdraw", TypeProfile: "profile",
+	TypeSetInstrument: "set_instrument", TypeDepositShares: "deposit_shares", TypeWithdrawShares: "withdraw_shares",
+	TypePlaceOrder: "place_order", TypeCancelOrder: "cancel_order", TypeAmendOrder: "amend_order",
 }
 
 func (t Type) String() string {
@@ -63,6 +71,19 @@ type Command struct {
 	HTTPAddr string
 
 	ClusterKey string
+
+	// Exchange fields. Prices are cents, quantities shares.
+	Symbol   string
+	ClientID string // client order ID
+	OrderID  uint64
+	Side     uint8 // market.Side
+	OrdType  uint8 // market.Type
+	TIF      uint8 // market.TIF
+	PostOnly bool
+	Qty      int64
+	Limit    int64
+	Stop     int64
+	Price    int64 // instrument reference price
 }
 
 // Encode returns the wire form: the type byte followed by the body.
@@ -104,6 +125,29 @@ func (c *Command) encodeBody(w *writer) {
 		w.str(c.Name)
 		w.boolean(c.SetEmail)
 		w.str(c.Email)
+	case TypeSetInstrument:
+		w.str(c.Symbol)
+		w.str(c.Name)
+		w.i(c.Price)
+	case TypeDepositShares, TypeWithdrawShares:
+		w.str(c.Symbol)
+		w.i(c.Qty)
+	case TypePlaceOrder:
+		w.str(c.ClientID)
+		w.str(c.Symbol)
+		w.byte1(c.Side)
+		w.byte1(c.OrdType)
+		w.byte1(c.TIF)
+		w.boolean(c.PostOnly)
+		w.i(c.Qty)
+		w.i(c.Limit)
+		w.i(c.Stop)
+	case TypeCancelOrder:
+		w.u(c.OrderID)
+	case TypeAmendOrder:
+		w.u(c.OrderID)
+		w.i(c.Qty)
+		w.i(c.Limit)
 	}
 }
 
@@ -148,6 +192,29 @@ func Decode(b []byte) (*Command, error) {
 		c.Name = r.str()
 		c.SetEmail = r.boolean()
 		c.Email = r.str()
+	case TypeSetInstrument:
+		c.Symbol = r.str()
+		c.Name = r.str()
+		c.Price = r.i()
+	case TypeDepositShares, TypeWithdrawShares:
+		c.Symbol = r.str()
+		c.Qty = r.i()
+	case TypePlaceOrder:
+		c.ClientID = r.str()
+		c.Symbol = r.str()
+		c.Side = r.byte1()
+		c.OrdType = r.byte1()
+		c.TIF = r.byte1()
+		c.PostOnly = r.boolean()
+		c.Qty = r.i()
+		c.Limit = r.i()
+		c.Stop = r.i()
+	case TypeCancelOrder:
+		c.OrderID = r.u()
+	case TypeAmendOrder:
+		c.OrderID = r.u()
+		c.Qty = r.i()
+		c.Limit = r.i()
 	}
 	if err := r.done(); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", c.Type, err)

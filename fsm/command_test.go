@@ -24,6 +24,12 @@ func fullCommands() []*Command {
 		{Type: TypeDeposit, Time: 46, Account: 4, Key: "k-dep", Amount: 15025},
 		{Type: TypeWithdraw, Time: 47, Account: 5, Key: "k-wd", Amount: -1 << 63},
 		{Type: TypeProfile, Time: 48, Account: 6, Key: "k-prof", SetName: true, Name: "Ann B. Lee", SetEmail: true, Email: "ann.b@example.com"},
+		{Type: TypeSetInstrument, Time: 49, Symbol: "AAPL", Name: "Apple Inc.", Price: 18910},
+		{Type: TypeDepositShares, Time: 50, Account: 7, Key: "k-ds", Symbol: "MSFT", Qty: 100},
+		{Type: TypeWithdrawShares, Time: 51, Account: 7, Key: "k-ws", Symbol: "MSFT", Qty: 1 << 40},
+		{Type: TypePlaceOrder, Time: 52, Account: 8, ClientID: "c-1", Symbol: "NVDA", Side: 2, OrdType: 4, TIF: 2, PostOnly: true, Qty: 10, Limit: 12345, Stop: 12000},
+		{Type: TypeCancelOrder, Time: 53, Account: 8, OrderID: 1<<64 - 1},
+		{Type: TypeAmendOrder, Time: 54, Account: 8, OrderID: 77, Qty: 5, Limit: 12300},
 	}
 }
 
@@ -97,7 +103,7 @@ func TestDecodeEmpty(t *testing.T) {
 
 func TestDecodeUnknownType(t *testing.T) {
 	valid := Encode(&Command{Type: TypeDeposit, Account: 1, Amount: 5})
-	for _, typ := range []byte{0, 10, 11, 100, 255} {
+	for _, typ := range []byte{0, 100, 127, 200, 255} {
 		if _, known := typeNames[Type(typ)]; known {
 			t.Fatalf("test setup: type %d is known", typ)
 		}

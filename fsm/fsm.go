@@ -19,6 +19,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/hats-trading/hats/market"
 )
 
 // Errors of the fsm package beyond business rejections.
@@ -59,6 +61,11 @@ type FSM struct {
 	mu sync.RWMutex // held for reading by every transaction, for writing by Restore
 	db *bolt.DB
 
+	// books are the in-memory order books, derived from the bbolt state
+	// (rebuilt on open and restore) and changed only inside ApplyBatch.
+	bookMu sync.Mutex
+	books  map[string]*market.Book
+
 	applied  atomic.Uint64
 	commands atomic.Uint64 // commands applied since Open (not skipped replays)
 
@@ -97,10 +104,20 @@ func (f *FSM) open() error {
 		return fmt.Errorf("init state %s: %w", f.path, err)
 	}
 	var idx uint64
-	_ = db.View(func(tx *bolt.Tx) error {
+	var books map[string]*market.Book
+	err = db.View(func(tx *bolt.Tx) error {
 		idx = getU64(tx.Bucket(bMeta), kAppliedIndex)
-		return nil
+		var err error
+		books, err = loadBooks(tx)
+		return err
 	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("load books from %s: %w", f.path, err)
+	}
+	f.bookMu.Lock()
+	f.books = books
+	f.bookMu.Unlock()
 	f.db = db
 	f.applied.Store(idx)
 	return nil
@@ -113,8 +130,8 @@ func ensureBuckets(tx *bolt.Tx) error {
 	}{
 		{bMeta, nil},
 		{bCluster, [][]byte{bNodes}},
-		{bTrader, [][]byte{bAccounts, bUsers, bCredentials, bSessions, bIdem, bIdemByTime}},
-		{bMarket, nil},
+		{bTrader, [][]byte{bAccounts, bUsers, bCredentials, bSessions, bIdem, bIdemByTime, bClientIDs, bAcctOrders, bPositions, bLedger}},
+		{bMarket, [][]byte{bInstruments, bOrders, bOpen, bBooks, bTrades}},
 	}
 	for _, l := range layout {
 		b, err := tx.CreateBucketIfNotExists(l.top)
@@ -191,6 +208,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	var last uint64
 	var n uint64
+	f.bookMu.Lock()
+	defer f.bookMu.Unlock()
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
 		applied := getU64(meta, kAppliedIndex)
@@ -210,7 +229,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 				// the node rather than let replicas diverge.
 				panic(fmt.Sprintf("fsm: undecodable committed entry at index %d: %v", l.Index, err))
 			}
-			resps[i] = applyCommand(tx, cmd, l.Index)
+			resps[i] = f.applyCommand(tx, cmd, l.Index)
 			n++
 		}
 		if last > applied {

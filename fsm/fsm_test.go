@@ -821,10 +821,11 @@ func TestIdempotencyPruningEventuallyRemovesAll(t *testing.T) {
 func TestRejectedCommandsInBatchLeaveNoPartialWrites(t *testing.T) {
 	h := newHarness(t)
 	ann := h.register("ann")
+	t1, t2 := int64(5e18), int64(5e18)+1 // fixed times: statements record them
 	rs := h.apply(
-		deposit(ann, 1000),
+		at(deposit(ann, 1000), t1),
 		withdraw(ann, 1_000_000),
-		deposit(ann, 500),
+		at(deposit(ann, 500), t2),
 		&Command{Type: TypeProfile, Account: ann, SetName: true, Name: "Valid", SetEmail: true, Email: "invalid"},
 		&Command{Type: TypeRegister, Username: "bob", PassHash: []byte("p"), Email: "invalid"},
 		&Command{Type: TypeCreateSession, Username: "ann", TokenHash: []byte("short")},
@@ -839,7 +840,7 @@ func TestRejectedCommandsInBatchLeaveNoPartialWrites(t *testing.T) {
 	// Compare the whole state with a replica that only saw the successes.
 	ref := newHarness(t)
 	ref.register("ann")
-	ref.apply(deposit(ann, 1000), deposit(ann, 500))
+	ref.apply(at(deposit(ann, 1000), t1), at(deposit(ann, 500), t2))
 	if hashOf(t, h.f) != hashOf(t, ref.f) {
 		t.Fatal("rejected commands left writes behind")
 	}

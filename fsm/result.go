@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/hats-trading/hats/market"
 	"github.com/hats-trading/hats/trader"
 )
 
@@ -34,6 +35,18 @@ const (
 	CodeIdempotencyReused  = "idempotency_key_reused"
 	CodeAlreadyInitialized = "already_initialized"
 	CodeInvalidCommand     = "invalid_command"
+	CodeUnknownSymbol      = "unknown_symbol"
+	CodeBadQuantity        = "bad_quantity"
+	CodeBadPrice           = "bad_price"
+	CodeBadOrder           = "bad_order"
+	CodeWouldTake          = "post_only_would_take"
+	CodeCannotFill         = "fok_cannot_fill"
+	CodeBeyondCollar       = "beyond_collar"
+	CodeUnknownOrder       = "unknown_order"
+	CodeOrderDone          = "order_not_open"
+	CodeNotOwner           = "not_owner"
+	CodeInsufficientShares = "insufficient_shares"
+	CodeBadInstrument      = "bad_instrument"
 )
 
 var codeErrs = []struct {
@@ -53,15 +66,29 @@ var codeErrs = []struct {
 	{CodeIdempotencyReused, ErrIdempotencyReused},
 	{CodeAlreadyInitialized, ErrAlreadyInitialized},
 	{CodeInvalidCommand, ErrInvalidCommand},
+	{CodeUnknownSymbol, market.ErrUnknownSymbol},
+	{CodeBadQuantity, market.ErrBadQuantity},
+	{CodeBadPrice, market.ErrBadPrice},
+	{CodeBadOrder, market.ErrBadOrder},
+	{CodeWouldTake, market.ErrWouldTake},
+	{CodeCannotFill, market.ErrCannotFill},
+	{CodeBeyondCollar, market.ErrBeyondCollar},
+	{CodeUnknownOrder, market.ErrUnknownOrder},
+	{CodeOrderDone, market.ErrOrderDone},
+	{CodeNotOwner, ErrNotOwner},
+	{CodeInsufficientShares, trader.ErrInsufficientShares},
+	{CodeBadInstrument, market.ErrBadInstrument},
 }
 
 // Result is what applying one command produced.
 type Result struct {
-	Index   uint64 // log index the command took effect at (the first one, for a replay)
-	Code    string // CodeOK, or why the command changed nothing
-	Message string
-	Account *trader.Account // the account after the command, when it has one
-	Replay  bool            // true when this is the stored result of an earlier identical request
+	Index    uint64 // log index the command took effect at (the first one, for a replay)
+	Code     string // CodeOK, or why the command changed nothing
+	Message  string
+	Account  *trader.Account  // the account after the command, when it has one
+	Order    *market.Order    // the order after the command (place, cancel, amend)
+	Position *trader.Position // the position after a share deposit or withdrawal
+	Replay   bool             // true when this is the stored result of an earlier identical request
 }
 
 // Err returns nil for success, else an error wrapping the code's sentinel.
@@ -97,6 +124,14 @@ func EncodeResult(r *Result) []byte {
 	if r.Account != nil {
 		encodeAccount(&w, r.Account)
 	}
+	w.boolean(r.Order != nil)
+	if r.Order != nil {
+		encodeOrder(&w, r.Order)
+	}
+	w.boolean(r.Position != nil)
+	if r.Position != nil {
+		encodePosition(&w, r.Position)
+	}
 	return w.b
 }
 
@@ -106,6 +141,12 @@ func DecodeResult(b []byte) (*Result, error) {
 	r := &Result{Index: rd.u(), Code: rd.str(), Message: rd.str(), Replay: rd.boolean()}
 	if rd.boolean() {
 		r.Account = decodeAccount(&rd)
+	}
+	if rd.boolean() {
+		r.Order = decodeOrder(&rd)
+	}
+	if rd.boolean() {
+		r.Position = decodePosition(&rd)
 	}
 	if err := rd.done(); err != nil {
 		return nil, fmt.Errorf("decode result: %w", err)

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/hats-trading/hats/fsm"
+	"github.com/hats-trading/hats/market"
 	"github.com/hats-trading/hats/transport"
 )
 
@@ -76,6 +77,10 @@ type Config struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
+
+	// Instruments is committed by the first leader of a cluster whose
+	// instrument table is empty; nil means market.DefaultUniverse.
+	Instruments []market.Instrument
 
 	SessionTTL   time.Duration
 	BcryptCost   int // 0 means bcrypt.DefaultCost
@@ -335,19 +340,18 @@ func (n *Node) watchLeadership() {
 }
 
 // onLeader runs when this node wins an election: a barrier makes sure every
-// entry of earlier terms is applied (so the read index is safe), then the
-// cluster's own records are brought up to date.
+// entry of earlier terms is applied, then the cluster's own records are
+// brought up to date. The last of those writes is always a state machine
+// command (the leader's address record), so the commit index a read index
+// hands out is one the state machine will reach; Raft's own no-op and
+// barrier entries never reach the state machine's applied index. Only then
+// does this leader serve read indexes.
 func (n *Node) onLeader() {
 	term := n.raft.CurrentTerm()
 	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
 		n.log.Warn("leader barrier failed", "err", err)
 		return
 	}
-	if n.raft.CurrentTerm() != term || !n.IsLeader() {
-		return
-	}
-	n.readyTerm.Store(term)
-	n.log.Info("leading", "term", term)
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
 	if n.ClusterKey() == "" {
@@ -357,13 +361,41 @@ func (n *Node) onLeader() {
 			n.log.Warn("init cluster", "err", err)
 		}
 	}
-	var have fsm.NodeAddrs
-	_ = n.fsm.View(func(v *fsm.View) error { have, _ = v.Node(n.cfg.ID); return nil })
-	if have.HTTPAddr != n.cfg.HTTPAddr || have.RaftAddr != n.cfg.RaftAddr {
-		if _, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeSetNode, NodeID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr}); err != nil {
-			n.log.Warn("record own address", "err", err)
+	n.ensureInstruments(ctx)
+	if _, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeSetNode, NodeID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr}); err != nil {
+		n.log.Warn("record own address", "err", err)
+		return
+	}
+	if n.raft.CurrentTerm() != term || !n.IsLeader() {
+		return
+	}
+	n.readyTerm.Store(term)
+	n.log.Info("leading", "term", term)
+}
+
+// ensureInstruments commits the configured instrument table when the
+// cluster has none yet (a brand new cluster).
+func (n *Node) ensureInstruments(ctx context.Context) {
+	count := 0
+	_ = n.fsm.View(func(v *fsm.View) error { count = len(v.Instruments()); return nil })
+	if count > 0 {
+		return
+	}
+	list := n.cfg.Instruments
+	if list == nil {
+		list = market.DefaultUniverse()
+	}
+	for _, in := range list {
+		res, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeSetInstrument, Symbol: in.Symbol, Name: in.Name, Price: in.RefPrice})
+		if err == nil {
+			err = res.Err()
+		}
+		if err != nil {
+			n.log.Warn("commit instrument", "symbol", in.Symbol, "err", err)
+			return
 		}
 	}
+	n.log.Info("instrument table committed", "count", len(list))
 }
 
 // ClusterKey implements transport.Backend.

@@ -181,6 +181,8 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) *APIError {
 		switch {
 		case errors.As(err, &mbe):
 			return &APIError{Status: 413, Code: CodeBodyTooLarge, Message: fmt.Sprintf("request body exceeds %d bytes", MaxJSONBody)}
+		case errors.As(err, &ute) && ute.Field == "":
+			return &APIError{Status: 400, Code: CodeBadJSON, Message: fmt.Sprintf("request body must be a JSON object, got %s", ute.Value)}
 		case errors.As(err, &ute):
 			return &APIError{Status: 400, Code: CodeBadJSON, Message: fmt.Sprintf("field %q must be a %s", ute.Field, ute.Type)}
 		case errors.Is(err, io.EOF):
@@ -348,7 +350,9 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request, p Principal) {
 func (s *Server) readAccount(w http.ResponseWriter, r *http.Request, id uint64) {
 	c, err := ParseConsistency(r.URL.Query().Get("consistency"), Linearizable)
 	if err != nil {
-		writeError(w, badField("consistency", errors.Unwrap(err)))
+		// err reads "bad request: consistency must be ...": keep the part
+		// that names the field and the accepted values.
+		writeError(w, &APIError{Status: 400, Code: CodeBadRequest, Message: strings.TrimPrefix(err.Error(), ErrBadRequest.Error()+": ")})
 		return
 	}
 	var out Account

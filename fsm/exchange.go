@@ -1,0 +1,533 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hats-trading/hats/market"
+	"github.com/hats-trading/hats/trader"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Exchange rejections (business errors returned as values).
+var (
+	ErrNotOwner = errors.New("order belongs to another trader")
+)
+
+// Exchange buckets: inside bMarket and bTrader.
+var (
+	bInstruments = []byte("instruments") // market: symbol -> instrument
+	bOrders      = []byte("orders")      // market: order id -> order
+	bOpen        = []byte("open")        // market: order id -> symbol (active orders)
+	bBooks       = []byte("books")       // market: symbol -> book stats
+	bTrades      = []byte("trades")      // market: symbol 0 seq -> trade
+	bClientIDs   = []byte("client_ids")  // trader: account | client id -> order id
+	bAcctOrders  = []byte("acct_orders") // trader: account | order id -> nil
+	bPositions   = []byte("positions")   // trader: account | symbol -> position
+	bLedger      = []byte("ledger")      // trader: account | seq -> entry
+
+	kNextOrder = []byte("next_order_id")
+)
+
+// maxExpirePerCommand bounds the DAY-order expiry sweep done by each order
+// command; orders past their day never trade meanwhile (matching checks).
+const maxExpirePerCommand = 8
+
+func acctKey(acct uint64, rest []byte) []byte {
+	return append(u64key(acct), rest...)
+}
+
+func tradeKey(sym string, seq uint64) []byte {
+	k := append([]byte(sym), 0)
+	return append(k, u64key(seq)...)
+}
+
+// loadBooks rebuilds every in-memory book from the instrument table, the
+// book stats and the open-order set.
+func loadBooks(tx *bolt.Tx) (map[string]*market.Book, error) {
+	mb := tx.Bucket(bMarket)
+	books := map[string]*market.Book{}
+	err := mb.Bucket(bInstruments).ForEach(func(k, v []byte) error {
+		in := decodeWhole(v, decodeInstrument, "instrument")
+		b := market.NewBook(in.Symbol, in.RefPrice)
+		if sv := mb.Bucket(bBooks).Get(k); sv != nil {
+			st := decodeWhole(sv, decodeBookStats, "book stats")
+			b.Last, b.TradeSeq, b.NextSeq = st.Last, st.TradeSeq, st.NextSeq
+		}
+		books[in.Symbol] = b
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var open []*market.Order
+	orders := mb.Bucket(bOrders)
+	err = mb.Bucket(bOpen).ForEach(func(k, _ []byte) error {
+		v := orders.Get(k)
+		if v == nil {
+			return fmt.Errorf("%w: open order %x has no record", ErrCorrupt, k)
+		}
+		open = append(open, decodeWhole(v, decodeOrder, "order"))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(open, func(a, b *market.Order) int {
+		if c := strings.Compare(a.Symbol, b.Symbol); c != 0 {
+			return c
+		}
+		return int(a.Seq) - int(b.Seq)
+	})
+	for _, o := range open {
+		b, ok := books[o.Symbol]
+		if !ok {
+			return nil, fmt.Errorf("%w: order %d for unknown symbol %s", ErrCorrupt, o.ID, o.Symbol)
+		}
+		if err := b.Restore(o); err != nil {
+			return nil, err
+		}
+	}
+	return books, nil
+}
+
+// exch holds one command's working set: accounts and positions are loaded
+// once, changed in memory and written back in key order at the end.
+type exch struct {
+	f     *FSM
+	tx    *bolt.Tx
+	now   int64
+	accts map[uint64]*trader.Account
+	pos   map[string]*trader.Position
+}
+
+func (f *FSM) newExch(tx *bolt.Tx, now int64) *exch {
+	return &exch{f: f, tx: tx, now: now, accts: map[uint64]*trader.Account{}, pos: map[string]*trader.Position{}}
+}
+
+func (x *exch) account(id uint64) (*trader.Account, bool) {
+	if a, ok := x.accts[id]; ok {
+		return a, true
+	}
+	a, ok := getAccount(x.tx, id)
+	if ok {
+		x.accts[id] = a
+	}
+	return a, ok
+}
+
+func (x *exch) position(acct uint64, sym string) *trader.Position {
+	k := string(acctKey(acct, []byte(sym)))
+	if p, ok := x.pos[k]; ok {
+		return p
+	}
+	p := &trader.Position{Symbol: sym}
+	if v := x.tx.Bucket(bTrader).Bucket(bPositions).Get([]byte(k)); v != nil {
+		p = decodeWhole(v, decodePosition, "position")
+	}
+	x.pos[k] = p
+	return p
+}
+
+// entry appends a statement line for acct, with balances after it.
+func (x *exch) entry(acct uint64, e trader.Entry) {
+	a, _ := x.account(acct)
+	e.Time = x.now
+	e.CashAfter = int64(a.Cash)
+	if e.Symbol != "" {
+		e.SharesAfter = x.position(acct, e.Symbol).Qty
+	}
+	lb := x.tx.Bucket(bTrader).Bucket(bLedger)
+	e.Seq = lastSeq(lb, acct) + 1
+	must(lb.Put(acctKey(acct, u64key(e.Seq)), encodeWith(&e, encodeEntry)))
+}
+
+// lastSeq finds the highest sequence stored under an account prefix.
+func lastSeq(b *bolt.Bucket, acct uint64) uint64 {
+	c := b.Cursor()
+	k, _ := c.Seek(u64key(acct + 1))
+	if k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	if len(k) == 16 && binary.BigEndian.Uint64(k[:8]) == acct {
+		return binary.BigEndian.Uint64(k[8:])
+	}
+	return 0
+}
+
+// flush writes back every account and position the command changed, in
+// key order.
+func (x *exch) flush() {
+	ids := make([]uint64, 0, len(x.accts))
+	for id := range x.accts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		putAccount(x.tx, x.accts[id])
+	}
+	keys := make([]string, 0, len(x.pos))
+	for k := range x.pos {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	pb := x.tx.Bucket(bTrader).Bucket(bPositions)
+	for _, k := range keys {
+		p := x.pos[k]
+		if p.Qty == 0 && p.Reserved == 0 && p.Cost == 0 && p.Realized == 0 {
+			must(pb.Delete([]byte(k)))
+			continue
+		}
+		must(pb.Put([]byte(k), encodeWith(p, encodePosition)))
+	}
+}
+
+func (x *exch) putOrder(o *market.Order) {
+	mb := x.tx.Bucket(bMarket)
+	id := u64key(o.ID)
+	must(mb.Bucket(bOrders).Put(id, encodeWith(o, encodeOrder)))
+	if o.Status.Active() {
+		must(mb.Bucket(bOpen).Put(id, []byte(o.Symbol)))
+	} else {
+		must(mb.Bucket(bOpen).Delete(id))
+	}
+}
+
+func (x *exch) putBook(b *market.Book) {
+	sb := x.tx.Bucket(bMarket).Bucket(bBooks)
+	st := &BookStats{}
+	if v := sb.Get([]byte(b.Symbol)); v != nil {
+		st = decodeWhole(v, decodeBookStats, "book stats")
+	}
+	st.Last, st.TradeSeq, st.NextSeq = b.Last, b.TradeSeq, b.NextSeq
+	must(sb.Put([]byte(b.Symbol), encodeWith(st, encodeBookStats)))
+}
+
+// reserve holds back what an order needs: cash for a buy, shares for a sell.
+func (x *exch) reserve(o *market.Order, qty, price int64) error {
+	if o.Side == market.Buy {
+		a, _ := x.account(o.Account)
+		need := trader.Cents(qty * price)
+		if need > a.Available() {
+			return fmt.Errorf("%w: order needs %s, %s available", trader.ErrInsufficientFunds, need, a.Available())
+		}
+		a.Reserved += need
+		return nil
+	}
+	p := x.position(o.Account, o.Symbol)
+	if qty > p.Available() {
+		return fmt.Errorf("%w: order sells %d %s, %d available", trader.ErrInsufficientShares, qty, o.Symbol, p.Available())
+	}
+	p.Reserved += qty
+	return nil
+}
+
+// release returns what an order held for qty shares at its reserve price.
+func (x *exch) release(o *market.Order, qty int64) {
+	if qty == 0 {
+		return
+	}
+	if o.Side == market.Buy {
+		a, _ := x.account(o.Account)
+		a.Reserved -= trader.Cents(qty * o.ReservePrice())
+		return
+	}
+	x.position(o.Account, o.Symbol).Reserved -= qty
+}
+
+// settle books everything an engine outcome did: each fill moves cash and
+// shares between the two accounts and goes on the tape and both
+// statements; each order that finished releases what it still held.
+func (x *exch) settle(b *market.Book, out *market.Outcome) {
+	firstSeq := b.TradeSeq - uint64(len(out.Fills))
+	trades := x.tx.Bucket(bMarket).Bucket(bTrades)
+	for i, fl := range out.Fills {
+		buy, sell := fl.Buyer(), fl.Seller()
+		notional := fl.Price * fl.Qty
+		ba, _ := x.account(buy.Account)
+		sa, _ := x.account(sell.Account)
+		ba.Cash -= trader.Cents(notional)
+		ba.Reserved -= trader.Cents(fl.Qty * buy.ReservePrice())
+		if err := x.position(buy.Account, b.Symbol).Add(fl.Qty, fl.Price); err != nil {
+			panic(fmt.Sprintf("fsm: settle buy: %v", err))
+		}
+		sp := x.position(sell.Account, b.Symbol)
+		sp.Reserved -= fl.Qty
+		if _, err := sp.Remove(fl.Qty, fl.Price, true); err != nil {
+			panic(fmt.Sprintf("fsm: settle sell: %v", err))
+		}
+		sa.Cash += trader.Cents(notional)
+		t := &Trade{Symbol: b.Symbol, Seq: firstSeq + uint64(i) + 1, Time: x.now, Price: fl.Price, Qty: fl.Qty,
+			BuyOrder: buy.ID, SellOrder: sell.ID, Buyer: buy.Account, Seller: sell.Account, TakerSide: fl.Taker.Side}
+		must(trades.Put(tradeKey(b.Symbol, t.Seq), encodeWith(t, encodeTrade)))
+		x.entry(buy.Account, trader.Entry{Kind: trader.EntryBuy, Symbol: b.Symbol, Qty: fl.Qty, Price: fl.Price, Cash: -notional, OrderID: buy.ID, TradeSeq: t.Seq})
+		x.entry(sell.Account, trader.Entry{Kind: trader.EntrySell, Symbol: b.Symbol, Qty: -fl.Qty, Price: fl.Price, Cash: notional, OrderID: sell.ID, TradeSeq: t.Seq})
+		x.dayStats(b.Symbol, fl.Price, fl.Qty)
+	}
+	for _, o := range out.Touched {
+		if !o.Status.Active() {
+			x.release(o, o.Remaining())
+		}
+		x.putOrder(o)
+	}
+	x.putBook(b)
+}
+
+func (x *exch) dayStats(sym string, price, qty int64) {
+	sb := x.tx.Bucket(bMarket).Bucket(bBooks)
+	st := &BookStats{}
+	if v := sb.Get([]byte(sym)); v != nil {
+		st = decodeWhole(v, decodeBookStats, "book stats")
+	}
+	day := market.EndOfUTCDay(x.now) - 86_400_000_000_000
+	if st.DayStart != day {
+		st.DayStart, st.Open, st.High, st.Low, st.Volume = day, price, price, price, 0
+	}
+	st.High = max(st.High, price)
+	st.Low = min(st.Low, price)
+	st.Volume += qty
+	st.LastTime = x.now
+	must(sb.Put([]byte(sym), encodeWith(st, encodeBookStats)))
+}
+
+// expire ends DAY orders of b whose day is over, releasing their holds.
+func (x *exch) expire(b *market.Book) {
+	for _, o := range b.ExpireDue(x.now, maxExpirePerCommand) {
+		x.release(o, o.Remaining())
+		x.putOrder(o)
+	}
+}
+
+func (f *FSM) applySetInstrument(tx *bolt.Tx, c *Command) *Result {
+	if err := ValidateSymbol(c.Symbol); err != nil {
+		return reject(err)
+	}
+	if c.Price <= 0 || c.Price > market.MaxPrice {
+		return reject(fmt.Errorf("%w: reference price out of range", market.ErrBadPrice))
+	}
+	in := &market.Instrument{Symbol: c.Symbol, Name: c.Name, RefPrice: c.Price}
+	must(tx.Bucket(bMarket).Bucket(bInstruments).Put([]byte(c.Symbol), encodeWith(in, encodeInstrument)))
+	if b, ok := f.books[c.Symbol]; ok {
+		b.Ref = c.Price
+	} else {
+		f.books[c.Symbol] = market.NewBook(c.Symbol, c.Price)
+	}
+	return &Result{}
+}
+
+// ValidateSymbol checks a symbol's form: 1 to 12 upper-case letters,
+// digits, '.' or '-'.
+func ValidateSymbol(s string) error {
+	if len(s) == 0 || len(s) > 12 {
+		return fmt.Errorf("%w: symbol must be 1 to 12 characters", market.ErrBadInstrument)
+	}
+	for _, r := range s {
+		if !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-') {
+			return fmt.Errorf("%w: symbol %q may hold only A-Z, 0-9, '.' and '-'", market.ErrBadInstrument, s)
+		}
+	}
+	return nil
+}
+
+func (f *FSM) book(sym string) (*market.Book, error) {
+	b, ok := f.books[sym]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", market.ErrUnknownSymbol, sym)
+	}
+	return b, nil
+}
+
+func (f *FSM) applyShares(tx *bolt.Tx, c *Command) *Result {
+	b, err := f.book(c.Symbol)
+	if err != nil {
+		return reject(err)
+	}
+	if c.Qty <= 0 || c.Qty > trader.MaxShares {
+		return reject(fmt.Errorf("%w: quantity must be between 1 and %d", market.ErrBadQuantity, int64(trader.MaxShares)))
+	}
+	x := f.newExch(tx, c.Time)
+	if _, ok := x.account(c.Account); !ok {
+		return reject(fmt.Errorf("%w: %d", ErrUnknownAccount, c.Account))
+	}
+	p := x.position(c.Account, c.Symbol)
+	price := b.Reference()
+	if c.Type == TypeDepositShares {
+		if err := p.Add(c.Qty, price); err != nil {
+			return reject(err)
+		}
+		x.entry(c.Account, trader.Entry{Kind: trader.EntryShareDeposit, Symbol: c.Symbol, Qty: c.Qty, Price: price})
+	} else {
+		if c.Qty > p.Available() {
+			return reject(fmt.Errorf("%w: withdraw %d %s but only %d available", trader.ErrInsufficientShares, c.Qty, c.Symbol, p.Available()))
+		}
+		if _, err := p.Remove(c.Qty, price, false); err != nil {
+			return reject(err)
+		}
+		x.entry(c.Account, trader.Entry{Kind: trader.EntryShareWithdrawal, Symbol: c.Symbol, Qty: -c.Qty, Price: price})
+	}
+	x.flush()
+	cp := *p
+	return &Result{Position: &cp}
+}
+
+func (f *FSM) applyPlace(tx *bolt.Tx, c *Command) *Result {
+	tb := tx.Bucket(bTrader)
+	var cidKey []byte
+	if c.ClientID != "" {
+		cidKey = acctKey(c.Account, []byte(c.ClientID))
+		if idb := tb.Bucket(bClientIDs).Get(cidKey); idb != nil {
+			o := f.loadOrder(tx, binary.BigEndian.Uint64(idb))
+			return &Result{Order: o, Replay: true, Code: o.RejectCode, Message: rejectMessage(o)}
+		}
+	}
+	x := f.newExch(tx, c.Time)
+	if _, ok := x.account(c.Account); !ok {
+		return reject(fmt.Errorf("%w: %d", ErrUnknownAccount, c.Account))
+	}
+	meta := tx.Bucket(bMeta)
+	id := getU64(meta, kNextOrder) + 1
+	putU64(meta, kNextOrder, id)
+	o := &market.Order{
+		ID: id, ClientID: c.ClientID, Account: c.Account, Symbol: c.Symbol,
+		Side: market.Side(c.Side), Type: market.Type(c.OrdType), TIF: market.TIF(c.TIF), PostOnly: c.PostOnly,
+		Qty: c.Qty, Limit: c.Limit, Stop: c.Stop, Created: c.Time, Updated: c.Time,
+	}
+	if cidKey != nil {
+		must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
+	}
+	must(tb.Bucket(bAcctOrders).Put(acctKey(c.Account, u64key(id)), nil))
+
+	rejectOrder := func(err error) *Result {
+		res := reject(err)
+		o.Status, o.Reason, o.RejectCode = market.Rejected, err.Error(), res.Code
+		x.putOrder(o)
+		res.Order = o
+		return res
+	}
+	b, err := f.book(c.Symbol)
+	if err != nil {
+		return rejectOrder(err)
+	}
+	if err := market.Validate(o); err != nil {
+		return rejectOrder(err)
+	}
+	if err := b.Prepare(o); err != nil {
+		return rejectOrder(err)
+	}
+	if err := x.reserve(o, o.Qty, o.ReservePrice()); err != nil {
+		return rejectOrder(err)
+	}
+	out, err := b.Submit(o, c.Time)
+	if err != nil {
+		x.release(o, o.Qty)
+		return rejectOrder(err)
+	}
+	x.settle(b, out)
+	x.expire(b)
+	x.flush()
+	return &Result{Order: o}
+}
+
+func rejectMessage(o *market.Order) string {
+	if o.Status == market.Rejected {
+		return o.Reason
+	}
+	return ""
+}
+
+func (f *FSM) loadOrder(tx *bolt.Tx, id uint64) *market.Order {
+	v := tx.Bucket(bMarket).Bucket(bOrders).Get(u64key(id))
+	if v == nil {
+		return nil
+	}
+	o := decodeWhole(v, decodeOrder, "order")
+	if b, ok := f.books[o.Symbol]; ok {
+		if live, ok := b.Order(id); ok {
+			cp := *live
+			return &cp
+		}
+	}
+	return o
+}
+
+// ownOpenOrder finds an order the actor may change.
+func (f *FSM) ownOpenOrder(tx *bolt.Tx, c *Command) (*market.Book, *market.Order, error) {
+	o := f.loadOrder(tx, c.OrderID)
+	switch {
+	case o == nil:
+		return nil, nil, fmt.Errorf("%w: %d", market.ErrUnknownOrder, c.OrderID)
+	case o.Account != c.Account:
+		return nil, nil, fmt.Errorf("%w: order %d", ErrNotOwner, c.OrderID)
+	case !o.Status.Active():
+		return nil, nil, fmt.Errorf("%w: order %d is %s", market.ErrOrderDone, c.OrderID, o.Status)
+	}
+	b, err := f.book(o.Symbol)
+	if err != nil {
+		return nil, nil, err
+	}
+	live, ok := b.Order(o.ID)
+	if !ok {
+		panic(fmt.Sprintf("fsm: open order %d missing from the %s book", o.ID, o.Symbol))
+	}
+	return b, live, nil
+}
+
+func (f *FSM) applyCancel(tx *bolt.Tx, c *Command) *Result {
+	b, o, err := f.ownOpenOrder(tx, c)
+	if err != nil {
+		return reject(err)
+	}
+	x := f.newExch(tx, c.Time)
+	if _, err := b.Cancel(o.ID, c.Time, "cancelled by trader"); err != nil {
+		panic(fmt.Sprintf("fsm: cancel of open order: %v", err))
+	}
+	x.release(o, o.Remaining())
+	x.putOrder(o)
+	x.expire(b)
+	x.flush()
+	cp := *o
+	return &Result{Order: &cp}
+}
+
+func (f *FSM) applyAmend(tx *bolt.Tx, c *Command) *Result {
+	b, o, err := f.ownOpenOrder(tx, c)
+	if err != nil {
+		return reject(err)
+	}
+	newQty, newLimit := c.Qty, c.Limit
+	if newQty == 0 {
+		newQty = o.Qty
+	}
+	if newLimit == 0 {
+		newLimit = o.Limit
+	}
+	if newQty <= o.Filled || newQty > market.MaxQuantity {
+		return reject(fmt.Errorf("%w: new quantity must exceed the %d already filled and be at most %d", market.ErrBadQuantity, o.Filled, market.MaxQuantity))
+	}
+	if newLimit != o.Limit && o.Type != market.Limit && o.Type != market.StopLimit {
+		return reject(fmt.Errorf("%w: only limit and stop-limit orders have a limit price to amend", market.ErrBadOrder))
+	}
+	x := f.newExch(tx, c.Time)
+	// Swap the hold from the old remainder to the new one first.
+	oldRem := o.Remaining()
+	x.release(o, oldRem)
+	probe := *o
+	probe.Qty, probe.Limit = newQty, newLimit
+	if err := x.reserve(&probe, probe.Remaining(), probe.ReservePrice()); err != nil {
+		return reject(err) // x is not flushed: nothing changes
+	}
+	out, err := b.Amend(o.ID, newQty, newLimit, c.Time)
+	if err != nil {
+		return reject(err)
+	}
+	x.settle(b, out)
+	x.expire(b)
+	x.flush()
+	cp := *o
+	return &Result{Order: &cp}
+}
