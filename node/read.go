@@ -96,3 +96,8 @@ func (n *Node) ReadIndex(ctx context.Context, verify bool) (uint64, error) {
 	}
 	return idx, nil
 }
+
+// MarketBook implements transport.Backend.
+func (n *Node) MarketBook(symbol string, depth int) (*fsm.BookSnapshot, bool) {
+	return n.fsm.Book(symbol, depth)
+}

@@ -53,6 +53,9 @@ type Backend interface {
 	ReadIndex(ctx context.Context, verify bool) (uint64, error)
 	ClusterKey() string
 	Ready() error
+	// MarketBook returns the top depth levels of a symbol's in-memory book
+	// as of this node's last applied batch.
+	MarketBook(symbol string, depth int) (*fsm.BookSnapshot, bool)
 }
 
 // Server serves the HTTP API on a private mux.
