@@ -72,6 +72,7 @@ func demoCommand() *cli.Command {
 					RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports.Raft[i]),
 					HTTPAddr: httpAddrs[i],
 					Logger:   logger, RaftLogLevel: raftLogLevel(c.String("log-level")),
+					Feed: node.FeedConfig{Kind: "sim", MMSize: 100, MMSpreadBps: 20},
 				}
 				if i > 0 {
 					cfg.Join = []string{httpAddrs[0]}

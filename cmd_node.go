@@ -41,9 +41,36 @@ func nodeFlags() []cli.Flag {
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: node.DefaultSnapshotThreshold, Usage: "log entries between snapshots", EnvVars: []string{"HATS_SNAPSHOT_THRESHOLD"}},
 		&cli.IntFlag{Name: "join-attempts", Value: 10, Usage: "join rounds before giving up", EnvVars: []string{"HATS_JOIN_ATTEMPTS"}},
 		&cli.DurationFlag{Name: "session-ttl", Value: node.DefaultSessionTTL, Usage: "lifetime of a login session", EnvVars: []string{"HATS_SESSION_TTL"}},
+		&cli.StringFlag{Name: "feed", Value: "sim", Usage: "Market Engine price feed: sim, none, http(s)://URL or file:PATH", EnvVars: []string{"HATS_FEED"}},
+		&cli.DurationFlag{Name: "feed-interval", Value: time.Second, Usage: "how often the Market Engine commits a tick", EnvVars: []string{"HATS_FEED_INTERVAL"}},
+		&cli.Float64Flag{Name: "feed-speed", Value: 60, Usage: "file feed: market seconds replayed per wall-clock second", EnvVars: []string{"HATS_FEED_SPEED"}},
+		&cli.Float64Flag{Name: "feed-band-pct", Value: 20, Usage: "reject feed prices further than this percentage from the reference", EnvVars: []string{"HATS_FEED_BAND_PCT"}},
+		&cli.Int64Flag{Name: "mm-spread-bps", Value: 20, Usage: "market maker spread around the reference price, in basis points", EnvVars: []string{"HATS_MM_SPREAD_BPS"}},
+		&cli.Int64Flag{Name: "mm-size", Value: 100, Usage: "market maker quote size in shares (0 turns market making off)", EnvVars: []string{"HATS_MM_SIZE"}},
 		&cli.StringFlag{Name: "instruments", Usage: "CSV file (symbol,name,ref_price) a new cluster starts with instead of the default universe", EnvVars: []string{"HATS_INSTRUMENTS"}},
 		&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error", EnvVars: []string{"HATS_LOG_LEVEL"}},
 	}
+}
+
+// feedConfig builds the Market Engine settings from the feed flags.
+func feedConfig(c *cli.Context) (node.FeedConfig, error) {
+	kind, loc, err := node.ParseFeed(c.String("feed"))
+	if err != nil {
+		return node.FeedConfig{}, err
+	}
+	if c.Int64("mm-size") < 0 || c.Int64("mm-spread-bps") <= 0 {
+		return node.FeedConfig{}, fmt.Errorf("--mm-size must be >= 0 and --mm-spread-bps > 0")
+	}
+	fc := node.FeedConfig{
+		Kind: kind, Interval: c.Duration("feed-interval"), Speed: c.Float64("feed-speed"),
+		BandPct: c.Float64("feed-band-pct"), MMSpreadBps: c.Int64("mm-spread-bps"), MMSize: c.Int64("mm-size"),
+	}
+	if kind == "http" {
+		fc.URL = loc
+	} else {
+		fc.Path = loc
+	}
+	return fc, nil
 }
 
 // loadInstruments reads --instruments, when given.
@@ -86,9 +113,14 @@ func nodeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			feed, err := feedConfig(c)
+			if err != nil {
+				return err
+			}
 			logger := newLogger(c.String("log-level"), os.Stderr)
 			cfg := node.Config{
-				ID: c.String("id"), DataDir: c.String("data-dir"),
+				Feed: feed,
+				ID:   c.String("id"), DataDir: c.String("data-dir"),
 				RaftAddr:         firstNonEmpty(c.String("raft-advertise"), c.String("raft-addr")),
 				HTTPAddr:         firstNonEmpty(c.String("http-advertise"), c.String("http-addr")),
 				Join:             splitAddrs(c.StringSlice("join")),

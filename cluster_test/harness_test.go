@@ -148,6 +148,7 @@ func (c *Cluster) Config(tn *TNode, join []string) node.Config {
 		BcryptCost: 4, JoinAttempts: 20, JoinBackoff: 50 * time.Millisecond,
 		Logger:       slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		RaftLogLevel: "warn", RaftLogOut: c.log,
+		Feed: node.FeedConfig{Kind: "none"},
 	}
 	if c.Tune != nil {
 		c.Tune(&cfg)

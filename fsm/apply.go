@@ -58,6 +58,8 @@ func (f *FSM) applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
 		res = f.applyCancel(tx, c)
 	case TypeAmendOrder:
 		res = f.applyAmend(tx, c)
+	case TypeTick:
+		res = f.applyTick(tx, c)
 	default:
 		// Decode accepts only known types, so this is a programming error.
 		panic(fmt.Sprintf("fsm: no apply for %s", c.Type))

@@ -3,6 +3,8 @@ package fsm
 import (
 	"crypto/sha256"
 	"fmt"
+
+	"github.com/hats-trading/hats/market"
 )
 
 // Type is a command's type byte. Values are explicit and only ever appended;
@@ -26,6 +28,7 @@ const (
 	TypePlaceOrder     Type = 13
 	TypeCancelOrder    Type = 14
 	TypeAmendOrder     Type = 15
+	TypeTick           Type = 16 // Market Engine: new reference prices and feed state
 )
 
 var typeNames = map[Type]string{
@@ -34,6 +37,7 @@ var typeNames = map[Type]string{
 	TypeDeposit: "deposit", TypeWithdraw: "withdraw", TypeProfile: "profile",
 	TypeSetInstrument: "set_instrument", TypeDepositShares: "deposit_shares", TypeWithdrawShares: "withdraw_shares",
 	TypePlaceOrder: "place_order", TypeCancelOrder: "cancel_order", TypeAmendOrder: "amend_order",
+	TypeTick: "tick",
 }
 
 func (t Type) String() string {
@@ -84,6 +88,14 @@ type Command struct {
 	Limit    int64
 	Stop     int64
 	Price    int64 // instrument reference price
+
+	// Market Engine tick.
+	TickSeq   uint64
+	FeedKind  string
+	FeedState []byte
+	Prices    []market.TickPrice
+	MMSpread  int64 // market-making spread in basis points
+	MMSize    int64 // market-making quote size; 0 turns it off
 }
 
 // Encode returns the wire form: the type byte followed by the body.
@@ -148,6 +160,17 @@ func (c *Command) encodeBody(w *writer) {
 		w.u(c.OrderID)
 		w.i(c.Qty)
 		w.i(c.Limit)
+	case TypeTick:
+		w.u(c.TickSeq)
+		w.str(c.FeedKind)
+		w.bytes(c.FeedState)
+		w.u(uint64(len(c.Prices)))
+		for _, p := range c.Prices {
+			w.str(p.Symbol)
+			w.i(p.Price)
+		}
+		w.i(c.MMSpread)
+		w.i(c.MMSize)
 	}
 }
 
@@ -215,6 +238,19 @@ func Decode(b []byte) (*Command, error) {
 		c.OrderID = r.u()
 		c.Qty = r.i()
 		c.Limit = r.i()
+	case TypeTick:
+		c.TickSeq = r.u()
+		c.FeedKind = r.str()
+		c.FeedState = r.bytes()
+		n := r.u()
+		if n > uint64(len(r.b)) { // each price takes at least two bytes
+			r.fail("tick prices")
+		}
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			c.Prices = append(c.Prices, market.TickPrice{Symbol: r.str(), Price: r.i()})
+		}
+		c.MMSpread = r.i()
+		c.MMSize = r.i()
 	}
 	if err := r.done(); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", c.Type, err)

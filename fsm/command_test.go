@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"github.com/hats-trading/hats/market"
 	"reflect"
 	"testing"
 
@@ -30,6 +31,7 @@ func fullCommands() []*Command {
 		{Type: TypePlaceOrder, Time: 52, Account: 8, ClientID: "c-1", Symbol: "NVDA", Side: 2, OrdType: 4, TIF: 2, PostOnly: true, Qty: 10, Limit: 12345, Stop: 12000},
 		{Type: TypeCancelOrder, Time: 53, Account: 8, OrderID: 1<<64 - 1},
 		{Type: TypeAmendOrder, Time: 54, Account: 8, OrderID: 77, Qty: 5, Limit: 12300},
+		{Type: TypeTick, Time: 55, TickSeq: 9, FeedKind: "sim", FeedState: []byte{1, 2, 3}, Prices: []market.TickPrice{{Symbol: "AAPL", Price: 18911}, {Symbol: "MSFT", Price: 41500}}, MMSpread: 20, MMSize: 100},
 	}
 }
 

@@ -82,6 +82,9 @@ type Config struct {
 	// instrument table is empty; nil means market.DefaultUniverse.
 	Instruments []market.Instrument
 
+	// Feed configures the Market Engine that runs while this node leads.
+	Feed FeedConfig
+
 	SessionTTL   time.Duration
 	BcryptCost   int // 0 means bcrypt.DefaultCost
 	JoinAttempts int // 0 means 10
@@ -151,6 +154,7 @@ type Node struct {
 	store *raftboltdb.BoltStore
 	trans *raft.NetworkTransport
 	peer  *transport.Peer
+	eng   *engine
 
 	readyTerm atomic.Uint64 // term in which this leader's barrier completed
 	notify    chan bool
@@ -188,6 +192,9 @@ func newNode(cfg Config) (n *Node, err error) {
 	}
 	n = &Node{cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.ID), notify: make(chan bool, 1), done: make(chan struct{})}
 	n.peer = transport.NewPeer(cfg.ApplyTimeout, cfg.Dial)
+	if n.eng, err = newEngine(n, cfg.Feed); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			n.closeStores()
@@ -328,6 +335,7 @@ func (n *Node) watchLeadership() {
 			if !leader {
 				n.readyTerm.Store(0)
 				n.peer.CloseIdle()
+				n.eng.stop()
 				continue
 			}
 			n.wg.Add(1)
@@ -371,6 +379,7 @@ func (n *Node) onLeader() {
 	}
 	n.readyTerm.Store(term)
 	n.log.Info("leading", "term", term)
+	n.eng.start()
 }
 
 // ensureInstruments commits the configured instrument table when the
@@ -435,6 +444,7 @@ func (n *Node) shutdown(graceful bool) error {
 			}
 		}
 		close(n.done)
+		n.eng.stop()
 		if err := n.raft.Shutdown().Error(); err != nil {
 			n.closeErr = err
 		}

@@ -27,6 +27,12 @@ func (n *Node) Status() transport.NodeStatus {
 			}
 		}
 	}
+	st.Roles = []string{"LDS", "TS"}
+	es := n.eng.status()
+	if es.Running {
+		st.Roles = append(st.Roles, "ME")
+	}
+	st.MarketEngine = &es
 	if h, idx, err := n.fsm.Hash(); err == nil {
 		st.StateHash, st.HashIndex = h, idx
 	} else {
@@ -84,5 +90,10 @@ func (n *Node) ClusterStatus(ctx context.Context) transport.ClusterStatus {
 		}(i, base)
 	}
 	wg.Wait()
+	for _, ns := range out.Nodes {
+		if ns.MarketEngine != nil && ns.MarketEngine.Running {
+			out.MarketEngine = ns.ID
+		}
+	}
 	return out
 }

@@ -7,6 +7,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Sentinel errors of the wire layer. APIError values unwrap to these by code
@@ -191,13 +192,29 @@ type NodeStatus struct {
 	StateHash    string `json:"state_hash"`
 	HashIndex    uint64 `json:"hash_index"` // applied index the hash was taken at
 	Error        string `json:"error,omitempty"`
+
+	Roles        []string      `json:"roles,omitempty"` // LDS, TS, ME
+	MarketEngine *EngineStatus `json:"market_engine_status,omitempty"`
+}
+
+// EngineStatus is the Market Engine's health as one node sees it.
+type EngineStatus struct {
+	Running     bool      `json:"running"`
+	Feed        string    `json:"feed"`
+	LastTickSeq uint64    `json:"last_tick_seq"`
+	LastTick    time.Time `json:"last_tick"`
+	Ticks       uint64    `json:"ticks"`         // committed by this node
+	Errors      uint64    `json:"errors"`        // failed fetches and commits on this node
+	RejectedRow uint64    `json:"rejected_rows"` // bad feed rows never committed
+	Stale       bool      `json:"stale"`         // no tick for more than 3 intervals
 }
 
 // ClusterStatus is GET /v1/cluster/status.
 type ClusterStatus struct {
-	Leader string       `json:"leader"`
-	Term   uint64       `json:"term"`
-	Nodes  []NodeStatus `json:"nodes"`
+	Leader       string       `json:"leader"`
+	Term         uint64       `json:"term"`
+	MarketEngine string       `json:"market_engine"` // id of the node running it, "" when none
+	Nodes        []NodeStatus `json:"nodes"`
 }
 
 // ReadIndexResponse is GET /v1/internal/readindex.
