@@ -47,6 +47,7 @@ const (
 	CodeNotOwner           = "not_owner"
 	CodeInsufficientShares = "insufficient_shares"
 	CodeBadInstrument      = "bad_instrument"
+	CodeStaleTick          = "stale_tick"
 )
 
 var codeErrs = []struct {
@@ -78,6 +79,7 @@ var codeErrs = []struct {
 	{CodeNotOwner, ErrNotOwner},
 	{CodeInsufficientShares, trader.ErrInsufficientShares},
 	{CodeBadInstrument, market.ErrBadInstrument},
+	{CodeStaleTick, ErrStaleTick},
 }
 
 // Result is what applying one command produced.

@@ -156,12 +156,16 @@ func (e *engine) loop(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	t := time.NewTicker(e.cfg.Interval)
 	defer t.Stop()
+	first := true // a new leader ticks at once, so takeover costs no extra interval
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
+		first = false
 		if !e.n.IsLeader() {
 			continue
 		}
