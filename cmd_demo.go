@@ -21,8 +21,9 @@ import (
 // demoPorts is remembered in the data dir so a demo restarted on the same
 // --data-dir keeps its addresses (Raft membership records them).
 type demoPorts struct {
-	Raft []int `json:"raft"`
-	HTTP []int `json:"http"`
+	Raft   []int `json:"raft"`
+	HTTP   []int `json:"http"`
+	Gossip []int `json:"gossip"`
 }
 
 func demoCommand() *cli.Command {
@@ -67,11 +68,12 @@ func demoCommand() *cli.Command {
 			}
 			for i := 0; i < count; i++ {
 				cfg := node.Config{
-					ID:       fmt.Sprintf("n%d", i+1),
-					DataDir:  filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-					RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports.Raft[i]),
-					HTTPAddr: httpAddrs[i],
-					Logger:   logger, RaftLogLevel: raftLogLevel(c.String("log-level")),
+					ID:         fmt.Sprintf("n%d", i+1),
+					DataDir:    filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+					RaftAddr:   fmt.Sprintf("127.0.0.1:%d", ports.Raft[i]),
+					HTTPAddr:   httpAddrs[i],
+					GossipAddr: fmt.Sprintf("127.0.0.1:%d", ports.Gossip[i]),
+					Logger:     logger, RaftLogLevel: raftLogLevel(c.String("log-level")),
 					Feed: node.FeedConfig{Kind: "sim", MMSize: 100, MMSpreadBps: 20},
 				}
 				if i > 0 {
@@ -155,7 +157,7 @@ func loadOrPickPorts(dir string, count int) (*demoPorts, error) {
 	p := filepath.Join(dir, "demo-ports.json")
 	var dp demoPorts
 	if b, err := os.ReadFile(p); err == nil {
-		if err := json.Unmarshal(b, &dp); err != nil || len(dp.Raft) != count || len(dp.HTTP) != count {
+		if err := json.Unmarshal(b, &dp); err != nil || len(dp.Raft) != count || len(dp.HTTP) != count || len(dp.Gossip) != count {
 			return nil, fmt.Errorf("%s does not describe a %d-node demo; use another --data-dir", p, count)
 		}
 		return &dp, nil
@@ -163,7 +165,7 @@ func loadOrPickPorts(dir string, count int) (*demoPorts, error) {
 		return nil, err
 	}
 	for i := 0; i < count; i++ {
-		for _, dst := range []*[]int{&dp.Raft, &dp.HTTP} {
+		for _, dst := range []*[]int{&dp.Raft, &dp.HTTP, &dp.Gossip} {
 			port, err := freePort()
 			if err != nil {
 				return nil, err

@@ -32,6 +32,7 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "data-dir", Usage: "directory for the Raft log, snapshots and state", EnvVars: []string{"HATS_DATA_DIR"}},
 		&cli.StringFlag{Name: "raft-addr", Usage: "HOST:PORT for Raft traffic (bound and advertised)", EnvVars: []string{"HATS_RAFT_ADDR"}},
 		&cli.StringFlag{Name: "http-addr", Usage: "HOST:PORT for the client API (bound and advertised)", EnvVars: []string{"HATS_HTTP_ADDR"}},
+		&cli.StringFlag{Name: "gossip-addr", Usage: "HOST:PORT for the gossip ring that gives every node a live view of all Trading Servers (default: none; assignment then uses Raft membership)", EnvVars: []string{"HATS_GOSSIP_ADDR"}},
 		&cli.StringFlag{Name: "raft-advertise", Usage: "Raft address peers dial, when it differs from --raft-addr", EnvVars: []string{"HATS_RAFT_ADVERTISE"}},
 		&cli.StringFlag{Name: "http-advertise", Usage: "API address peers and clients use, when it differs from --http-addr", EnvVars: []string{"HATS_HTTP_ADVERTISE"}},
 		&cli.StringSliceFlag{Name: "join", Usage: "HTTP address(es) of any existing member", EnvVars: []string{"HATS_JOIN"}},

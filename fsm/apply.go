@@ -44,6 +44,8 @@ func (f *FSM) applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
 		res = applyCreateSession(tx, c)
 	case TypeRevokeSession:
 		res = applyRevokeSession(tx, c)
+	case TypeReassign:
+		res = applyReassign(tx, c)
 	case TypeDeposit, TypeWithdraw:
 		res = f.applyCash(tx, c)
 	case TypeProfile:
@@ -134,6 +136,7 @@ func applySetNode(tx *bolt.Tx, c *Command) *Result {
 	w := writer{}
 	w.str(c.RaftAddr)
 	w.str(c.HTTPAddr)
+	w.str(c.GossipAddr)
 	must(tx.Bucket(bCluster).Bucket(bNodes).Put([]byte(c.NodeID), w.b))
 	return &Result{}
 }
@@ -167,7 +170,7 @@ func applyRegister(tx *bolt.Tx, c *Command) *Result {
 	return &Result{Account: acct}
 }
 
-// session record: account id | expires | created
+// session record: account id | expires | created | assigned node id
 func applyCreateSession(tx *bolt.Tx, c *Command) *Result {
 	tb := tx.Bucket(bTrader)
 	idb := tb.Bucket(bUsers).Get([]byte(c.Username))
@@ -181,9 +184,11 @@ func applyCreateSession(tx *bolt.Tx, c *Command) *Result {
 	pruneSessions(sessions, c.Time)
 	rec := append(bytes.Clone(idb), u64key(uint64(c.Expires))...)
 	rec = append(rec, u64key(uint64(c.Time))...)
+	rec = append(rec, c.NodeID...)
 	must(sessions.Put(c.TokenHash, rec))
+	assign(tx, c.NodeID, +1)
 	acct, _ := getAccount(tx, binary.BigEndian.Uint64(idb))
-	return &Result{Account: acct}
+	return &Result{Account: acct, Expires: c.Expires}
 }
 
 // pruneSessions deletes a bounded number of expired sessions. Sessions are
@@ -210,6 +215,7 @@ func pruneSessions(sessions *bolt.Bucket, now int64) {
 		more = visit(k, v)
 	}
 	for _, k := range dead {
+		assign(sessions.Tx(), string(sessions.Get(k)[24:]), -1)
 		must(sessions.Delete(k))
 	}
 }
@@ -220,8 +226,43 @@ func applyRevokeSession(tx *bolt.Tx, c *Command) *Result {
 	if rec == nil || binary.BigEndian.Uint64(rec[:8]) != c.Account {
 		return reject(ErrUnknownSession)
 	}
+	assign(tx, string(rec[24:]), -1)
 	must(sessions.Delete(c.TokenHash))
 	return &Result{}
+}
+
+// applyReassign moves a session to another Trading Server.
+func applyReassign(tx *bolt.Tx, c *Command) *Result {
+	sessions := tx.Bucket(bTrader).Bucket(bSessions)
+	rec := sessions.Get(c.TokenHash)
+	if rec == nil || binary.BigEndian.Uint64(rec[:8]) != c.Account {
+		return reject(ErrUnknownSession)
+	}
+	old := string(rec[24:])
+	if old == c.NodeID {
+		return &Result{}
+	}
+	assign(tx, old, -1)
+	assign(tx, c.NodeID, +1)
+	nrec := append(bytes.Clone(rec[:24]), c.NodeID...)
+	must(sessions.Put(c.TokenHash, nrec))
+	return &Result{}
+}
+
+var bAssignments = []byte("assignments") // cluster: node id -> sessions assigned
+
+// assign adjusts the count of sessions assigned to a node.
+func assign(tx *bolt.Tx, nodeID string, delta int64) {
+	if nodeID == "" {
+		return
+	}
+	b := tx.Bucket(bCluster).Bucket(bAssignments)
+	n := int64(getU64(b, []byte(nodeID))) + delta
+	if n <= 0 {
+		must(b.Delete([]byte(nodeID)))
+		return
+	}
+	putU64(b, []byte(nodeID), uint64(n))
 }
 
 func (f *FSM) applyCash(tx *bolt.Tx, c *Command) *Result {

@@ -29,6 +29,7 @@ const (
 	TypeCancelOrder    Type = 14
 	TypeAmendOrder     Type = 15
 	TypeTick           Type = 16 // Market Engine: new reference prices and feed state
+	TypeReassign       Type = 17 // move a session to another Trading Server
 )
 
 var typeNames = map[Type]string{
@@ -37,7 +38,7 @@ var typeNames = map[Type]string{
 	TypeDeposit: "deposit", TypeWithdraw: "withdraw", TypeProfile: "profile",
 	TypeSetInstrument: "set_instrument", TypeDepositShares: "deposit_shares", TypeWithdrawShares: "withdraw_shares",
 	TypePlaceOrder: "place_order", TypeCancelOrder: "cancel_order", TypeAmendOrder: "amend_order",
-	TypeTick: "tick",
+	TypeTick: "tick", TypeReassign: "reassign_session",
 }
 
 func (t Type) String() string {
@@ -70,9 +71,10 @@ type Command struct {
 	TokenHash []byte // sha256 of the session token
 	Expires   int64  // unix nanoseconds
 
-	NodeID   string
-	RaftAddr string
-	HTTPAddr string
+	NodeID     string
+	RaftAddr   string
+	HTTPAddr   string
+	GossipAddr string
 
 	ClusterKey string
 
@@ -117,6 +119,7 @@ func (c *Command) encodeBody(w *writer) {
 		w.str(c.NodeID)
 		w.str(c.RaftAddr)
 		w.str(c.HTTPAddr)
+		w.str(c.GossipAddr)
 	case TypeRemoveNode:
 		w.str(c.NodeID)
 	case TypeRegister:
@@ -128,6 +131,10 @@ func (c *Command) encodeBody(w *writer) {
 		w.str(c.Username)
 		w.bytes(c.TokenHash)
 		w.i(c.Expires)
+		w.str(c.NodeID)
+	case TypeReassign:
+		w.bytes(c.TokenHash)
+		w.str(c.NodeID)
 	case TypeRevokeSession:
 		w.bytes(c.TokenHash)
 	case TypeDeposit, TypeWithdraw:
@@ -195,6 +202,7 @@ func Decode(b []byte) (*Command, error) {
 		c.NodeID = r.str()
 		c.RaftAddr = r.str()
 		c.HTTPAddr = r.str()
+		c.GossipAddr = r.str()
 	case TypeRemoveNode:
 		c.NodeID = r.str()
 	case TypeRegister:
@@ -206,6 +214,10 @@ func Decode(b []byte) (*Command, error) {
 		c.Username = r.str()
 		c.TokenHash = r.bytes()
 		c.Expires = r.i()
+		c.NodeID = r.str()
+	case TypeReassign:
+		c.TokenHash = r.bytes()
+		c.NodeID = r.str()
 	case TypeRevokeSession:
 		c.TokenHash = r.bytes()
 	case TypeDeposit, TypeWithdraw:

@@ -17,10 +17,11 @@ func fullCommands() []*Command {
 	hash := bytes.Repeat([]byte{0xab}, 32)
 	return []*Command{
 		{Type: TypeInitCluster, Time: 1_700_000_000_000_000_001, Account: 0, Key: "k-init", ClusterKey: "secret-cluster-key"},
-		{Type: TypeSetNode, Time: -5, Account: 1, Key: "k-set", NodeID: "n1", RaftAddr: "10.0.0.1:7000", HTTPAddr: "10.0.0.1:8000"},
+		{Type: TypeSetNode, Time: -5, Account: 1, Key: "k-set", NodeID: "n1", RaftAddr: "10.0.0.1:7000", HTTPAddr: "10.0.0.1:8000", GossipAddr: "10.0.0.1:7946"},
 		{Type: TypeRemoveNode, Time: 42, Account: 2, Key: "k-rm", NodeID: "n2"},
 		{Type: TypeRegister, Time: 43, Account: 0, Key: "k-reg", Username: "ann", PassHash: []byte("$2a$10$abcdefghijklmnopqrstuv"), Name: "Ann Lee", Email: "ann@example.com"},
-		{Type: TypeCreateSession, Time: 44, Account: 3, Key: "k-login", Username: "ann", TokenHash: hash, Expires: 1_800_000_000_000_000_000},
+		{Type: TypeCreateSession, Time: 44, Account: 3, Key: "k-login", Username: "ann", TokenHash: hash, Expires: 1_800_000_000_000_000_000, NodeID: "n2"},
+		{Type: TypeReassign, Time: 56, Account: 3, TokenHash: hash, NodeID: "n3"},
 		{Type: TypeRevokeSession, Time: 45, Account: 1<<64 - 1, Key: "k-logout", TokenHash: hash},
 		{Type: TypeDeposit, Time: 46, Account: 4, Key: "k-dep", Amount: 15025},
 		{Type: TypeWithdraw, Time: 47, Account: 5, Key: "k-wd", Amount: -1 << 63},

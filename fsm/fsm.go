@@ -129,7 +129,7 @@ func ensureBuckets(tx *bolt.Tx) error {
 		subs [][]byte
 	}{
 		{bMeta, nil},
-		{bCluster, [][]byte{bNodes}},
+		{bCluster, [][]byte{bNodes, bAssignments}},
 		{bTrader, [][]byte{bAccounts, bUsers, bCredentials, bSessions, bIdem, bIdemByTime, bClientIDs, bAcctOrders, bPositions, bLedger}},
 		{bMarket, [][]byte{bInstruments, bOrders, bOpen, bBooks, bTrades}},
 	}

@@ -596,13 +596,13 @@ func TestSetRemoveNode(t *testing.T) {
 	for _, r := range h.apply(set("n2", "h2:7000", "h2:8000"), set("n1", "h1:7000", "h1:8000")) {
 		wantCode(t, r, CodeOK)
 	}
-	want := []NodeAddrs{{"n1", "h1:7000", "h1:8000"}, {"n2", "h2:7000", "h2:8000"}}
+	want := []NodeAddrs{{"n1", "h1:7000", "h1:8000", ""}, {"n2", "h2:7000", "h2:8000", ""}}
 	if got := nodes(t, h.f); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Nodes = %+v, want %+v (ID order)", got, want)
 	}
 
 	wantCode(t, h.apply1(set("n1", "h1b:7001", "h1b:8001")), CodeOK)
-	if n, ok := node(t, h.f, "n1"); !ok || n != (NodeAddrs{"n1", "h1b:7001", "h1b:8001"}) {
+	if n, ok := node(t, h.f, "n1"); !ok || n != (NodeAddrs{"n1", "h1b:7001", "h1b:8001", ""}) {
 		t.Fatalf("after re-set Node(n1) = %+v, %v", n, ok)
 	}
 	if got := len(nodes(t, h.f)); got != 2 {

@@ -91,6 +91,7 @@ type Result struct {
 	Order    *market.Order    // the order after the command (place, cancel, amend)
 	Position *trader.Position // the position after a share deposit or withdrawal
 	Replay   bool             // true when this is the stored result of an earlier identical request
+	Expires  int64            // create_session: the leader-stamped expiry
 }
 
 // Err returns nil for success, else an error wrapping the code's sentinel.
@@ -122,6 +123,7 @@ func EncodeResult(r *Result) []byte {
 	w.str(r.Code)
 	w.str(r.Message)
 	w.boolean(r.Replay)
+	w.i(r.Expires)
 	w.boolean(r.Account != nil)
 	if r.Account != nil {
 		encodeAccount(&w, r.Account)
@@ -140,7 +142,7 @@ func EncodeResult(r *Result) []byte {
 // DecodeResult parses EncodeResult's output.
 func DecodeResult(b []byte) (*Result, error) {
 	rd := reader{b: b}
-	r := &Result{Index: rd.u(), Code: rd.str(), Message: rd.str(), Replay: rd.boolean()}
+	r := &Result{Index: rd.u(), Code: rd.str(), Message: rd.str(), Replay: rd.boolean(), Expires: rd.i()}
 	if rd.boolean() {
 		r.Account = decodeAccount(&rd)
 	}

@@ -41,6 +41,7 @@ type Session struct {
 	Account uint64
 	Expires int64
 	Created int64
+	Node    string // the Trading Server this session is assigned to
 }
 
 // Session looks up a session by the sha256 of its token.
@@ -53,14 +54,28 @@ func (v *View) Session(tokenHash []byte) (Session, bool) {
 		Account: binary.BigEndian.Uint64(rec[0:8]),
 		Expires: int64(binary.BigEndian.Uint64(rec[8:16])),
 		Created: int64(binary.BigEndian.Uint64(rec[16:24])),
+		Node:    string(rec[24:]),
 	}, true
+}
+
+// Assignments returns how many live sessions each node is assigned.
+func (v *View) Assignments() map[string]int64 {
+	out := map[string]int64{}
+	_ = v.tx.Bucket(bCluster).Bucket(bAssignments).ForEach(func(k, val []byte) error {
+		if len(val) == 8 {
+			out[string(k)] = int64(binary.BigEndian.Uint64(val))
+		}
+		return nil
+	})
+	return out
 }
 
 // NodeAddrs are the addresses a member registered when it joined.
 type NodeAddrs struct {
-	ID       string
-	RaftAddr string
-	HTTPAddr string
+	ID         string
+	RaftAddr   string
+	HTTPAddr   string
+	GossipAddr string
 }
 
 // Nodes lists registered members in ID order.
@@ -68,7 +83,7 @@ func (v *View) Nodes() []NodeAddrs {
 	var out []NodeAddrs
 	_ = v.tx.Bucket(bCluster).Bucket(bNodes).ForEach(func(k, val []byte) error {
 		r := reader{b: val}
-		n := NodeAddrs{ID: string(k), RaftAddr: r.str(), HTTPAddr: r.str()}
+		n := NodeAddrs{ID: string(k), RaftAddr: r.str(), HTTPAddr: r.str(), GossipAddr: r.str()}
 		if r.done() == nil {
 			out = append(out, n)
 		}
@@ -84,7 +99,7 @@ func (v *View) Node(id string) (NodeAddrs, bool) {
 		return NodeAddrs{}, false
 	}
 	r := reader{b: val}
-	n := NodeAddrs{ID: id, RaftAddr: r.str(), HTTPAddr: r.str()}
+	n := NodeAddrs{ID: id, RaftAddr: r.str(), HTTPAddr: r.str(), GossipAddr: r.str()}
 	return n, r.done() == nil
 }
 

@@ -39,7 +39,8 @@ func (n *Node) Register(ctx context.Context, req transport.RegisterRequest) (*fs
 // Login implements transport.Backend: it checks the password against state
 // at least as new as the leader's, then commits the token's hash. The token
 // itself is returned once and never stored.
-func (n *Node) Login(ctx context.Context, username, password string) (string, int64, *fsm.Result, error) {
+func (n *Node) Login(ctx context.Context, username, password string) (string, int64, *fsm.Result, transport.Assignment, error) {
+	var none transport.Assignment
 	var hash []byte
 	found := false
 	err := n.Read(ctx, transport.Leader, func(v *fsm.View) error {
@@ -48,29 +49,33 @@ func (n *Node) Login(ctx context.Context, username, password string) (string, in
 		return nil
 	})
 	if err != nil {
-		return "", 0, nil, err
+		return "", 0, nil, none, err
 	}
 	if !found {
 		// Spend the same time as a real check so timing does not reveal
 		// which usernames exist.
 		dummyOnce.Do(func() { dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not-a-password"), n.cfg.BcryptCost) })
 		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
-		return "", 0, nil, fmt.Errorf("%w: wrong username or password", transport.ErrUnauthenticated)
+		return "", 0, nil, none, fmt.Errorf("%w: wrong username or password", transport.ErrUnauthenticated)
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {
-		return "", 0, nil, fmt.Errorf("%w: wrong username or password", transport.ErrUnauthenticated)
+		return "", 0, nil, none, fmt.Errorf("%w: wrong username or password", transport.ErrUnauthenticated)
+	}
+	ts, servers, err := n.chooseTS("")
+	if err != nil {
+		return "", 0, nil, none, err
 	}
 	raw := make([]byte, TokenBytes)
 	if _, err := rand.Read(raw); err != nil {
-		return "", 0, nil, err
+		return "", 0, nil, none, err
 	}
 	th := sha256.Sum256(raw)
-	cmd := &fsm.Command{Type: fsm.TypeCreateSession, Username: username, TokenHash: th[:]}
+	cmd := &fsm.Command{Type: fsm.TypeCreateSession, Username: username, TokenHash: th[:], NodeID: ts.ID}
 	res, err := n.Apply(ctx, cmd)
 	if err != nil {
-		return "", 0, nil, err
+		return "", 0, nil, none, err
 	}
-	return hex.EncodeToString(raw), cmd.Expires, res, nil
+	return hex.EncodeToString(raw), res.Expires, res, transport.Assignment{Node: ts.ID, NodeAddr: ts.HTTPAddr, Servers: servers}, nil
 }
 
 // Authenticate implements transport.Backend. A token unknown to this node's
@@ -87,7 +92,7 @@ func (n *Node) Authenticate(ctx context.Context, token string) (transport.Princi
 		if !ok {
 			return transport.Principal{}, false
 		}
-		p := transport.Principal{AccountID: s.Account, Expires: s.Expires, TokenHash: th[:]}
+		p := transport.Principal{AccountID: s.Account, Expires: s.Expires, TokenHash: th[:], Node: s.Node}
 		if a, ok := v.Account(s.Account); ok {
 			p.Username = a.Username
 		}

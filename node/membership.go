@@ -22,7 +22,7 @@ func (n *Node) JoinCluster(ctx context.Context) error {
 	if len(n.cfg.Join) == 0 {
 		return nil
 	}
-	req := transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr}
+	req := transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr}
 	backoff := n.cfg.JoinBackoff
 	var errs []string
 	for attempt := 1; attempt <= n.cfg.JoinAttempts; attempt++ {
@@ -38,7 +38,7 @@ func (n *Node) JoinCluster(ctx context.Context) error {
 				return nil
 			}
 			if errors.Is(err, transport.ErrConflict) {
-				return fmt.Errorf("%w: %v", ErrNodeIDInUse, err)
+				return fmt.Errorf("join via %s: %w", addr, err)
 			}
 			errs = append(errs, fmt.Sprintf("%s: %v", addr, err))
 		}
@@ -103,7 +103,7 @@ func (n *Node) joinLocal(ctx context.Context, req transport.JoinRequest) error {
 		}
 		n.log.Info("added voter", "id", id, "addr", addr)
 	}
-	res, err := n.Apply(ctx, &fsm.Command{Type: fsm.TypeSetNode, NodeID: req.ID, RaftAddr: req.RaftAddr, HTTPAddr: req.HTTPAddr})
+	res, err := n.Apply(ctx, &fsm.Command{Type: fsm.TypeSetNode, NodeID: req.ID, RaftAddr: req.RaftAddr, HTTPAddr: req.HTTPAddr, GossipAddr: req.GossipAddr})
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,11 @@ type Config struct {
 	DataDir  string
 	RaftAddr string // address peers dial; also bound when RaftListener is nil
 	HTTPAddr string // address clients and peers use for this node's API
-	Join     []string
+	// GossipAddr is where the memberlist ring (the LDS view) listens and
+	// is reached; empty disables gossip (the view falls back to Raft's
+	// membership).
+	GossipAddr string
+	Join       []string
 
 	RaftListener net.Listener       // optional pre-bound Raft listener
 	Dial         transport.DialFunc // optional dialer for Raft and peer calls
@@ -147,14 +151,15 @@ func (c *Config) setDefaults() error {
 
 // Node is one running cluster member.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	raft  *raft.Raft
-	fsm   *fsm.FSM
-	store *raftboltdb.BoltStore
-	trans *raft.NetworkTransport
-	peer  *transport.Peer
-	eng   *engine
+	cfg    Config
+	log    *slog.Logger
+	raft   *raft.Raft
+	fsm    *fsm.FSM
+	store  *raftboltdb.BoltStore
+	trans  *raft.NetworkTransport
+	peer   *transport.Peer
+	eng    *engine
+	gossip *gossip
 
 	readyTerm atomic.Uint64 // term in which this leader's barrier completed
 	notify    chan bool
@@ -268,6 +273,11 @@ func newNode(cfg Config) (n *Node, err error) {
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
+	if err := n.startGossip(); err != nil {
+		n.raft.Shutdown()
+		n.trans.Close()
+		return nil, err
+	}
 	n.wg.Add(1)
 	go n.watchLeadership()
 	return n, nil
@@ -370,7 +380,7 @@ func (n *Node) onLeader() {
 		}
 	}
 	n.ensureInstruments(ctx)
-	if _, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeSetNode, NodeID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr}); err != nil {
+	if _, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeSetNode, NodeID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr}); err != nil {
 		n.log.Warn("record own address", "err", err)
 		return
 	}
@@ -445,6 +455,7 @@ func (n *Node) shutdown(graceful bool) error {
 		}
 		close(n.done)
 		n.eng.stop()
+		n.gossip.close()
 		if err := n.raft.Shutdown().Error(); err != nil {
 			n.closeErr = err
 		}

@@ -115,12 +115,28 @@ type LoginRequest struct {
 	Password string `json:"password"`
 }
 
-// LoginResponse carries the session token (shown once; stored only hashed).
+// LoginResponse carries the session token (shown once; stored only hashed)
+// and the Trading Server the client is assigned to.
 type LoginResponse struct {
-	Token     string  `json:"token"`
-	ExpiresAt string  `json:"expires_at"` // RFC 3339
-	Account   Account `json:"account"`
-	Node      string  `json:"node"` // id of the node that served the login
+	Token     string   `json:"token"`
+	ExpiresAt string   `json:"expires_at"` // RFC 3339
+	Account   Account  `json:"account"`
+	Node      string   `json:"node"`      // assigned Trading Server's id
+	NodeAddr  string   `json:"node_addr"` // its HTTP address
+	Servers   []Member `json:"servers"`   // every Trading Server the LDS knows
+}
+
+// Assignment is a client's Trading Server, from login or a reassignment
+// (POST /v1/sessions/current/reassign).
+type Assignment struct {
+	Node     string   `json:"node"`
+	NodeAddr string   `json:"node_addr"`
+	Servers  []Member `json:"servers"`
+}
+
+// ReassignRequest names the server that stopped answering, if known.
+type ReassignRequest struct {
+	Unreachable string `json:"unreachable,omitempty"`
 }
 
 // AmountRequest is POST /v1/account/deposit and /v1/account/withdraw.
@@ -154,15 +170,17 @@ type Account struct {
 type WhoAmI struct {
 	Username  string `json:"username"`
 	AccountID uint64 `json:"account_id"`
-	Node      string `json:"node"`
+	Node      string `json:"node"`      // assigned Trading Server
+	ServedBy  string `json:"served_by"` // node that answered this request
 	ExpiresAt string `json:"expires_at"`
 }
 
 // JoinRequest is POST /v1/cluster/join.
 type JoinRequest struct {
-	ID       string `json:"id"`
-	RaftAddr string `json:"raft_addr"`
-	HTTPAddr string `json:"http_addr"`
+	ID         string `json:"id"`
+	RaftAddr   string `json:"raft_addr"`
+	HTTPAddr   string `json:"http_addr"`
+	GossipAddr string `json:"gossip_addr,omitempty"`
 }
 
 // RemoveRequest is POST /v1/cluster/remove.
@@ -207,6 +225,19 @@ type EngineStatus struct {
 	Errors      uint64    `json:"errors"`        // failed fetches and commits on this node
 	RejectedRow uint64    `json:"rejected_rows"` // bad feed rows never committed
 	Stale       bool      `json:"stale"`         // no tick for more than 3 intervals
+}
+
+// Member is one node in the LDS view (the gossip ring).
+type Member struct {
+	ID         string   `json:"id"`
+	HTTPAddr   string   `json:"http_addr"`
+	GossipAddr string   `json:"gossip_addr"`
+	Roles      []string `json:"roles"`
+	RaftState  string   `json:"raft_state"`
+	Health     string   `json:"health"`  // alive, suspect, dead
+	Healthy    bool     `json:"healthy"` // alive and ready to serve
+	Sessions   int64    `json:"sessions"`
+	RPS        float64  `json:"rps"`
 }
 
 // ClusterStatus is GET /v1/cluster/status.

@@ -29,6 +29,7 @@ type Principal struct {
 	Username  string
 	Expires   int64 // unix nanoseconds
 	TokenHash []byte
+	Node      string // assigned Trading Server
 }
 
 // Backend is what the HTTP API needs from a node. node.Node implements it.
@@ -40,7 +41,15 @@ type Backend interface {
 	// Read runs fn on local state once it is at least as new as c demands.
 	Read(ctx context.Context, c Consistency, fn func(*fsm.View) error) error
 	Register(ctx context.Context, req RegisterRequest) (*fsm.Result, error)
-	Login(ctx context.Context, username, password string) (token string, expires int64, res *fsm.Result, err error)
+	// Login checks the password, assigns a Trading Server and commits the
+	// session; the assignment is in the returned LoginResponse.
+	Login(ctx context.Context, username, password string) (token string, expires int64, res *fsm.Result, asg Assignment, err error)
+	// Reassign moves the session to another healthy Trading Server.
+	Reassign(ctx context.Context, p Principal, unreachable string) (Assignment, error)
+	// Members is the LDS view of the gossip ring (nil without gossip).
+	Members() []Member
+	// CountRequest feeds the requests/s load figure.
+	CountRequest()
 	Authenticate(ctx context.Context, token string) (Principal, error)
 	Join(ctx context.Context, req JoinRequest) error
 	Remove(ctx context.Context, id string) error
@@ -98,6 +107,10 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/sessions", s.login)
 	m.HandleFunc("DELETE /v1/sessions/current", s.auth(s.logout))
 	m.HandleFunc("GET /v1/whoami", s.auth(s.whoami))
+	m.HandleFunc("POST /v1/sessions/current/reassign", s.auth(s.reassign))
+	m.HandleFunc("GET /v1/cluster/members", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"members": s.b.Members()})
+	})
 	m.HandleFunc("GET /v1/account", s.auth(s.account))
 	m.HandleFunc("GET /v1/accounts/{id}", s.auth(s.accountByID))
 	m.HandleFunc("POST /v1/account/deposit", s.auth(s.cash(fsm.TypeDeposit)))
@@ -110,6 +123,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/cluster/transfer-leadership", s.transfer)
 	m.HandleFunc("POST "+PathInternalApply, s.internal(s.internalApply))
 	m.HandleFunc("GET "+PathInternalReadIndex, s.internal(s.internalReadIndex))
+	s.marketRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &APIError{Status: 404, Code: CodeNotFound, Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
@@ -225,6 +239,7 @@ func (s *Server) auth(h authed) http.HandlerFunc {
 			writeError(w, toAPIError(err))
 			return
 		}
+		s.b.CountRequest()
 		h(w, r, p)
 	}
 }
@@ -313,7 +328,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	tok, exp, res, err := s.b.Login(r.Context(), req.Username, req.Password)
+	tok, exp, res, asg, err := s.b.Login(r.Context(), req.Username, req.Password)
 	if err != nil {
 		writeError(w, toAPIError(err))
 		return
@@ -326,7 +341,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		Token:     tok,
 		ExpiresAt: time.Unix(0, exp).UTC().Format(time.RFC3339),
 		Account:   AccountView(res.Account, res.Index, false),
-		Node:      s.b.NodeID(),
+		Node:      asg.Node,
+		NodeAddr:  asg.NodeAddr,
+		Servers:   asg.Servers,
 	})
 }
 
@@ -343,9 +360,29 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, p Principal) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+func (s *Server) reassign(w http.ResponseWriter, r *http.Request, p Principal) {
+	var req ReassignRequest
+	if r.ContentLength != 0 {
+		if e := decodeBody(w, r, &req); e != nil {
+			writeError(w, e)
+			return
+		}
+	}
+	asg, err := s.b.Reassign(r.Context(), p, req.Unreachable)
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	writeJSON(w, 200, asg)
+}
+
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, p Principal) {
+	node := p.Node
+	if node == "" {
+		node = s.b.NodeID()
+	}
 	writeJSON(w, 200, WhoAmI{
-		Username: p.Username, AccountID: p.AccountID, Node: s.b.NodeID(),
+		Username: p.Username, AccountID: p.AccountID, Node: node, ServedBy: s.b.NodeID(),
 		ExpiresAt: time.Unix(0, p.Expires).UTC().Format(time.RFC3339),
 	})
 }
