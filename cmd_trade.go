@@ -20,9 +20,9 @@ import (
 const clientFlagsNote = "Client flags (--cluster, --session, --insecure, --json, --timeout) may come before or after the subcommand; see 'hats trade --help'."
 
 func tradeCommand() *cli.Command {
-	return &cli.Command{
+	cmd := &cli.Command{
 		Name:  "trade",
-		Usage: "trader commands: register, log in, manage the account",
+		Usage: "trader commands: register, log in, manage the account, trade, market data",
 		Flags: clientFlags(),
 		Subcommands: []*cli.Command{
 			{
@@ -81,23 +81,27 @@ func tradeCommand() *cli.Command {
 				Action: tradeProfile,
 			},
 			{
-				Name:        "deposit",
-				Usage:       "add cash to the account",
-				ArgsUsage:   "AMOUNT",
-				Description: "AMOUNT is a decimal with at most 2 places, like 150.25. " + clientFlagsNote,
-				Flags:       withEnv(&cli.StringFlag{Name: "idempotency-key", Usage: "`KEY` naming this request; repeat it to learn the outcome of an earlier try"}),
-				Action:      func(cCtx *cli.Context) error { return tradeCash(cCtx, "deposit") },
+				Name:         "deposit",
+				Usage:        "add cash to the account",
+				ArgsUsage:    "AMOUNT",
+				Description:  "AMOUNT is a decimal with at most 2 places, like 150.25. " + clientFlagsNote,
+				Flags:        withEnv(&cli.StringFlag{Name: "idempotency-key", Usage: "`KEY` naming this request; repeat it to learn the outcome of an earlier try"}),
+				Action:       func(cCtx *cli.Context) error { return tradeCash(cCtx, "deposit") },
+				OnUsageError: amountUsageError,
 			},
 			{
-				Name:        "withdraw",
-				Usage:       "take cash out of the account",
-				ArgsUsage:   "AMOUNT",
-				Description: "AMOUNT is a decimal with at most 2 places, like 150.25. " + clientFlagsNote,
-				Flags:       withEnv(&cli.StringFlag{Name: "idempotency-key", Usage: "`KEY` naming this request; repeat it to learn the outcome of an earlier try"}),
-				Action:      func(cCtx *cli.Context) error { return tradeCash(cCtx, "withdraw") },
+				Name:         "withdraw",
+				Usage:        "take cash out of the account",
+				ArgsUsage:    "AMOUNT",
+				Description:  "AMOUNT is a decimal with at most 2 places, like 150.25. " + clientFlagsNote,
+				Flags:        withEnv(&cli.StringFlag{Name: "idempotency-key", Usage: "`KEY` naming this request; repeat it to learn the outcome of an earlier try"}),
+				Action:       func(cCtx *cli.Context) error { return tradeCash(cCtx, "withdraw") },
+				OnUsageError: amountUsageError,
 			},
 		},
 	}
+	cmd.Subcommands = append(cmd.Subcommands, marketCommands()...)
+	return cmd
 }
 
 // exactArgs checks the number of positional arguments.
@@ -109,6 +113,17 @@ func exactArgs(cCtx *cli.Context, names ...string) error {
 		return usageErrorf(cCtx, "%s takes %s, got %d argument(s)", cCtx.Command.Name, strings.Join(names, " "), n)
 	}
 	return nil
+}
+
+// amountUsageError reports a negative AMOUNT ("deposit -5"), which the flag
+// parser takes for an unknown flag, as the bad amount it is.
+func amountUsageError(cCtx *cli.Context, err error, isSubcommand bool) error {
+	if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+		if c, perr := trader.ParseCents(strings.TrimLeft(name, "-")); perr == nil {
+			return fmt.Errorf("amount: %w: amount must be positive, got -%s", trader.ErrBadAmount, c)
+		}
+	}
+	return onUsageError(cCtx, err, isSubcommand)
 }
 
 // parseAmount validates a deposit or withdrawal amount locally and returns
@@ -303,6 +318,7 @@ func tradeLogin(cCtx *cli.Context) error {
 		AccountID: lr.Account.AccountID,
 		ExpiresAt: lr.ExpiresAt,
 		Node:      lr.Node,
+		NodeAddr:  lr.NodeAddr,
 		Preferred: c.Preferred(),
 	}
 	if s.Username == "" {

@@ -25,7 +25,8 @@ type session struct {
 	Username  string   `json:"username"`
 	AccountID uint64   `json:"account_id"`
 	ExpiresAt string   `json:"expires_at"`
-	Node      string   `json:"node"`                // ID of the node that served the login
+	Node      string   `json:"node"`                // assigned Trading Server's ID
+	NodeAddr  string   `json:"node_addr,omitempty"` // its HTTP address
 	Preferred string   `json:"preferred,omitempty"` // last node that answered
 }
 
@@ -201,6 +202,9 @@ func (e *clientEnv) client() (*transport.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	if e.fromSession && e.sess.NodeAddr != "" {
+		c.SetAssigned(e.sess.Node, e.sess.NodeAddr)
+	}
 	if e.fromSession && e.sess.Preferred != "" {
 		for _, n := range c.Nodes() {
 			if n == e.sess.Preferred {
@@ -214,10 +218,17 @@ func (e *clientEnv) client() (*transport.Client, error) {
 // remember saves the node that answered last, so the next command starts
 // there. Failing to save it is harmless.
 func (e *clientEnv) remember(c *transport.Client) {
-	if e.sess == nil || !e.fromSession || c.Preferred() == e.sess.Preferred {
+	if e.sess == nil || !e.fromSession {
+		return
+	}
+	id, addr := c.Assigned()
+	if c.Preferred() == e.sess.Preferred && id == e.sess.Node && addr == e.sess.NodeAddr {
 		return
 	}
 	e.sess.Preferred = c.Preferred()
+	if id != "" {
+		e.sess.Node, e.sess.NodeAddr = id, addr
+	}
 	_ = writeSession(e.sessionPath, e.sess)
 }
 

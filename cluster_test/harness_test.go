@@ -171,6 +171,9 @@ func (c *Cluster) startWith(tn *TNode, cfg node.Config) error {
 		return err
 	}
 	cfg.RaftListener = rln
+	if cfg.GossipAddr != "" {
+		release(cfg.GossipAddr) // memberlist binds UDP and TCP itself
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		hln.Close()

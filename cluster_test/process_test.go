@@ -8,6 +8,7 @@ package cluster_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -237,10 +238,12 @@ type Proc struct {
 	stdout   string   // log file paths; every run appends
 	stderr   string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the current run has exited
-	runs int
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{} // closed when the current run has exited
+	runs     int
+	wantDown bool // killed or terminated on purpose
+	stopped  bool // SIGSTOPped
 }
 
 // Args is the command line (after the binary) of the node.
@@ -262,6 +265,7 @@ func NewProc(t testing.TB, dir, id string, join []string, extra ...string) *Proc
 		stdout: filepath.Join(dir, id+".stdout"), stderr: filepath.Join(dir, id+".stderr"),
 	}
 	t.Cleanup(func() {
+		p.setFlags(true, false)
 		p.signal(syscall.SIGKILL)
 		p.waitExit(procExitTimeout)
 		if t.Failed() {
@@ -329,6 +333,7 @@ func (p *Proc) startOnce() error {
 	p.mu.Lock()
 	p.runs++
 	run := p.runs
+	p.wantDown, p.stopped = false, false
 	p.mu.Unlock()
 	args := p.Args()
 	fmt.Fprintf(se, "=== run %d: hats %s\n", run, strings.Join(args, " "))
@@ -355,8 +360,6 @@ func (p *Proc) startOnce() error {
 	p.mu.Unlock()
 
 	// Wait until the API answers or the process exits.
-	hc := &http.Client{Timeout: 2 * time.Second}
-	defer hc.CloseIdleConnections()
 	deadline := time.Now().Add(procStartTimeout)
 	for i := 0; ; i++ {
 		select {
@@ -368,11 +371,8 @@ func (p *Proc) startOnce() error {
 			return fmt.Errorf("exited with status %d before serving: %s", cmd.ProcessState.ExitCode(), strings.TrimSpace(out))
 		default:
 		}
-		if resp, err := hc.Get("http://" + p.HTTPAddr + "/livez"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if procGet(p.HTTPAddr, "/livez", nil) == nil {
+			return nil
 		}
 		if time.Now().After(deadline) || i > 10000 {
 			return fmt.Errorf("API at %s not answering after %v", p.HTTPAddr, procStartTimeout)
@@ -426,9 +426,24 @@ func (p *Proc) waitExit(timeout time.Duration) (int, bool) {
 	}
 }
 
+func (p *Proc) setFlags(wantDown, stopped bool) {
+	p.mu.Lock()
+	p.wantDown, p.stopped = wantDown, stopped
+	p.mu.Unlock()
+}
+
+// Live reports whether the process runs and is not stopped.
+func (p *Proc) Live() bool {
+	p.mu.Lock()
+	stopped := p.stopped
+	p.mu.Unlock()
+	return !stopped && p.Running()
+}
+
 // Kill sends SIGKILL and waits until the process is gone.
 func (p *Proc) Kill() {
 	p.t.Helper()
+	p.setFlags(true, false)
 	p.signal(syscall.SIGKILL)
 	if _, ok := p.waitExit(procExitTimeout); !ok {
 		p.t.Fatalf("%s: still running %v after SIGKILL", p.ID, procExitTimeout)
@@ -436,14 +451,23 @@ func (p *Proc) Kill() {
 }
 
 // Term sends SIGTERM; see WaitExit.
-func (p *Proc) Term() { p.signal(syscall.SIGTERM) }
+func (p *Proc) Term() {
+	p.setFlags(true, false)
+	p.signal(syscall.SIGTERM)
+}
 
 // Stop freezes the process (SIGSTOP): its sockets stay open but nothing
 // answers, like a machine that hangs.
-func (p *Proc) Stop() { p.signal(syscall.SIGSTOP) }
+func (p *Proc) Stop() {
+	p.setFlags(false, true)
+	p.signal(syscall.SIGSTOP)
+}
 
 // Cont resumes a stopped process (SIGCONT).
-func (p *Proc) Cont() { p.signal(syscall.SIGCONT) }
+func (p *Proc) Cont() {
+	p.signal(syscall.SIGCONT)
+	p.setFlags(false, false)
+}
 
 // WaitExit waits for the process to exit and returns its status; it fails
 // the test after timeout.
@@ -522,15 +546,29 @@ func (pc *ProcCluster) AddNode() *Proc {
 	return p
 }
 
-// Live returns the running nodes.
+// Live returns the nodes that run and are not stopped.
 func (pc *ProcCluster) Live() []*Proc {
 	var out []*Proc
 	for _, p := range pc.Nodes {
-		if p.Running() {
+		if p.Live() {
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// failOnCrash fails the test at once when a node exited that no one
+// killed or terminated, rather than letting a wait run out.
+func (pc *ProcCluster) failOnCrash() {
+	pc.t.Helper()
+	for _, p := range pc.Nodes {
+		p.mu.Lock()
+		down, runs := p.wantDown, p.runs
+		p.mu.Unlock()
+		if runs > 0 && !down && !p.Running() {
+			pc.t.Fatalf("%s exited unexpectedly", p.ID)
+		}
+	}
 }
 
 // Node returns the node with the given ID.
@@ -567,19 +605,40 @@ func (pc *ProcCluster) Client(nodes ...*Proc) *transport.Client {
 	return cl
 }
 
+// procHTTP makes the harness's own one-shot requests (readiness, status).
+var procHTTP = &http.Client{Timeout: 2 * time.Second}
+
+// procGet sends GET path to addr, in one attempt, and decodes a 200 answer
+// into out (when non-nil).
+func procGet(addr, path string, out any) error {
+	resp, err := procHTTP.Get("http://" + addr + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("GET %s%s: %w", addr, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s%s: %s: %s", addr, path, resp.Status, bytes.TrimSpace(body))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("GET %s%s: %w", addr, path, err)
+	}
+	return nil
+}
+
 // statusOf asks one node for its own status, in one attempt.
 func statusOf(p *Proc) (*transport.NodeStatus, error) {
-	cl, err := transport.NewClient(transport.ClientConfig{Nodes: []string{p.HTTPAddr}, Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	st, err := cl.NodeStatusAt(ctx, p.HTTPAddr)
-	if err != nil {
+	var st transport.NodeStatus
+	if err := procGet(p.HTTPAddr, "/v1/status", &st); err != nil {
 		return nil, fmt.Errorf("%s: %w", p.ID, err)
 	}
-	return st, nil
+	return &st, nil
 }
 
 // Leader waits until the live nodes agree on one leader among them and
@@ -625,23 +684,15 @@ func (pc *ProcCluster) Leader() *Proc {
 func (pc *ProcCluster) WaitReady() {
 	pc.t.Helper()
 	leader := pc.Leader()
-	hc := &http.Client{Timeout: 2 * time.Second}
-	defer hc.CloseIdleConnections()
 	Poll(pc.t, procReadyTimeout, "every live node ready and listed", func() error {
+		pc.failOnCrash()
 		for _, p := range pc.Live() {
-			resp, err := hc.Get("http://" + p.HTTPAddr + "/readyz")
-			if err != nil {
-				return fmt.Errorf("%s /readyz: %w", p.ID, err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s /readyz: %s", p.ID, resp.Status)
+			if err := procGet(p.HTTPAddr, "/readyz", nil); err != nil {
+				return fmt.Errorf("%s: %w", p.ID, err)
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		st, err := pc.Client(leader).ClusterStatus(ctx)
-		if err != nil {
+		var st transport.ClusterStatus
+		if err := procGet(leader.HTTPAddr, "/v1/cluster/status", &st); err != nil {
 			return err
 		}
 		members := map[string]transport.NodeStatus{}
@@ -655,7 +706,7 @@ func (pc *ProcCluster) WaitReady() {
 				return fmt.Errorf("%s not a member yet: %+v", p.ID, st.Nodes)
 			case m.RaftAddr != p.RaftAddr || m.HTTPAddr != p.HTTPAddr:
 				return fmt.Errorf("%s listed at %s/%s, runs at %s/%s", p.ID, m.RaftAddr, m.HTTPAddr, p.RaftAddr, p.HTTPAddr)
-			case p.Running() && (m.State == "unreachable" || !m.Voter):
+			case p.Live() && (m.State == "unreachable" || !m.Voter):
 				return fmt.Errorf("%s listed as %s (voter %v): %s", p.ID, m.State, m.Voter, m.Error)
 			}
 		}
@@ -703,13 +754,11 @@ func cents(t testing.TB, s string) int64 {
 
 func fmtCents(c int64) string { return trader.Cents(c).String() }
 
-// procTrader registers and logs in a trader through cl, retrying while a
-// young cluster settles.
+// procTrader registers and logs in a trader through cl.
 func procTrader(t testing.TB, cl *transport.Client, name string) *transport.LoginResponse {
 	t.Helper()
 	ctx := context.Background()
-	key := transport.NewIdempotencyKey()
-	if _, err := cl.Register(ctx, transport.RegisterRequest{Username: name, Password: "password-" + name, IdempotencyKey: key}); err != nil {
+	if _, err := cl.Register(ctx, transport.RegisterRequest{Username: name, Password: "password-" + name}); err != nil {
 		t.Fatalf("register %s: %v", name, err)
 	}
 	lr, err := cl.Login(ctx, name, "password-"+name)
@@ -776,7 +825,14 @@ func TestProcess_KillLeaderUnderDeposits(t *testing.T) {
 	start := time.Now()
 	stopAt := start.Add(runFor)
 	for w := 0; w < workers; w++ {
-		cl, err := transport.NewClient(transport.ClientConfig{Nodes: pc.Addrs(), Token: token, Timeout: 3 * time.Second, Deadline: 10 * time.Second})
+		// Depositor 0 is impatient: its calls give up after half a second,
+		// so those in flight during the failover end with unknown outcomes
+		// (or definite failures) that must be resolved (or never applied).
+		cfg := transport.ClientConfig{Nodes: pc.Addrs(), Token: token, Timeout: 3 * time.Second, Deadline: 10 * time.Second}
+		if w == 0 {
+			cfg.Timeout, cfg.Deadline = 400*time.Millisecond, 500*time.Millisecond
+		}
+		cl, err := transport.NewClient(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1061,6 +1117,38 @@ func TestProcess_RestartNeverRebootstraps(t *testing.T) {
 		}
 		pc.WaitSame()
 	})
+}
+
+// A leader that hangs (SIGSTOP: sockets open, nothing answers) is replaced;
+// writes go on through the others, and once it thaws it follows and
+// catches up.
+func TestProcess_FrozenLeader(t *testing.T) {
+	pc := NewProcCluster(t, 3)
+	ctx := context.Background()
+	cl := pc.Client()
+	lr := procTrader(t, cl, "fred")
+	if _, err := cl.Deposit(ctx, "3.00", ""); err != nil {
+		t.Fatal(err)
+	}
+	old := pc.Leader()
+	old.Stop()
+	start := time.Now()
+	nl := pc.Leader()
+	t.Logf("%s frozen; %s leads %v later", old.ID, nl.ID, time.Since(start).Round(time.Millisecond))
+	// The client may try the frozen node first and must give up on it.
+	if _, err := cl.Deposit(ctx, "4.00", ""); err != nil {
+		t.Fatalf("deposit while the old leader is frozen: %v", err)
+	}
+	old.Cont()
+	pc.WaitReady()
+	if st, err := statusOf(old); err != nil || st.State != "Follower" || st.Leader == old.ID {
+		t.Fatalf("thawed %s: %+v, %v", old.ID, st, err)
+	}
+	other := pc.Client(old)
+	other.SetToken(lr.Token)
+	if got := accountCash(t, other, transport.Stale); got != 700 {
+		t.Fatalf("thawed %s has %s, want 7.00", old.ID, fmtCents(got))
+	}
 }
 
 // A trader's default read is linearizable; it must work right after an

@@ -2,6 +2,7 @@ package market
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -10,6 +11,7 @@ type level struct {
 	price  int64
 	orders []*Order // FIFO from head
 	head   int
+	live   int   // non-nil entries in orders
 	qty    int64 // total remaining
 }
 
@@ -29,13 +31,22 @@ func (l *level) remove(o *Order) {
 	for i := l.head; i < len(l.orders); i++ {
 		if l.orders[i] == o {
 			l.orders[i] = nil
+			l.live--
 			break
 		}
 	}
 	l.qty -= o.Remaining()
 	// Compact when mostly holes, so removal stays cheap on long queues.
-	if l.head > 32 && l.head*2 > len(l.orders) {
-		n := copy(l.orders, l.orders[l.head:])
+	// Holes left by cancels behind a long-lived front order are counted
+	// too: the head never passes them.
+	if len(l.orders) > 32 && len(l.orders) > 2*l.live {
+		n := 0
+		for _, x := range l.orders[l.head:] {
+			if x != nil {
+				l.orders[n] = x
+				n++
+			}
+		}
 		clear(l.orders[n:])
 		l.orders = l.orders[:n]
 		l.head = 0
@@ -86,6 +97,7 @@ func (s *bookSide) add(o *Order, price int64) {
 		s.levels[i] = l
 	}
 	l.orders = append(l.orders, o)
+	l.live++
 	l.qty += o.Remaining()
 	o.level = l
 }
@@ -215,7 +227,13 @@ func (b *Book) Restore(o *Order) error {
 		b.resting[o.ID] = o
 	}
 	if o.TIF == DAY {
-		b.days = append(b.days, o)
+		// Live books list DAY orders in entry order, which is ID order; a
+		// bounded expiry sweep must pick the same ones after a restart.
+		i := len(b.days)
+		for i > 0 && b.days[i-1].ID > o.ID {
+			i--
+		}
+		b.days = slices.Insert(b.days, i, o)
 	}
 	return nil
 }

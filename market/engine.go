@@ -294,6 +294,11 @@ func (b *Book) fireStops(now int64, out *Outcome) {
 			out.touch(s)
 			continue
 		}
+		if s.PostOnly && b.wouldTake(s) {
+			s.Status, s.Reason, s.Updated = Cancelled, "post-only order would take liquidity when triggered", now
+			out.touch(s)
+			continue
+		}
 		b.take(s, now, out)
 	}
 }
@@ -332,6 +337,9 @@ func (b *Book) Amend(id uint64, newQty, newLimit, now int64) (*Outcome, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %d is not open in %s", ErrUnknownOrder, id, b.Symbol)
 	}
+	if expired(o, now) {
+		return nil, fmt.Errorf("%w: day order %d has expired", ErrOrderDone, id)
+	}
 	if newQty == 0 {
 		newQty = o.Qty
 	}
@@ -347,7 +355,7 @@ func (b *Book) Amend(id uint64, newQty, newLimit, now int64) (*Outcome, error) {
 	if newLimit != o.Limit && o.Type != Limit && o.Type != StopLimit {
 		return nil, fmt.Errorf("%w: only limit and stop-limit orders have a limit price to amend", ErrBadOrder)
 	}
-	if newLimit <= 0 || newLimit > MaxPrice {
+	if (o.Type == Limit || o.Type == StopLimit) && (newLimit <= 0 || newLimit > MaxPrice) {
 		return nil, fmt.Errorf("%w: limit price out of range", ErrBadPrice)
 	}
 	out := &Outcome{}

@@ -40,9 +40,34 @@ type gossip struct {
 	mu   sync.Mutex
 	meta []byte
 
+	// view is a copy of the ring taken inside memberlist's event callbacks
+	// (which run under its lock): memberlist's own Members() hands out
+	// pointers it keeps mutating.
+	viewMu sync.Mutex
+	view   map[string]viewEntry
+
 	requests atomic.Uint64 // API calls served, for requests/s
 	stop     chan struct{}
 	done     chan struct{}
+}
+
+type viewEntry struct {
+	addr   string
+	meta   []byte
+	health string
+}
+
+type gossipEvents struct{ g *gossip }
+
+func (e gossipEvents) NotifyJoin(n *memberlist.Node)   { e.g.record(n, "alive") }
+func (e gossipEvents) NotifyUpdate(n *memberlist.Node) { e.g.record(n, "alive") }
+func (e gossipEvents) NotifyLeave(n *memberlist.Node)  { e.g.record(n, "dead") }
+
+func (g *gossip) record(n *memberlist.Node, health string) {
+	e := viewEntry{addr: n.Address(), meta: append([]byte(nil), n.Meta...), health: health}
+	g.viewMu.Lock()
+	g.view[n.Name] = e
+	g.viewMu.Unlock()
 }
 
 type gossipDelegate struct{ g *gossip }
@@ -82,7 +107,6 @@ func gossipConfig(id, addr string) (*memberlist.Config, error) {
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.PushPullInterval = 5 * time.Second
 	mc.TCPTimeout = time.Second
-	mc.LogOutput = io.Discard
 	mc.Logger = log.New(io.Discard, "", 0)
 	return mc, nil
 }
@@ -91,13 +115,14 @@ func (n *Node) startGossip() error {
 	if n.cfg.GossipAddr == "" {
 		return nil
 	}
-	g := &gossip{n: n, stop: make(chan struct{}), done: make(chan struct{})}
+	g := &gossip{n: n, stop: make(chan struct{}), done: make(chan struct{}), view: map[string]viewEntry{}}
 	g.meta = g.buildMeta()
 	mc, err := gossipConfig(n.cfg.ID, n.cfg.GossipAddr)
 	if err != nil {
 		return err
 	}
 	mc.Delegate = gossipDelegate{g}
+	mc.Events = gossipEvents{g}
 	g.ml, err = memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("%w: gossip on %s: %v", ErrConfig, n.cfg.GossipAddr, err)
@@ -107,13 +132,17 @@ func (n *Node) startGossip() error {
 	return nil
 }
 
-func (g *gossip) close() {
+// close leaves the ring gracefully (others drop this node at once) or,
+// for a simulated crash, just stops answering.
+func (g *gossip) close(graceful bool) {
 	if g == nil {
 		return
 	}
 	close(g.stop)
 	<-g.done
-	_ = g.ml.Leave(500 * time.Millisecond)
+	if graceful {
+		_ = g.ml.Leave(500 * time.Millisecond)
+	}
 	_ = g.ml.Shutdown()
 }
 
@@ -170,9 +199,11 @@ func (g *gossip) loop() {
 
 func (g *gossip) joinKnown() {
 	known := map[string]bool{}
-	for _, m := range g.ml.Members() {
-		known[m.Name] = true
+	g.viewMu.Lock()
+	for name, e := range g.view {
+		known[name] = e.health == "alive"
 	}
+	g.viewMu.Unlock()
 	var addrs []string
 	_ = g.n.fsm.View(func(v *fsm.View) error {
 		for _, na := range v.Nodes() {
@@ -194,21 +225,16 @@ func (n *Node) Members() []transport.Member {
 		return nil
 	}
 	var out []transport.Member
-	for _, m := range n.gossip.ml.Members() {
+	n.gossip.viewMu.Lock()
+	for name, e := range n.gossip.view {
 		var meta memberMeta
-		_ = json.Unmarshal(m.Meta, &meta)
-		state := "alive"
-		switch m.State {
-		case memberlist.StateSuspect:
-			state = "suspect"
-		case memberlist.StateDead, memberlist.StateLeft:
-			state = "dead"
-		}
+		_ = json.Unmarshal(e.meta, &meta)
 		out = append(out, transport.Member{
-			ID: m.Name, HTTPAddr: meta.HTTP, GossipAddr: m.Address(), Roles: meta.Roles, RaftState: meta.Raft,
-			Health: state, Healthy: state == "alive" && meta.Healthy, Sessions: meta.Sessions, RPS: meta.RPS,
+			ID: name, HTTPAddr: meta.HTTP, GossipAddr: e.addr, Roles: meta.Roles, RaftState: meta.Raft,
+			Health: e.health, Healthy: e.health == "alive" && meta.Healthy, Sessions: meta.Sessions, RPS: meta.RPS,
 		})
 	}
+	n.gossip.viewMu.Unlock()
 	slices.SortFunc(out, func(a, b transport.Member) int {
 		if a.ID < b.ID {
 			return -1

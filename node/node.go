@@ -200,10 +200,10 @@ func newNode(cfg Config) (n *Node, err error) {
 	if n.eng, err = newEngine(n, cfg.Feed); err != nil {
 		return nil, err
 	}
+	self := n // n itself is nil by the time a failing return runs this
 	defer func() {
 		if err != nil {
-			n.closeStores()
-			n = nil
+			self.closeStores()
 		}
 	}()
 
@@ -455,7 +455,7 @@ func (n *Node) shutdown(graceful bool) error {
 		}
 		close(n.done)
 		n.eng.stop()
-		n.gossip.close()
+		n.gossip.close(graceful)
 		if err := n.raft.Shutdown().Error(); err != nil {
 			n.closeErr = err
 		}

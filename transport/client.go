@@ -55,6 +55,11 @@ type ClientConfig struct {
 // idempotency key so their outcome is definite. It is safe for concurrent
 // use.
 type Client struct {
+	// assignedID/assignedAddr: the Trading Server the LDS assigned this
+	// session to (guarded by mu).
+	assignedID   string
+	assignedAddr string
+
 	hc          *http.Client
 	timeout     time.Duration
 	deadline    time.Duration
@@ -291,6 +296,7 @@ func (c *Client) do(ctx context.Context, cl call) error {
 
 	r := retryState{call: cl, backoff: backoffMin, hinted: map[string]bool{}}
 	var queue []string // nodes to try next, in order
+	assignedDown := false
 	for {
 		if ctx.Err() != nil {
 			return r.giveUp(ctx)
@@ -304,7 +310,13 @@ func (c *Client) do(ctx context.Context, cl call) error {
 
 		apiErr, sent, err := c.attempt(ctx, cl, node, body)
 		if err == nil {
+			if assignedDown && cl.name != "reassign" && c.Token() != "" {
+				c.followReassignment(ctx)
+			}
 			return nil
+		}
+		if apiErr == nil && node == c.assigned() {
+			assignedDown = true // the assigned Trading Server stopped answering
 		}
 		var hint string
 		if apiErr != nil {
@@ -580,6 +592,54 @@ func (c *Client) Register(ctx context.Context, req RegisterRequest) (*Account, e
 	return &out, nil
 }
 
+// SetAssigned records the Trading Server this session is assigned to and
+// makes it the preferred node.
+func (c *Client) SetAssigned(id, addr string) {
+	u, err := NormalizeAddr(addr)
+	if err != nil || id == "" {
+		return
+	}
+	c.mu.Lock()
+	c.addNodeLocked(u)
+	c.assignedID, c.assignedAddr, c.preferred = id, u, u
+	c.mu.Unlock()
+}
+
+// Assigned returns the session's Trading Server (id and address).
+func (c *Client) Assigned() (id, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.assignedID, c.assignedAddr
+}
+
+func (c *Client) assigned() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.assignedAddr
+}
+
+// Reassign asks any LDS for a new Trading Server because the assigned one
+// stopped answering; the session stays valid (no new login).
+func (c *Client) Reassign(ctx context.Context) (*Assignment, error) {
+	id, _ := c.Assigned()
+	var out Assignment
+	err := c.do(ctx, call{name: "reassign", method: http.MethodPost, path: "/v1/sessions/current/reassign",
+		body: ReassignRequest{Unreachable: id}, auth: true, out: &out})
+	if err != nil {
+		return nil, err
+	}
+	c.SetAssigned(out.Node, out.NodeAddr)
+	return &out, nil
+}
+
+// followReassignment moves the session after its Trading Server failed;
+// errors are not the caller's concern (the next call tries again).
+func (c *Client) followReassignment(ctx context.Context) {
+	if _, err := c.Reassign(ctx); err != nil {
+		c.log.Debug("reassignment failed", "err", err)
+	}
+}
+
 // Login opens a session and keeps its token in the client.
 func (c *Client) Login(ctx context.Context, username, password string) (*LoginResponse, error) {
 	var out LoginResponse
@@ -588,6 +648,7 @@ func (c *Client) Login(ctx context.Context, username, password string) (*LoginRe
 		return nil, err
 	}
 	c.SetToken(out.Token)
+	c.SetAssigned(out.Node, out.NodeAddr)
 	return &out, nil
 }
 

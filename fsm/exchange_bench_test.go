@@ -1,0 +1,132 @@
+package fsm
+
+import (
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/hats-trading/hats/market"
+	"github.com/hats-trading/hats/trader"
+)
+
+// BenchmarkApplyOrders measures the state machine applying batches of 256
+// order commands through ApplyBatch with bbolt: decode, risk checks and
+// reservations, matching, settlement (cash, positions, tape, statements,
+// day stats) and the order records, all in one bbolt transaction per batch.
+// One b.N iteration is one batch. The mix follows BenchmarkMatch in the
+// market package: 55% passive limit orders, 15% aggressive limits, 5%
+// market orders, 25% cancels (by the owner) of orders that rested, and
+// cancels instead of new orders while the book holds more than 5,000
+// orders. 64 funded traders, one symbol.
+//
+// "fsync" is the real configuration (one fsync per batch commit);
+// "nosync" sets bbolt's NoSync to show the CPU cost alone.
+func BenchmarkApplyOrders(b *testing.B) {
+	b.Run("fsync", func(b *testing.B) { benchApplyOrders(b, false) })
+	b.Run("nosync", func(b *testing.B) { benchApplyOrders(b, true) })
+}
+
+func benchApplyOrders(b *testing.B, noSync bool) {
+	const (
+		batch   = 256
+		accts   = 64
+		mid     = int64(10_000)
+		maxBook = 5_000
+		sym     = "AAA"
+	)
+	h := &harness{t: b, f: mustOpen(b), next: 1, term: 1, now: t0}
+	for _, s := range exSymbols { // sym is the first; the second stays idle
+		wantCode(b, h.apply1(setInstrument(s.sym, s.ref)), CodeOK)
+	}
+	ledger := newLedger()
+	var setup []*Command
+	for i := range accts {
+		id := h.register("trader" + string(rune('a'+i/26)) + string(rune('a'+i%26)))
+		setup = append(setup, deposit(id, trader.MaxAmount), sharesCmd(TypeDepositShares, id, sym, 1_000_000_000))
+	}
+	for i, r := range h.apply(setup...) {
+		wantCode(b, r, CodeOK)
+		ledger.note(setup[i], r)
+	}
+	h.f.db.NoSync = noSync
+
+	rng := uint64(0x9e3779b97f4a7c15)
+	next := func() uint64 {
+		rng ^= rng >> 12
+		rng ^= rng << 25
+		rng ^= rng >> 27
+		return rng * 2685821657736338717
+	}
+	var nextOrder uint64 // order IDs are assigned 1, 2, ... per place command
+	owner := map[uint64]uint64{}
+	var open []uint64
+	book := h.f.books[sym]
+	cmds := make([]*Command, batch)
+	genBatch := func() []*raft.Log {
+		full := len(book.RestingOrders()) > maxBook
+		for i := range cmds {
+			r := next()
+			kind := r % 100
+			if (kind >= 75 || full) && len(open) > 0 {
+				j := int((r >> 8) % uint64(len(open)))
+				id := open[j]
+				open[j] = open[len(open)-1]
+				open = open[:len(open)-1]
+				cmds[i] = &Command{Type: TypeCancelOrder, Account: owner[id], OrderID: id}
+				continue
+			}
+			acct := 1 + (r>>8)%accts
+			side := market.Side(1 + (r>>24)%2)
+			ticks := int64((r >> 32) % 20)
+			sign := int64(1)
+			if side == market.Buy {
+				sign = -1
+			}
+			qty := int64(1 + (r>>16)%100)
+			var c *Command
+			switch {
+			case kind < 55:
+				c = limitCmd(acct, sym, side, qty, mid+sign*(1+ticks))
+			case kind < 70:
+				c = limitCmd(acct, sym, side, qty, mid-sign*(ticks%4))
+			default:
+				c = placeCmd(acct, sym, side, market.Market, market.IOC, qty, 0, 0)
+			}
+			nextOrder++
+			owner[nextOrder] = acct
+			if kind < 70 {
+				open = append(open, nextOrder)
+			}
+			c.Time = h.now
+			h.now += int64(time.Millisecond)
+			cmds[i] = c
+		}
+		return h.logs(cmds...)
+	}
+
+	// Warm up to a steady-state book.
+	for range 40 {
+		exApply(b, h.f, genBatch())
+	}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	trades0 := book.TradeSeq
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		logs := genBatch()
+		b.StartTimer()
+		h.f.ApplyBatch(logs)
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&ms1)
+	n := float64(b.N * batch)
+	b.ReportMetric(n/b.Elapsed().Seconds(), "cmds/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/cmd")
+	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "allocs/cmd")
+	b.ReportMetric(float64(book.TradeSeq-trades0)/n, "trades/cmd")
+	if msg := exchangeViolation(h.f, ledger); msg != "" {
+		b.Fatal(msg)
+	}
+}
