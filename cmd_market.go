@@ -43,6 +43,7 @@ func marketCommands() []*cli.Command {
 		"protective collar (10% from the last trade or reference price), and never rests. PRICE is a decimal with at most " +
 		"2 places. The order's client ID is printed; if the outcome is unknown, 'hats trade order --client-id ID' resolves it. " + clientFlagsNote
 	return []*cli.Command{
+		watchCommand(),
 		{
 			Name:        "symbols",
 			Usage:       "list the tradable instruments",

@@ -124,6 +124,7 @@ func nodeCommand() *cli.Command {
 				ID:   c.String("id"), DataDir: c.String("data-dir"),
 				RaftAddr:         firstNonEmpty(c.String("raft-advertise"), c.String("raft-addr")),
 				HTTPAddr:         firstNonEmpty(c.String("http-advertise"), c.String("http-addr")),
+				GossipAddr:       c.String("gossip-addr"),
 				Join:             splitAddrs(c.StringSlice("join")),
 				HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 				SnapshotThreshold: c.Uint64("snapshot-threshold"), JoinAttempts: c.Int("join-attempts"),

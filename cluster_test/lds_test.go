@@ -67,7 +67,7 @@ func Test_LDS_SpreadAndRedistribute(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if lr.Node == "" || lr.NodeAddr == "" || len(lr.Servers) != 3 {
+		if lr.Node == "" || lr.NodeAddr == "" || len(lr.Servers) < 2 {
 			t.Fatalf("login assignment: node %q addr %q servers %d", lr.Node, lr.NodeAddr, len(lr.Servers))
 		}
 		count[lr.Node]++
@@ -112,7 +112,11 @@ func Test_LDS_SpreadAndRedistribute(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("%s left the LDS view %v after dying", victim.ID, time.Since(killed))
+	gone := time.Since(killed)
+	t.Logf("%s left the LDS view %v after dying", victim.ID, gone)
+	if gone > 3*time.Second {
+		t.Fatalf("a dead Trading Server stayed in the LDS view for %v", gone)
+	}
 
 	for i, cl := range clients {
 		a, err := cl.Deposit(ctx, "1.00", "")

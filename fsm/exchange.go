@@ -196,6 +196,7 @@ func (x *exch) putOrder(o *market.Order) {
 	} else {
 		must(mb.Bucket(bOpen).Delete(id))
 	}
+	x.orderEvent(o)
 }
 
 func (x *exch) putBook(b *market.Book) {
@@ -483,14 +484,23 @@ func (f *FSM) applyCancel(tx *bolt.Tx, c *Command) *Result {
 		return reject(err)
 	}
 	x := f.newExch(tx, c.Time)
+	expired := o.ExpiresAt != 0 && c.Time >= o.ExpiresAt
 	if _, err := b.Cancel(o.ID, c.Time, "cancelled by trader"); err != nil {
 		panic(fmt.Sprintf("fsm: cancel of open order: %v", err))
+	}
+	if expired { // its day ended before the cancel arrived
+		o.Status, o.Reason = market.Expired, "day order expired"
 	}
 	x.release(o, o.Remaining())
 	x.putOrder(o)
 	x.expire(b)
 	x.flush()
 	cp := *o
+	if expired {
+		res := reject(fmt.Errorf("%w: order %d expired at the end of its day", market.ErrOrderDone, o.ID))
+		res.Order = &cp
+		return res
+	}
 	return &Result{Order: &cp}
 }
 

@@ -130,8 +130,8 @@ func ensureBuckets(tx *bolt.Tx) error {
 	}{
 		{bMeta, nil},
 		{bCluster, [][]byte{bNodes, bAssignments}},
-		{bTrader, [][]byte{bAccounts, bUsers, bCredentials, bSessions, bIdem, bIdemByTime, bClientIDs, bAcctOrders, bPositions, bLedger}},
-		{bMarket, [][]byte{bInstruments, bOrders, bOpen, bBooks, bTrades}},
+		{bTrader, [][]byte{bAccounts, bUsers, bCredentials, bSessions, bIdem, bIdemByTime, bClientIDs, bAcctOrders, bPositions, bLedger, bOrderEvents}},
+		{bMarket, [][]byte{bInstruments, bOrders, bOpen, bBooks, bTrades, bQuotes}},
 	}
 	for _, l := range layout {
 		b, err := tx.CreateBucketIfNotExists(l.top)

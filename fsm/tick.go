@@ -75,6 +75,7 @@ func (f *FSM) applyTick(tx *bolt.Tx, c *Command) *Result {
 	if c.MMSize > 0 && c.MMSize <= market.MaxQuantity && c.MMSpread > 0 {
 		f.makeMarkets(tx, c)
 	}
+	f.recordQuotes(tx, c.TickSeq, c.Time)
 	return &Result{}
 }
 

@@ -86,8 +86,8 @@ func (gossipDelegate) LocalState(bool) []byte              { return nil }
 func (gossipDelegate) MergeRemoteState(buf []byte, _ bool) {}
 
 // Failure detection is tuned so a dead node leaves the view within about a
-// second or two on a LAN: probes every 200 ms, 100 ms to answer, and a
-// short suspicion before it is declared dead.
+// second or two on a LAN: probes every 300 ms, 200 ms to answer, and a
+// short suspicion (3 probe intervals) before it is declared dead.
 func gossipConfig(id, addr string) (*memberlist.Config, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -101,9 +101,9 @@ func gossipConfig(id, addr string) (*memberlist.Config, error) {
 	mc.Name = id
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertiseAddr, mc.AdvertisePort = host, port
-	mc.ProbeInterval = 200 * time.Millisecond
-	mc.ProbeTimeout = 100 * time.Millisecond
-	mc.SuspicionMult = 2
+	mc.ProbeInterval = 300 * time.Millisecond
+	mc.ProbeTimeout = 200 * time.Millisecond
+	mc.SuspicionMult = 3
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.PushPullInterval = 5 * time.Second
 	mc.TCPTimeout = time.Second

@@ -10,7 +10,7 @@ import (
 var ErrInsufficientShares = errors.New("insufficient shares")
 
 // MaxShares bounds any holding so share sums never overflow.
-const MaxShares = 1_000_000_000_000
+const MaxShares = 1_000_000_000
 
 // Position is an account's holding in one symbol.
 type Position struct {

@@ -18,6 +18,7 @@ import (
 // marketRoutes registers the exchange API: instruments, share transfers,
 // orders, fills, statement, portfolio and market data.
 func (s *Server) marketRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /v1/stream", s.stream)
 	m.HandleFunc("GET /v1/symbols", s.symbols)
 	m.HandleFunc("POST /v1/account/deposit-shares", s.auth(s.shares(fsm.TypeDepositShares)))
 	m.HandleFunc("POST /v1/account/withdraw-shares", s.auth(s.shares(fsm.TypeWithdrawShares)))
