@@ -86,4 +86,3 @@ func printEvent(w io.Writer, p painter, ev transport.StreamEvent) {
 		fmt.Fprintf(w, "order  #%d %s %s %s %d @ %s  filled %d  %s\n", o.OrderID, o.Symbol, p.side(o.Side), o.Type, o.Quantity, dash(o.LimitPrice), o.FilledQuantity, o.Status)
 	}
 }
-
