@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -78,13 +79,28 @@ func printClusterStatus(w io.Writer, st *transport.ClusterStatus) {
 	if leader == "" {
 		leader = "(none)"
 	}
-	fmt.Fprintf(w, "leader %s  term %d\n\n", leader, st.Term)
+	me := st.MarketEngine
+	if me == "" {
+		me = "(none)"
+	}
+	fmt.Fprintf(w, "leader %s  term %d  market engine %s\n", leader, st.Term, me)
+	for _, n := range st.Nodes {
+		if es := n.MarketEngine; es != nil && es.Running {
+			stale := ""
+			if es.Stale {
+				stale = "  STALE"
+			}
+			fmt.Fprintf(w, "feed %s  last tick #%d at %s  errors %d  rejected rows %d%s\n",
+				es.Feed, es.LastTickSeq, es.LastTick.Format("15:04:05.000"), es.Errors, es.RejectedRow, stale)
+		}
+	}
+	fmt.Fprintln(w)
 	withErr := false
 	for _, n := range st.Nodes {
 		withErr = withErr || n.Error != ""
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprint(tw, "ID\tSTATE\tVOTER\tRAFT ADDR\tHTTP ADDR\tAPPLIED\tCOMMIT\tHASH")
+	fmt.Fprint(tw, "ID\tSTATE\tVOTER\tROLES\tSESSIONS\tGOSSIP\tRAFT ADDR\tHTTP ADDR\tAPPLIED\tCOMMIT\tHASH")
 	if withErr {
 		fmt.Fprint(tw, "\tERROR")
 	}
@@ -101,7 +117,15 @@ func printClusterStatus(w io.Writer, st *transport.ClusterStatus) {
 		if hash == "" {
 			hash = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s", n.ID, n.State, voter, n.RaftAddr, n.HTTPAddr, n.AppliedIndex, n.CommitIndex, hash)
+		roles := strings.Join(n.Roles, ",")
+		if roles == "" {
+			roles = "-"
+		}
+		gossip := n.Gossip
+		if gossip == "" {
+			gossip = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%s", n.ID, n.State, voter, roles, n.Sessions, gossip, n.RaftAddr, n.HTTPAddr, n.AppliedIndex, n.CommitIndex, hash)
 		if withErr {
 			fmt.Fprintf(tw, "\t%s", oneLine(n.Error))
 		}

@@ -101,3 +101,6 @@ func (n *Node) ReadIndex(ctx context.Context, verify bool) (uint64, error) {
 func (n *Node) MarketBook(symbol string, depth int) (*fsm.BookSnapshot, bool) {
 	return n.fsm.Book(symbol, depth)
 }
+
+// MarketDataStale implements transport.Backend.
+func (n *Node) MarketDataStale() bool { return n.eng.status().Stale }

@@ -33,6 +33,13 @@ func (n *Node) Status() transport.NodeStatus {
 		st.Roles = append(st.Roles, "ME")
 	}
 	st.MarketEngine = &es
+	_ = n.fsm.View(func(v *fsm.View) error { st.Sessions = v.Assignments()[n.cfg.ID]; return nil })
+	st.Gossip = "disabled"
+	for _, m := range n.Members() {
+		if m.ID == n.cfg.ID {
+			st.Gossip = m.Health
+		}
+	}
 	if h, idx, err := n.fsm.Hash(); err == nil {
 		st.StateHash, st.HashIndex = h, idx
 	} else {
@@ -90,6 +97,19 @@ func (n *Node) ClusterStatus(ctx context.Context) transport.ClusterStatus {
 		}(i, base)
 	}
 	wg.Wait()
+	if n.gossip != nil {
+		health := map[string]string{}
+		for _, m := range n.Members() {
+			health[m.ID] = m.Health
+		}
+		for i := range out.Nodes {
+			if h, ok := health[out.Nodes[i].ID]; ok {
+				out.Nodes[i].Gossip = h
+			} else {
+				out.Nodes[i].Gossip = "unknown"
+			}
+		}
+	}
 	for _, ns := range out.Nodes {
 		if ns.MarketEngine != nil && ns.MarketEngine.Running {
 			out.MarketEngine = ns.ID

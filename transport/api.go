@@ -211,7 +211,9 @@ type NodeStatus struct {
 	HashIndex    uint64 `json:"hash_index"` // applied index the hash was taken at
 	Error        string `json:"error,omitempty"`
 
-	Roles        []string      `json:"roles,omitempty"` // LDS, TS, ME
+	Roles        []string      `json:"roles,omitempty"`  // LDS, TS, ME
+	Sessions     int64         `json:"sessions"`         // client sessions assigned to this Trading Server
+	Gossip       string        `json:"gossip,omitempty"` // this node in its own gossip view: alive, or disabled
 	MarketEngine *EngineStatus `json:"market_engine_status,omitempty"`
 }
 

@@ -239,6 +239,7 @@ type Quote struct {
 	Time         string      `json:"time"` // of the last trade
 	RefPrice     string      `json:"ref_price"`
 	TradeSeq     uint64      `json:"trade_seq"`
+	Stale        bool        `json:"stale"` // no Market Engine tick for several intervals
 	Consistency  Consistency `json:"consistency,omitempty"`
 	AppliedIndex uint64      `json:"applied_index,omitempty"`
 }

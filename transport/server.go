@@ -65,6 +65,9 @@ type Backend interface {
 	// MarketBook returns the top depth levels of a symbol's in-memory book
 	// as of this node's last applied batch.
 	MarketBook(symbol string, depth int) (*fsm.BookSnapshot, bool)
+	// MarketDataStale reports that the Market Engine has not ticked for
+	// several feed intervals (or runs no feed at all).
+	MarketDataStale() bool
 }
 
 // Server serves the HTTP API on a private mux.

@@ -840,6 +840,7 @@ func percent(num, den int64) string {
 // addTopOfBook fills bid and ask from the in-memory book, which is at
 // least as new as the state the quote was read from.
 func (s *Server) addTopOfBook(q *Quote) {
+	q.Stale = s.b.MarketDataStale()
 	if snap, ok := s.b.MarketBook(q.Symbol, 1); ok {
 		if len(snap.Bids) > 0 {
 			q.Bid, q.BidSize = market.FormatPrice(snap.Bids[0].Price), snap.Bids[0].Qty
