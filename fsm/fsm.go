@@ -223,6 +223,19 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			if l.Type != raft.LogCommand {
 				continue
 			}
+			if len(l.Data) > 0 && Type(l.Data[0]) == TypeBatch {
+				cmds, err := DecodeBatch(l.Data)
+				if err != nil {
+					panic(fmt.Sprintf("fsm: undecodable committed batch at index %d: %v", l.Index, err))
+				}
+				br := &BatchResult{Results: make([]*Result, len(cmds))}
+				for j, cmd := range cmds {
+					br.Results[j] = f.applyCommand(tx, cmd, l.Index)
+				}
+				resps[i] = br
+				n += uint64(len(cmds))
+				continue
+			}
 			cmd, err := Decode(l.Data)
 			if err != nil {
 				// Rule 7: a committed entry that cannot be decoded must stop

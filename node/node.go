@@ -86,6 +86,10 @@ type Config struct {
 	// instrument table is empty; nil means market.DefaultUniverse.
 	Instruments []market.Instrument
 
+	// MaxBatch bounds the commands the leader packs into one Raft entry
+	// (group commit); 0 means 512, 1 turns batching off.
+	MaxBatch int
+
 	// Feed configures the Market Engine that runs while this node leads.
 	Feed FeedConfig
 
@@ -159,6 +163,7 @@ type Node struct {
 	trans  *raft.NetworkTransport
 	peer   *transport.Peer
 	eng    *engine
+	batch  *batcher
 	gossip *gossip
 
 	readyTerm atomic.Uint64 // term in which this leader's barrier completed
@@ -278,7 +283,9 @@ func newNode(cfg Config) (n *Node, err error) {
 		n.trans.Close()
 		return nil, err
 	}
-	n.wg.Add(1)
+	n.batch = newBatcher(n, cfg.MaxBatch)
+	n.wg.Add(2)
+	go n.batch.run()
 	go n.watchLeadership()
 	return n, nil
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/hats-trading/hats/fsm"
 	"github.com/hats-trading/hats/transport"
 )
@@ -68,27 +66,15 @@ func (n *Node) stamp(cmd *fsm.Command) {
 
 func (n *Node) applyLocal(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
 	n.stamp(cmd)
-	timeout := n.cfg.ApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-		if timeout <= 0 {
-			return nil, fmt.Errorf("%w: %w: deadline passed before submit", errNotApplied, ErrNoLeader)
-		}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= 0 {
+		return nil, fmt.Errorf("%w: %w: deadline passed before submit", errNotApplied, ErrNoLeader)
 	}
-	f := n.raft.Apply(fsm.Encode(cmd), timeout)
-	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return nil, fmt.Errorf("%w: %w: %v", errNotApplied, ErrNoLeader, err)
-		default: // ErrLeadershipLost, ErrRaftShutdown: it may still commit
-			return nil, fmt.Errorf("%w: %s: %v", ErrOutcomeUnknown, cmd.Type, err)
-		}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+		defer cancel()
 	}
-	res, ok := f.Response().(*fsm.Result)
-	if !ok || res == nil {
-		return nil, fmt.Errorf("%w: %s: no result from state machine", ErrOutcomeUnknown, cmd.Type)
-	}
-	return res, nil
+	return n.batch.submit(ctx, cmd.Type, fsm.Encode(cmd))
 }
 
 // forward sends cmd to the leader's internal apply endpoint.
