@@ -19,6 +19,7 @@ import (
 // orders, fills, statement, portfolio and market data.
 func (s *Server) marketRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /v1/stream", s.stream)
+	m.HandleFunc("POST /v1/orders/stream", s.auth(s.orderStream))
 	m.HandleFunc("GET /v1/symbols", s.symbols)
 	m.HandleFunc("POST /v1/account/deposit-shares", s.auth(s.shares(fsm.TypeDepositShares)))
 	m.HandleFunc("POST /v1/account/withdraw-shares", s.auth(s.shares(fsm.TypeWithdrawShares)))

@@ -1,0 +1,177 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+)
+
+// OrderStream is the client side of the fast order-entry path: one
+// persistent connection on which orders are pipelined and answered by tag.
+// It is safe for concurrent use; each Place waits only for its own answer.
+// If the connection breaks, requests still waiting fail with an
+// *OutcomeUnknownError carrying their client order ID: resolve them with
+// OrderByClientID (or resend: the client ID makes a repeat harmless).
+type OrderStream struct {
+	pw   *io.PipeWriter
+	resp *http.Response
+
+	mu      sync.Mutex
+	enc     *json.Encoder
+	next    uint64
+	waiting map[string]chan StreamReply
+	err     error
+	done    chan struct{}
+}
+
+// OpenOrderStream opens an order stream to the preferred node (the
+// session's Trading Server).
+func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
+	tok := c.Token()
+	if tok == "" {
+		return nil, fmt.Errorf("%w: order stream needs a session", ErrUnauthenticated)
+	}
+	base, ok := c.hc.Transport.(*http.Transport)
+	if !ok {
+		base = http.DefaultTransport.(*http.Transport)
+	}
+	tr := base.Clone()
+	tr.ForceAttemptHTTP2 = false // full duplex over HTTP/1.1
+	hc := &http.Client{Transport: tr}
+	var lastErr error
+	for _, node := range c.order() {
+		pr, pw := io.Pipe()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, node+"/v1/orders/stream", pr)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/x-ndjson")
+		resp, err := hc.Do(req)
+		if err != nil {
+			pw.Close()
+			lastErr = err
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+			resp.Body.Close()
+			pw.Close()
+			ae := decodeAPIError(resp.StatusCode, data)
+			if !retryable(ae) {
+				return nil, ae
+			}
+			lastErr = ae
+			continue
+		}
+		s := &OrderStream{pw: pw, resp: resp, enc: json.NewEncoder(pw), waiting: map[string]chan StreamReply{}, done: make(chan struct{})}
+		go s.read()
+		return s, nil
+	}
+	return nil, fmt.Errorf("%w: order stream: %v", ErrNoNodes, lastErr)
+}
+
+func (s *OrderStream) read() {
+	defer close(s.done)
+	sc := bufio.NewScanner(s.resp.Body)
+	sc.Buffer(make([]byte, 4096), 1<<20)
+	for sc.Scan() {
+		var rep StreamReply
+		if json.Unmarshal(sc.Bytes(), &rep) != nil {
+			continue
+		}
+		if rep.Error != nil {
+			rep.Error.Status = rep.Status
+		}
+		s.mu.Lock()
+		ch := s.waiting[rep.Tag]
+		delete(s.waiting, rep.Tag)
+		s.mu.Unlock()
+		if ch != nil {
+			ch <- rep
+		}
+	}
+	err := sc.Err()
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	s.mu.Lock()
+	s.err = err
+	waiting := s.waiting
+	s.waiting = map[string]chan StreamReply{}
+	s.mu.Unlock()
+	for _, ch := range waiting {
+		close(ch)
+	}
+}
+
+// Place sends an order and waits for its answer. The client ID is
+// generated when empty.
+func (s *OrderStream) Place(ctx context.Context, req OrderRequest) (*Order, error) {
+	if req.ClientID == "" {
+		req.ClientID = NewClientID()
+	}
+	rep, err := s.roundTrip(ctx, StreamRequest{Op: "place", Order: &req}, req.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	if rep.Error != nil {
+		if rep.Order != nil {
+			return rep.Order, &OrderRejectedError{Order: rep.Order, Err: rep.Error}
+		}
+		return nil, rep.Error
+	}
+	return rep.Order, nil
+}
+
+// Cancel cancels an order through the stream.
+func (s *OrderStream) Cancel(ctx context.Context, id uint64) (*Order, error) {
+	rep, err := s.roundTrip(ctx, StreamRequest{Op: "cancel", OrderID: id}, "")
+	if err != nil {
+		return nil, err
+	}
+	if rep.Error != nil {
+		return rep.Order, rep.Error
+	}
+	return rep.Order, nil
+}
+
+func (s *OrderStream) roundTrip(ctx context.Context, req StreamRequest, clientID string) (StreamReply, error) {
+	ch := make(chan StreamReply, 1)
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return StreamReply{}, fmt.Errorf("%w: order stream closed: %v", ErrUnavailable, err)
+	}
+	s.next++
+	req.Tag = strconv.FormatUint(s.next, 10)
+	s.waiting[req.Tag] = ch
+	err := s.enc.Encode(req)
+	s.mu.Unlock()
+	if err != nil {
+		return StreamReply{}, &OutcomeUnknownError{Key: clientID, Err: fmt.Errorf("order stream write: %w", err)}
+	}
+	select {
+	case rep, ok := <-ch:
+		if !ok {
+			return StreamReply{}, &OutcomeUnknownError{Key: clientID, Err: errors.New("order stream broke before the answer")}
+		}
+		return rep, nil
+	case <-ctx.Done():
+		return StreamReply{}, &OutcomeUnknownError{Key: clientID, Err: ctx.Err()}
+	}
+}
+
+// Close ends the stream after the server has answered what was sent.
+func (s *OrderStream) Close() error {
+	s.pw.Close()
+	<-s.done
+	return s.resp.Body.Close()
+}

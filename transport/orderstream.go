@@ -1,0 +1,149 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hats-trading/hats/fsm"
+)
+
+// The fast order-entry path: POST /v1/orders/stream keeps one connection
+// open in both directions. The client writes one JSON request per line
+// (NDJSON) and may send the next before earlier ones are answered; the
+// server answers each with one JSON line carrying the request's tag, in
+// completion order. Requests from one stream are committed concurrently, so
+// the leader's group commit packs them into shared Raft entries. Exactly-
+// once still rests on each order's client_id.
+
+// StreamRequest is one line of an order stream.
+type StreamRequest struct {
+	Tag     string        `json:"tag"`                // echoed in the reply
+	Op      string        `json:"op"`                 // place (default) or cancel
+	Order   *OrderRequest `json:"order,omitempty"`    // op place
+	OrderID uint64        `json:"order_id,omitempty"` // op cancel
+}
+
+// StreamReply is one line of the server's answer.
+type StreamReply struct {
+	Tag    string    `json:"tag"`
+	Order  *Order    `json:"order,omitempty"`
+	Error  *APIError `json:"error,omitempty"`
+	Status int       `json:"status"` // the HTTP status the plain API would have used
+}
+
+const (
+	maxStreamInflight = 1024
+	maxStreamLine     = 16 << 10
+)
+
+func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal) {
+	rc := http.NewResponseController(w)
+	if err := rc.EnableFullDuplex(); err != nil {
+		writeError(w, &APIError{Status: 500, Code: CodeInternal, Message: "order stream: full duplex unavailable: " + err.Error()})
+		return
+	}
+	_ = rc.SetWriteDeadline(time.Time{})
+	_ = rc.SetReadDeadline(time.Time{})
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+
+	var mu sync.Mutex // one writer at a time
+	reply := func(rep StreamReply) {
+		rep.Status = 200
+		if rep.Error != nil {
+			rep.Status = rep.Error.Status
+		}
+		b, _ := json.Marshal(rep)
+		mu.Lock()
+		defer mu.Unlock()
+		_, _ = w.Write(append(b, '\n'))
+		_ = rc.Flush()
+	}
+	sem := make(chan struct{}, maxStreamInflight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sc := bufio.NewScanner(r.Body)
+	sc.Buffer(make([]byte, 4096), maxStreamLine)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 {
+			continue
+		}
+		var req StreamRequest
+		if err := json.Unmarshal(line, &req); err != nil {
+			reply(StreamReply{Error: &APIError{Status: 400, Code: CodeBadJSON, Message: "malformed JSON line: " + err.Error()}})
+			continue
+		}
+		cmd, ae := s.streamCommand(r, p, &req)
+		if ae != nil {
+			reply(StreamReply{Tag: req.Tag, Error: ae})
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-r.Context().Done():
+			return
+		}
+		wg.Add(1)
+		go func(tag string) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+			defer cancel()
+			res, err := s.b.Apply(ctx, cmd)
+			switch {
+			case err != nil:
+				reply(StreamReply{Tag: tag, Error: toAPIError(err)})
+			case res.Code != fsm.CodeOK:
+				rep := StreamReply{Tag: tag, Error: marketResultError(res)}
+				if res.Order != nil {
+					ov := OrderView(res.Order, res.Replay, res.Index)
+					rep.Order = &ov
+				}
+				reply(rep)
+			case res.Order == nil:
+				reply(StreamReply{Tag: tag, Error: &APIError{Status: 500, Code: CodeInternal, Message: "no order in result"}})
+			default:
+				ov := OrderView(res.Order, res.Replay, res.Index)
+				reply(StreamReply{Tag: tag, Order: &ov})
+			}
+		}(req.Tag)
+	}
+	if err := sc.Err(); err != nil {
+		reply(StreamReply{Error: &APIError{Status: 400, Code: CodeBadRequest, Message: "order stream: " + err.Error()}})
+	}
+}
+
+// streamCommand validates one stream request exactly as the plain API
+// would and builds its command.
+func (s *Server) streamCommand(r *http.Request, p Principal, req *StreamRequest) (*fsm.Command, *APIError) {
+	switch req.Op {
+	case "", "place":
+		if req.Order == nil {
+			return nil, badRequest("order", "op place needs an order")
+		}
+		o, e := ValidateOrderRequest(req.Order)
+		if e != nil {
+			return nil, e
+		}
+		if _, e := s.checkSymbol(r, o.Symbol); e != nil {
+			return nil, e
+		}
+		return &fsm.Command{
+			Type: fsm.TypePlaceOrder, Account: p.AccountID, ClientID: o.ClientID, Symbol: o.Symbol,
+			Side: uint8(o.Side), OrdType: uint8(o.Type), TIF: uint8(o.TIF), PostOnly: o.PostOnly,
+			Qty: o.Qty, Limit: o.Limit, Stop: o.Stop,
+		}, nil
+	case "cancel":
+		if req.OrderID == 0 {
+			return nil, badRequest("order_id", "op cancel needs an order_id")
+		}
+		return &fsm.Command{Type: fsm.TypeCancelOrder, Account: p.AccountID, OrderID: req.OrderID}, nil
+	}
+	return nil, badRequest("op", "must be place or cancel, got %q", req.Op)
+}
