@@ -64,28 +64,49 @@ func exSetup(h *harness) []uint64 {
 
 // ---------------------------------------------------------------- invariants
 
-// exLedger is what the commands put in and took out, from their results.
+// exLedger is what the commands put in and took out, from their results,
+// in total and per account.
 type exLedger struct {
+	cash   int64
+	shares map[string]int64
+	acct   map[uint64]*exAcct
+}
+
+type exAcct struct {
 	cash   int64
 	shares map[string]int64
 }
 
-func newLedger() *exLedger { return &exLedger{shares: map[string]int64{}} }
+func newLedger() *exLedger { return &exLedger{shares: map[string]int64{}, acct: map[uint64]*exAcct{}} }
+
+func (l *exLedger) of(id uint64) *exAcct {
+	a, ok := l.acct[id]
+	if !ok {
+		a = &exAcct{shares: map[string]int64{}}
+		l.acct[id] = a
+	}
+	return a
+}
 
 // note records the effect of an applied command on the ledger.
 func (l *exLedger) note(c *Command, r *Result) {
 	if r == nil || r.Code != CodeOK || r.Replay {
 		return
 	}
+	a := l.of(c.Account)
 	switch c.Type {
 	case TypeDeposit:
 		l.cash += c.Amount
+		a.cash += c.Amount
 	case TypeWithdraw:
 		l.cash -= c.Amount
+		a.cash -= c.Amount
 	case TypeDepositShares:
 		l.shares[c.Symbol] += c.Qty
+		a.shares[c.Symbol] += c.Qty
 	case TypeWithdrawShares:
 		l.shares[c.Symbol] -= c.Qty
+		a.shares[c.Symbol] -= c.Qty
 	}
 }
 
@@ -134,6 +155,57 @@ func exchangeViolation(f *FSM, l *exLedger) (msg string) {
 				wantShares[s.sym] += HouseSharesEach
 			}
 		}
+		// Balances per account: what it put in and took out, plus what the
+		// tape says it sold, minus what it bought.
+		wantAcct := map[uint64]*exAcct{}
+		for id, a := range l.acct {
+			w := &exAcct{cash: a.cash, shares: map[string]int64{}}
+			for k, q := range a.shares {
+				w.shares[k] = q
+			}
+			wantAcct[id] = w
+		}
+		of := func(id uint64) *exAcct {
+			if wantAcct[id] == nil {
+				wantAcct[id] = &exAcct{shares: map[string]int64{}}
+			}
+			return wantAcct[id]
+		}
+		if house := getU64(meta, kHouse); house != 0 {
+			of(house).cash += HouseCash
+			for _, s := range exSymbols {
+				if meta.Get(append(append([]byte(nil), houseFunded...), s.sym...)) != nil {
+					of(house).shares[s.sym] += HouseSharesEach
+				}
+			}
+		}
+		for _, s := range exSymbols {
+			for _, tr := range v.Trades(s.sym, 0, 0, 0) {
+				n := tr.Price * tr.Qty
+				of(tr.Buyer).cash -= n
+				of(tr.Buyer).shares[s.sym] += tr.Qty
+				of(tr.Seller).cash += n
+				of(tr.Seller).shares[s.sym] -= tr.Qty
+			}
+		}
+		for id, w := range wantAcct {
+			a, ok := v.Account(id)
+			if !ok {
+				if w.cash != 0 {
+					fail("no account %d, but the ledger and tape give it %d cash", id, w.cash)
+				}
+				continue
+			}
+			if int64(a.Cash) != w.cash {
+				fail("account %d holds %d cash; deposits, withdrawals and the tape give %d", id, a.Cash, w.cash)
+			}
+			for _, s := range exSymbols {
+				if p := v.Position(id, s.sym); p.Qty != w.shares[s.sym] {
+					fail("account %d holds %d %s; transfers and the tape give %d", id, p.Qty, s.sym, w.shares[s.sym])
+				}
+			}
+		}
+
 		cashTotal, _, shares := v.Totals()
 		if cashTotal != wantCash {
 			fail("total cash %d, deposits minus withdrawals %d", cashTotal, wantCash)

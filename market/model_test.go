@@ -799,7 +799,7 @@ func diffSeeds(t *testing.T) (seeds []int64, steps int) {
 		n := 6
 		switch {
 		case os.Getenv("HATS_MARKET_LONG") == "1":
-			n = 200
+			n = 100
 		case testing.Short():
 			n = 2
 		}
