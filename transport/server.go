@@ -185,8 +185,32 @@ func resultError(res *fsm.Result) *APIError {
 		status = 404
 	case fsm.CodeInvalidCommand:
 		status = 400
+	case fsm.CodeUnknownOrder:
+		status = 404
+	case fsm.CodeNotOwner:
+		status = 403
 	}
 	return &APIError{Status: status, Code: res.Code, Message: res.Message}
+}
+
+// replyApplied answers a write: the error for a failure or a business
+// rejection, else status with the view built from the result (a missing
+// view is an internal error naming what was expected).
+func replyApplied(w http.ResponseWriter, status int, res *fsm.Result, err error, what string, view func(*fsm.Result) any) {
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	if res.Code != fsm.CodeOK {
+		writeError(w, resultError(res))
+		return
+	}
+	v := view(res)
+	if v == nil {
+		writeError(w, &APIError{Status: 500, Code: CodeInternal, Message: "command applied without a " + what + " result"})
+		return
+	}
+	writeJSON(w, status, v)
 }
 
 // decodeBody reads a JSON body with a size limit, rejecting unknown fields
@@ -274,19 +298,12 @@ func AccountView(a *trader.Account, index uint64, replay bool) Account {
 
 // writeResult answers a write: the account on success, else the rejection.
 func writeResult(w http.ResponseWriter, status int, res *fsm.Result, err error) {
-	if err != nil {
-		writeError(w, toAPIError(err))
-		return
-	}
-	if res.Code != fsm.CodeOK {
-		writeError(w, resultError(res))
-		return
-	}
-	if res.Account == nil {
-		writeJSON(w, status, map[string]any{"index": res.Index})
-		return
-	}
-	writeJSON(w, status, AccountView(res.Account, res.Index, res.Replay))
+	replyApplied(w, status, res, err, "account", func(res *fsm.Result) any {
+		if res.Account == nil {
+			return map[string]any{"index": res.Index}
+		}
+		return AccountView(res.Account, res.Index, res.Replay)
+	})
 }
 
 func checkKey(k string) *APIError {

@@ -247,15 +247,7 @@ func ValidateOrderRequest(req *OrderRequest) (*market.Order, *APIError) {
 }
 
 // marketResultError maps a state machine rejection to an API error.
-func marketResultError(res *fsm.Result) *APIError {
-	switch res.Code {
-	case fsm.CodeUnknownOrder:
-		return &APIError{Status: 404, Code: res.Code, Message: res.Message}
-	case fsm.CodeNotOwner:
-		return &APIError{Status: 403, Code: res.Code, Message: res.Message}
-	}
-	return resultError(res)
-}
+func marketResultError(res *fsm.Result) *APIError { return resultError(res) }
 
 // consistencyParam reads ?consistency= with a default.
 func consistencyParam(r *http.Request, def Consistency) (Consistency, *APIError) {
@@ -366,19 +358,12 @@ func (s *Server) shares(t fsm.Type) authed {
 			return
 		}
 		res, err := s.b.Apply(r.Context(), &fsm.Command{Type: t, Account: p.AccountID, Key: req.IdempotencyKey, Symbol: sym, Qty: req.Quantity})
-		if err != nil {
-			writeError(w, toAPIError(err))
-			return
-		}
-		if res.Code != fsm.CodeOK {
-			writeError(w, marketResultError(res))
-			return
-		}
-		if res.Position == nil {
-			writeError(w, &APIError{Status: 500, Code: CodeInternal, Message: "share transfer applied without a position result"})
-			return
-		}
-		writeJSON(w, 200, PositionView(res.Position, res.Index, res.Replay))
+		replyApplied(w, 200, res, err, "position", func(res *fsm.Result) any {
+			if res.Position == nil {
+				return nil
+			}
+			return PositionView(res.Position, res.Index, res.Replay)
+		})
 	}
 }
 
@@ -549,19 +534,12 @@ func (s *Server) precheckChange(r *http.Request, p Principal, id uint64) (*marke
 }
 
 func (s *Server) writeOrderResult(w http.ResponseWriter, res *fsm.Result, err error) {
-	if err != nil {
-		writeError(w, toAPIError(err))
-		return
-	}
-	if res.Code != fsm.CodeOK {
-		writeError(w, marketResultError(res))
-		return
-	}
-	if res.Order == nil {
-		writeError(w, &APIError{Status: 500, Code: CodeInternal, Message: "order command applied without an order result"})
-		return
-	}
-	writeJSON(w, 200, OrderView(res.Order, res.Replay, res.Index))
+	replyApplied(w, 200, res, err, "order", func(res *fsm.Result) any {
+		if res.Order == nil {
+			return nil
+		}
+		return OrderView(res.Order, res.Replay, res.Index)
+	})
 }
 
 func (s *Server) cancelOrder(w http.ResponseWriter, r *http.Request, p Principal) {
