@@ -921,18 +921,26 @@ func levels(ls []market.Level) []BookLevel {
 	return out
 }
 
-func (s *Server) book(w http.ResponseWriter, r *http.Request) {
+// marketQuery reads the symbol path value, the consistency (default stale)
+// and one bounded integer parameter of a market-data request.
+func marketQuery(r *http.Request, name string, def, max int) (string, Consistency, int, *APIError) {
 	sym, e := marketSymbol(r)
 	if e != nil {
-		writeError(w, e)
-		return
+		return "", "", 0, e
 	}
 	c, e := consistencyParam(r, Stale)
 	if e != nil {
-		writeError(w, e)
-		return
+		return "", "", 0, e
 	}
-	depth, e := intParam(r.URL.Query(), "depth", DefaultBookDepth, MaxBookDepth)
+	n, e := intParam(r.URL.Query(), name, def, max)
+	if e != nil {
+		return "", "", 0, e
+	}
+	return sym, c, n, nil
+}
+
+func (s *Server) book(w http.ResponseWriter, r *http.Request) {
+	sym, c, depth, e := marketQuery(r, "depth", DefaultBookDepth, MaxBookDepth)
 	if e != nil {
 		writeError(w, e)
 		return
@@ -959,17 +967,7 @@ func (s *Server) book(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) trades(w http.ResponseWriter, r *http.Request) {
-	sym, e := marketSymbol(r)
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	c, e := consistencyParam(r, Stale)
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	limit, e := intParam(r.URL.Query(), "limit", DefaultTradesLimit, MaxTradesLimit)
+	sym, c, limit, e := marketQuery(r, "limit", DefaultTradesLimit, MaxTradesLimit)
 	if e != nil {
 		writeError(w, e)
 		return
