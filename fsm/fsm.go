@@ -66,6 +66,12 @@ type FSM struct {
 	bookMu sync.Mutex
 	books  map[string]*market.Book
 
+	hashMu    sync.Mutex // cache of the last Hash walk
+	hashIndex uint64
+	hashValue string
+	hashGen   uint64
+	restores  atomic.Uint64 // bumped by Restore: same index, new state is possible
+
 	applied  atomic.Uint64
 	commands atomic.Uint64 // commands applied since Open (not skipped replays)
 
@@ -355,6 +361,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := f.open(); err != nil {
 		return fmt.Errorf("%w: reopen: %v", ErrRestore, err)
 	}
+	f.restores.Add(1)
 	f.log.Info("restored state from snapshot", "applied_index", f.applied.Load())
 	f.setApplied(f.applied.Load())
 	return nil
@@ -373,14 +380,28 @@ func (f *FSM) View(fn func(v *View) error) error {
 // Hash returns a digest over every bucket except the applied index and term,
 // together with the applied index it describes. Two nodes at the same index
 // must have the same hash.
+// The walk is cached per applied index, so status polling costs one walk
+// per change of state, not one per call.
 func (f *FSM) Hash() (hash string, index uint64, err error) {
 	err = f.View(func(v *View) error {
-		h := sha256.New()
 		index = getU64(v.tx.Bucket(bMeta), kAppliedIndex)
+		f.hashMu.Lock()
+		if f.hashIndex == index && f.hashValue != "" && f.hashGen == f.restores.Load() {
+			hash = f.hashValue
+			f.hashMu.Unlock()
+			return nil
+		}
+		f.hashMu.Unlock()
+		h := sha256.New()
 		werr := v.tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			return hashBucket(h, [][]byte{name}, b)
 		})
 		hash = hex.EncodeToString(h.Sum(nil)[:16])
+		if werr == nil {
+			f.hashMu.Lock()
+			f.hashIndex, f.hashValue, f.hashGen = index, hash, f.restores.Load()
+			f.hashMu.Unlock()
+		}
 		return werr
 	})
 	return hash, index, err
