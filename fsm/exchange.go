@@ -254,8 +254,13 @@ func (x *exch) settle(b *market.Book, out *market.Outcome) {
 		sa, _ := x.account(sell.Account)
 		ba.Cash -= trader.Cents(notional)
 		ba.Reserved -= trader.Cents(fl.Qty * buy.ReservePrice())
-		if err := x.position(buy.Account, b.Symbol).Add(fl.Qty, fl.Price); err != nil {
-			panic(fmt.Sprintf("fsm: settle buy: %v", err))
+		if bp := x.position(buy.Account, b.Symbol); bp.Add(fl.Qty, fl.Price) != nil {
+			// The book has matched; the fill must be booked. Only the
+			// holding cap can refuse a positive quantity, and open buys may
+			// legitimately carry a holding past it (the cap is enforced
+			// when shares are deposited), so book it past the cap.
+			bp.Qty += fl.Qty
+			bp.Cost += fl.Qty * fl.Price
 		}
 		sp := x.position(sell.Account, b.Symbol)
 		sp.Reserved -= fl.Qty

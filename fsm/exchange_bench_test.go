@@ -43,7 +43,7 @@ func benchApplyOrders(b *testing.B, noSync bool) {
 	var setup []*Command
 	for i := range accts {
 		id := h.register("trader" + string(rune('a'+i/26)) + string(rune('a'+i%26)))
-		setup = append(setup, deposit(id, trader.MaxAmount), sharesCmd(TypeDepositShares, id, sym, 1_000_000_000))
+		setup = append(setup, deposit(id, trader.MaxAmount), sharesCmd(TypeDepositShares, id, sym, 100_000_000))
 	}
 	for i, r := range h.apply(setup...) {
 		wantCode(b, r, CodeOK)

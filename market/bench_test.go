@@ -135,5 +135,5 @@ func BenchmarkMatch(b *testing.B) {
 	b.ReportMetric(float64(len(book.resting)), "resting")
 	b.ReportMetric(float64(cancels)/float64(b.N), "cancels/order")
 	b.ReportMetric(float64(missed)/float64(b.N), "idle/order")
-	_ = rejects
+	b.ReportMetric(float64(rejects)/float64(b.N), "rejects/order")
 }

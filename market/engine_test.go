@@ -934,14 +934,13 @@ func TestCancel(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	ok := func(o *Order) *Order { return o }
 	cases := []struct {
 		name string
 		o    *Order
 		err  error
 	}{
-		{"limit", ok(lim(1, Buy, 1, 1)), nil},
-		{"limit max", ok(lim(1, Sell, MaxQuantity, MaxPrice)), nil},
+		{"limit", lim(1, Buy, 1, 1), nil},
+		{"limit max", lim(1, Sell, MaxQuantity, MaxPrice), nil},
 		{"market ioc", mkt(1, Buy, 1), nil},
 		{"market fok", withTIF(mkt(1, Sell, 1), FOK), nil},
 		{"stop", stop(1, Buy, 1, 100), nil},
