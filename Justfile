@@ -29,9 +29,22 @@ lint:
 cluster:
     go run . demo
 
-# Benchmarks of the write path (in-process 3-node clusters, fsync on).
-bench:
-    go test -run '^$' -bench . -benchtime 5s ./cluster_test ./fsm
+# Load-test a running cluster with `hats bench` (start one with `just cluster`
+# and export the HATS_CLUSTER and HATS_INSECURE it prints), e.g.
+# `just bench 64 15s --mix deposit:100 --json`. See docs/performance.md.
+bench clients="16" duration="10s" *args:
+    go run . bench --clients {{clients}} --duration {{duration}} {{args}}
+
+# The bare-Raft reference: hashicorp/raft alone, 3 nodes on loopback, fsync
+# on, 100-byte entries, 1/16/64/256 concurrent appliers.
+bench-raw time="3s":
+    go test -run '^$' -bench RawRaft -benchtime {{time}} ./cluster_test
+
+# In-process benchmarks of the write path (3-node clusters, fsync on) and of
+# the state machine; the restart benchmark runs once.
+bench-go time="3s":
+    go test -run '^$' -bench . -skip Restart -benchtime {{time}} ./cluster_test ./fsm
+    go test -run '^$' -bench Restart -benchtime 1x ./cluster_test
 
 # Fuzz the command decoder for a while.
 fuzz time="60s":

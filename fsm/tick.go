@@ -75,6 +75,13 @@ func (f *FSM) applyTick(tx *bolt.Tx, c *Command) *Result {
 	if c.MMSize > 0 && c.MMSize <= market.MaxQuantity && c.MMSpread > 0 {
 		f.makeMarkets(tx, c)
 	}
+	// Sweep DAY orders whose day is over, so they stop holding funds even
+	// in a symbol no one is trading.
+	x := f.newExch(tx, c.Time)
+	for _, in := range (&View{tx: tx}).Instruments() {
+		x.expire(f.books[in.Symbol])
+	}
+	x.flush()
 	f.recordQuotes(tx, c.TickSeq, c.Time)
 	return &Result{}
 }
