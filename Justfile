@@ -29,19 +29,18 @@ lint:
 cluster:
     go run . demo
 
-# Load-test a running cluster with `hats bench` (start one with `just cluster`
-# and export the HATS_CLUSTER and HATS_INSECURE it prints), e.g.
+# Start a cluster first (`just cluster`, then export the HATS_CLUSTER and
+# HATS_INSECURE it prints); extra args go to hats bench, e.g.
 # `just bench 64 15s --mix deposit:100 --json`. See docs/performance.md.
+# Load-test a running cluster with hats bench.
 bench clients="16" duration="10s" *args:
     go run . bench --clients {{clients}} --duration {{duration}} {{args}}
 
-# The bare-Raft reference: hashicorp/raft alone, 3 nodes on loopback, fsync
-# on, 100-byte entries, 1/16/64/256 concurrent appliers.
+# The bare-Raft reference: hashicorp/raft alone, 3 nodes on loopback, fsync on, 100-byte entries.
 bench-raw time="3s":
     go test -run '^$' -bench RawRaft -benchtime {{time}} ./cluster_test
 
-# In-process benchmarks of the write path (3-node clusters, fsync on) and of
-# the state machine; the restart benchmark runs once.
+# In-process benchmarks of the write path and the state machine (restart runs once).
 bench-go time="3s":
     go test -run '^$' -bench . -skip Restart -benchtime {{time}} ./cluster_test ./fsm
     go test -run '^$' -bench Restart -benchtime 1x ./cluster_test
@@ -49,3 +48,11 @@ bench-go time="3s":
 # Fuzz the command decoder for a while.
 fuzz time="60s":
     go test -run '^$' -fuzz FuzzDecode -fuzztime {{time}} ./fsm
+
+# Long randomized chaos campaign: in-process clusters behind the fault-
+# injecting network, random faults and scenarios under trading load, every
+# checker after each round. Writes tmp/chaos-report-<time>.md (see
+# docs/chaos.md). Replay a campaign with HATS_CHAOS_SEED=<seed>.
+chaos duration="30m":
+    mkdir -p {{justfile_directory()}}/tmp
+    HATS_CHAOS_DURATION={{duration}} HATS_CHAOS_REPORT={{justfile_directory()}}/tmp/chaos-report-$(date -u +%Y%m%dT%H%M%SZ).md go test -race -count=1 -timeout 24h -run '^TestChaos_LongCampaign$' -v ./cluster_test

@@ -436,7 +436,8 @@ func (f *FSM) applyPlace(tx *bolt.Tx, c *Command) *Result {
 	x.settle(b, out)
 	x.expire(b)
 	x.flush()
-	return &Result{Order: o}
+	cp := *o // the live order belongs to the book; hand out a copy
+	return &Result{Order: &cp}
 }
 
 func rejectMessage(o *market.Order) string {

@@ -1,0 +1,203 @@
+package cluster_test
+
+// The bare-Raft reference: the same hashicorp/raft and raft-boltdb versions
+// HATS is built on, three nodes on loopback, fsync on, 100-byte entries, a
+// trivial state machine and no API. It shows on any machine what the
+// library beneath HATS does by itself, so HATS's figures can be read as a
+// ratio to it. Run with
+//   go test -run '^$' -bench RawRaft -benchtime 3s ./cluster_test
+// It uses no HATS code; only the Raft settings HATS uses are copied.
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// rawEntrySize is the size of every entry the reference applies.
+const rawEntrySize = 100
+
+// rawFSM counts what it applies; nothing else.
+type rawFSM struct{ applied atomic.Uint64 }
+
+func (f *rawFSM) Apply(*raft.Log) any { f.applied.Add(1); return nil }
+
+func (f *rawFSM) Snapshot() (raft.FSMSnapshot, error) { return rawSnap(f.applied.Load()), nil }
+
+func (f *rawFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var b [8]byte
+	if _, err := io.ReadFull(rc, b[:]); err != nil {
+		return err
+	}
+	f.applied.Store(binary.BigEndian.Uint64(b[:]))
+	return nil
+}
+
+type rawSnap uint64
+
+func (s rawSnap) Persist(sink raft.SnapshotSink) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(s))
+	if _, err := sink.Write(b[:]); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (rawSnap) Release() {}
+
+type rawNode struct {
+	raft  *raft.Raft
+	store *raftboltdb.BoltStore
+	trans *raft.NetworkTransport
+}
+
+// newRawCluster starts three Raft nodes on 127.0.0.1 with raft-boltdb log
+// stores (fsync on every append) and the Raft settings HATS uses.
+func newRawCluster(b *testing.B) []*rawNode {
+	b.Helper()
+	const n = 3
+	nodes := make([]*rawNode, n)
+	var servers []raft.Server
+	for i := range nodes {
+		dir := b.TempDir()
+		store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		trans, err := raft.NewTCPTransport("127.0.0.1:0", nil, 4, 2*time.Second, io.Discard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		nodes[i] = &rawNode{store: store, trans: trans}
+		servers = append(servers, raft.Server{ID: raft.ServerID(fmt.Sprintf("r%d", i+1)), Address: trans.LocalAddr()})
+	}
+	for i, rn := range nodes {
+		snaps, err := raft.NewFileSnapshotStoreWithLogger(b.TempDir(), 1, hclog.NewNullLogger())
+		if err != nil {
+			b.Fatal(err)
+		}
+		rc := raft.DefaultConfig()
+		rc.LocalID = servers[i].ID
+		// As node.New configures Raft with the production defaults.
+		rc.HeartbeatTimeout = 300 * time.Millisecond
+		rc.ElectionTimeout = 300 * time.Millisecond
+		rc.LeaderLeaseTimeout = 250 * time.Millisecond
+		rc.CommitTimeout = 5 * time.Millisecond
+		rc.SnapshotThreshold = 8192
+		rc.SnapshotInterval = 30 * time.Second
+		rc.TrailingLogs = 10240
+		rc.MaxAppendEntries = 256
+		rc.BatchApplyCh = true
+		rc.Logger = hclog.NewNullLogger()
+		r, err := raft.NewRaft(rc, &rawFSM{}, rn.store, rn.store, snaps, rn.trans)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rn.raft = r
+		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Cleanup(func() {
+		for _, rn := range nodes {
+			_ = rn.raft.Shutdown().Error()
+			_ = rn.trans.Close()
+			_ = rn.store.Close()
+		}
+	})
+	return nodes
+}
+
+// rawLeader waits for a leader and returns it.
+func rawLeader(b *testing.B, nodes []*rawNode) *rawNode {
+	b.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, rn := range nodes {
+			if rn.raft.State() == raft.Leader {
+				if err := rn.raft.Barrier(5 * time.Second).Error(); err == nil {
+					return rn
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Fatal("no Raft leader after 20s")
+	return nil
+}
+
+func rawQuantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[int(float64(len(sorted)-1)*q)]
+}
+
+// BenchmarkRawRaft_Apply applies 100-byte entries on the leader from 1, 16,
+// 64 and 256 concurrent goroutines; each Apply returns after the entry is
+// committed (fsynced on a quorum) and applied on the leader. Reports
+// entries/s and the latency of one Apply.
+func BenchmarkRawRaft_Apply(b *testing.B) {
+	nodes := newRawCluster(b)
+	leader := rawLeader(b, nodes)
+	entry := make([]byte, rawEntrySize)
+	for i := range entry {
+		entry[i] = byte('a' + i%26)
+	}
+	for _, conc := range []int{1, 16, 64, 256} {
+		b.Run(fmt.Sprintf("clients=%d", conc), func(b *testing.B) {
+			if leader.raft.State() != raft.Leader {
+				leader = rawLeader(b, nodes)
+			}
+			var next atomic.Int64
+			var mu sync.Mutex
+			lat := make([]time.Duration, 0, b.N)
+			var failed atomic.Int64
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for g := 0; g < conc; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					mine := make([]time.Duration, 0, b.N/conc+1)
+					for next.Add(1) <= int64(b.N) {
+						t0 := time.Now()
+						if err := leader.raft.Apply(entry, 10*time.Second).Error(); err != nil {
+							failed.Add(1)
+							continue
+						}
+						mine = append(mine, time.Since(t0))
+					}
+					mu.Lock()
+					lat = append(lat, mine...)
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if n := failed.Load(); n > 0 {
+				b.Fatalf("%d of %d applies failed", n, b.N)
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "entries/s")
+			b.ReportMetric(float64(rawQuantile(lat, 0.50).Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(rawQuantile(lat, 0.99).Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+		})
+	}
+}
