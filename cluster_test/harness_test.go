@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hats-trading/hats/fsm"
 	"github.com/hats-trading/hats/node"
 	"github.com/hats-trading/hats/transport"
 )
@@ -300,6 +301,14 @@ func (c *Cluster) WaitReady() {
 		for _, tn := range c.Live() {
 			if err := tn.Node.Ready(); err != nil {
 				return fmt.Errorf("%s: %w", tn.ID, err)
+			}
+			// Every member's addresses are in the replicated table.
+			for _, other := range c.Live() {
+				var na fsm.NodeAddrs
+				_ = tn.Node.FSM().View(func(v *fsm.View) error { na, _ = v.Node(other.ID); return nil })
+				if na.HTTPAddr != other.HTTPAddr {
+					return fmt.Errorf("%s has no current record of %s", tn.ID, other.ID)
+				}
 			}
 		}
 		return nil

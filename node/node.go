@@ -290,9 +290,10 @@ func newNode(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.batch = newBatcher(n, cfg.MaxBatch)
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.batch.run()
 	go n.watchLeadership()
+	go n.keepOwnRecord()
 	return n, nil
 }
 
@@ -403,6 +404,38 @@ func (n *Node) onLeader() {
 	n.readyTerm.Store(term)
 	n.log.Info("leading", "term", term)
 	n.eng.start()
+}
+
+// keepOwnRecord makes sure the replicated member table holds this node's
+// current addresses. Joins and elections record them, but a write can be
+// lost to a leadership change (the bootstrap node's first record, say), so
+// every node checks every few seconds and, when its record is missing or
+// stale, asks the leader to rewrite it (an idempotent join).
+func (n *Node) keepOwnRecord() {
+	defer n.wg.Done()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		var have fsm.NodeAddrs
+		_ = n.fsm.View(func(v *fsm.View) error { have, _ = v.Node(n.cfg.ID); return nil })
+		if have.HTTPAddr == n.cfg.HTTPAddr && have.RaftAddr == n.cfg.RaftAddr && have.GossipAddr == n.cfg.GossipAddr {
+			continue
+		}
+		if _, lid := n.raft.LeaderWithID(); lid == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		err := n.Join(ctx, transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr})
+		cancel()
+		if err != nil {
+			n.log.Warn("refresh own member record", "err", err)
+		}
+	}
 }
 
 // ensureInstruments commits the configured instrument table when the
