@@ -426,8 +426,8 @@ func (n *Node) keepOwnRecord() {
 		if have.HTTPAddr == n.cfg.HTTPAddr && have.RaftAddr == n.cfg.RaftAddr && have.GossipAddr == n.cfg.GossipAddr {
 			continue
 		}
-		if _, lid := n.raft.LeaderWithID(); lid == "" {
-			continue
+		if _, lid := n.raft.LeaderWithID(); lid == "" || !n.isMember() {
+			continue // a removed node must not put itself back
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 		err := n.Join(ctx, transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr})
@@ -519,6 +519,20 @@ func (n *Node) closeStores() {
 	if n.fsm != nil {
 		n.fsm.Close()
 	}
+}
+
+// isMember reports whether this node is in the Raft configuration.
+func (n *Node) isMember() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.cfg.ID {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *Node) otherVoters() int {
