@@ -165,6 +165,7 @@ type Node struct {
 	peer   *transport.Peer
 	eng    *engine
 	batch  *batcher
+	stream *transport.StreamLayer
 	gossip *gossip
 
 	readyTerm atomic.Uint64 // term in which this leader's barrier completed
@@ -247,6 +248,7 @@ func newNode(cfg Config) (n *Node, err error) {
 		ln.Close()
 		return nil, fmt.Errorf("%w: --raft-addr: %v", ErrConfig, err)
 	}
+	n.stream = stream
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 4, Timeout: 2 * time.Second, Logger: rlog,
 	})
@@ -502,14 +504,34 @@ func (n *Node) shutdown(graceful bool) error {
 		close(n.done)
 		n.eng.stop()
 		n.gossip.close(graceful)
-		if err := n.raft.Shutdown().Error(); err != nil {
-			n.closeErr = err
-		}
+		n.closeErr = n.stopRaft()
 		n.wg.Wait()
 		n.trans.Close()
 		n.closeStores()
 	})
 	return n.closeErr
+}
+
+// stopRaft shuts Raft down within a bounded time. Raft's replication
+// goroutines can sit on a connection to a peer that stopped answering (a
+// partition); if shutdown has not finished after a grace period, every
+// Raft connection is closed, which unblocks them.
+func (n *Node) stopRaft() error {
+	done := make(chan error, 1)
+	go func() { done <- n.raft.Shutdown().Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(2 * time.Second):
+	}
+	n.log.Warn("raft shutdown is slow; closing its connections")
+	n.stream.CloseAll()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%w: raft shutdown did not finish", ErrClosed)
+	}
 }
 
 func (n *Node) closeStores() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -21,6 +22,48 @@ type StreamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
 	dial      DialFunc
+
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{} // every open connection, for CloseAll
+}
+
+// trackedConn removes itself from its layer's set when closed.
+type trackedConn struct {
+	net.Conn
+	s    *StreamLayer
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (s *StreamLayer) track(c net.Conn) net.Conn {
+	tc := &trackedConn{Conn: c, s: s}
+	s.mu.Lock()
+	s.conns[tc] = struct{}{}
+	s.mu.Unlock()
+	return tc
+}
+
+// CloseAll closes every connection the layer has dialed or accepted. A
+// shutdown uses it to unblock Raft goroutines stuck on a peer that stopped
+// answering (a partition), so stopping a node is bounded in time.
+func (s *StreamLayer) CloseAll() {
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
 }
 
 var _ raft.StreamLayer = (*StreamLayer)(nil)
@@ -43,7 +86,7 @@ func NewStreamLayer(ln net.Listener, advertise string, dial DialFunc) (*StreamLa
 		d := &net.Dialer{}
 		dial = d.DialContext
 	}
-	return &StreamLayer{ln: ln, advertise: adv, dial: dial}, nil
+	return &StreamLayer{ln: ln, advertise: adv, dial: dial, conns: map[*trackedConn]struct{}{}}, nil
 }
 
 // Dial implements raft.StreamLayer.
@@ -57,11 +100,17 @@ func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	return conn, nil
+	return s.track(conn), nil
 }
 
 // Accept implements net.Listener.
-func (s *StreamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
+func (s *StreamLayer) Accept() (net.Conn, error) {
+	c, err := s.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return s.track(c), nil
+}
 
 // Close implements net.Listener.
 func (s *StreamLayer) Close() error { return s.ln.Close() }
