@@ -580,67 +580,9 @@ func (l *netLab) Start(p *Proc) {
 // netnsStartOnce is Proc.startOnce with the binary run by `ip netns exec`
 // (which execs it: the pid we signal is the node's own).
 func netnsStartOnce(p *Proc, ns string) error {
-	bin := hatsBinary(p.t)
-	open := func(path string) (*os.File, error) {
-		return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	}
-	so, err := open(p.stdout)
-	if err != nil {
-		return err
-	}
-	defer so.Close()
-	se, err := open(p.stderr)
-	if err != nil {
-		return err
-	}
-	defer se.Close()
-	p.mu.Lock()
-	p.runs++
-	run := p.runs
-	p.wantDown, p.stopped = false, false
-	p.mu.Unlock()
-	args := append([]string{"netns", "exec", ns, bin}, p.Args()...)
-	fmt.Fprintf(se, "=== run %d: ip %s\n", run, strings.Join(args, " "))
-	off, err := se.Seek(0, 2)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(netnsIP, args...)
-	cmd.Env = hatsEnv()
-	cmd.Stdout, cmd.Stderr = so, se
-	cmd.SysProcAttr = procAttr()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	procTrack(cmd)
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
-
-	deadline := time.Now().Add(procStartTimeout)
-	for i := 0; ; i++ {
-		select {
-		case <-done:
-			out := p.stderrSince(off)
-			if strings.Contains(out, "address already in use") {
-				return fmt.Errorf("%w: %s", errBindRace, strings.TrimSpace(out))
-			}
-			return fmt.Errorf("exited with status %d before serving: %s", cmd.ProcessState.ExitCode(), strings.TrimSpace(out))
-		default:
-		}
-		if procGet(p.HTTPAddr, "/livez", nil) == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || i > 10000 {
-			return fmt.Errorf("API at %s not answering after %v", p.HTTPAddr, procStartTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return p.launch(func(bin string, args []string) (string, []string) {
+		return netnsIP, append([]string{"netns", "exec", ns, bin}, args...)
+	})
 }
 
 // ---- observation ----

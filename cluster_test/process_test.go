@@ -316,6 +316,12 @@ func (p *Proc) Restart() {
 }
 
 func (p *Proc) startOnce() error {
+	return p.launch(func(bin string, args []string) (string, []string) { return bin, args })
+}
+
+// launch starts the node once; wrap turns the binary and its arguments into
+// the command actually run (netns tests prefix `ip netns exec NS`).
+func (p *Proc) launch(wrap func(bin string, args []string) (string, []string)) error {
 	bin := hatsBinary(p.t)
 	open := func(path string) (*os.File, error) {
 		return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -335,14 +341,14 @@ func (p *Proc) startOnce() error {
 	run := p.runs
 	p.wantDown, p.stopped = false, false
 	p.mu.Unlock()
-	args := p.Args()
-	fmt.Fprintf(se, "=== run %d: hats %s\n", run, strings.Join(args, " "))
+	name, args := wrap(bin, p.Args())
+	fmt.Fprintf(se, "=== run %d: %s %s\n", run, name, strings.Join(args, " "))
 	off, err := se.Seek(0, io.SeekEnd)
 	if err != nil {
 		return err
 	}
 
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(name, args...)
 	cmd.Env = hatsEnv()
 	cmd.Stdout, cmd.Stderr = so, se // files: the child writes them directly
 	cmd.SysProcAttr = procAttr()
