@@ -517,21 +517,29 @@ func (e *chaosEnv) stopBounded(tn *TNode) {
 	srv, nd := tn.srv, tn.Node
 	e.mu.Unlock()
 	srv.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		nd.Kill()
-	}()
+	e.net.ResetNode(tn.ID) // a crashed process's sockets close at once
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- nd.Kill() }()
 	t := time.NewTimer(chaosStopBound)
 	defer t.Stop()
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			// A crash-like stop whose Raft replication goroutines stay
+			// parked in hashicorp/raft's pipeline after every connection
+			// was closed: node.stopRaft gives up after 12 s and the node is
+			// dead, as it would be after SIGKILL. It says nothing about the
+			// cluster's safety or liveness, so it is recorded, not counted
+			// as an anomaly (docs/chaos.md, known limitations).
+			e.event("note", "%s: stop gave up after %v: %v; stuck Raft goroutines: %s", tn.ID, time.Since(start).Round(time.Millisecond), err, stuckRaftGoroutines())
+		}
 	case <-t.C:
 		e.mu.Lock()
 		e.gone[tn.ID] = true
 		e.wedged = append(e.wedged, tn.ID)
 		e.mu.Unlock()
-		e.anomaly("shutdown", "%s: Raft shutdown did not finish within %v; stuck goroutines: %s", tn.ID, chaosStopBound, stuckRaftGoroutines())
+		e.anomaly("shutdown", "%s: Raft shutdown did not finish within %v; stuck Raft goroutines in the test process: %s", tn.ID, chaosStopBound, stuckRaftGoroutines())
 	}
 }
 

@@ -350,6 +350,22 @@ func (n *chaosNet) Confine(src string, nodes ...string) {
 	}
 }
 
+// ResetNode closes every connection to and from a node, as the kernel
+// does when a process crashes.
+func (n *chaosNet) ResetNode(id string) {
+	n.mu.Lock()
+	var victims []*chaosConn
+	for c := range n.conns {
+		if c.src == id || c.dst == id {
+			victims = append(victims, c)
+		}
+	}
+	n.mu.Unlock()
+	for _, c := range victims {
+		c.kill()
+	}
+}
+
 // HealCuts removes every cut (pauses included) and keeps delays, drops
 // and rates.
 func (n *chaosNet) HealCuts() {
