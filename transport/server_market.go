@@ -432,13 +432,10 @@ func (s *Server) listOrders(w http.ResponseWriter, r *http.Request, p Principal)
 		}
 		open = b
 	}
-	sym := ""
-	if v := q.Get("symbol"); v != "" {
-		var err error
-		if sym, err = NormalizeSymbol(v); err != nil {
-			writeError(w, badRequest("symbol", "%v", err))
-			return
-		}
+	sym, e := symbolFilter(q)
+	if e != nil {
+		writeError(w, e)
+		return
 	}
 	limit, e := intParam(q, "limit", DefaultOrdersLimit, MaxOrdersLimit)
 	if e != nil {
@@ -615,13 +612,10 @@ func (s *Server) fills(w http.ResponseWriter, r *http.Request, p Principal) {
 		writeError(w, e)
 		return
 	}
-	sym := ""
-	if v := q.Get("symbol"); v != "" {
-		var err error
-		if sym, err = NormalizeSymbol(v); err != nil {
-			writeError(w, badRequest("symbol", "%v", err))
-			return
-		}
+	sym, e := symbolFilter(q)
+	if e != nil {
+		writeError(w, e)
+		return
 	}
 	limit, e := intParam(q, "limit", DefaultFillsLimit, MaxFillsLimit)
 	if e != nil {
@@ -1096,4 +1090,17 @@ func buildCandles(v *fsm.View, sym string, newest uint64, iv int64, limit int) [
 		})
 	}
 	return out
+}
+
+// symbolFilter reads the optional ?symbol= filter of a list endpoint.
+func symbolFilter(q url.Values) (string, *APIError) {
+	v := q.Get("symbol")
+	if v == "" {
+		return "", nil
+	}
+	sym, err := NormalizeSymbol(v)
+	if err != nil {
+		return "", badRequest("symbol", "%v", err)
+	}
+	return sym, nil
 }
