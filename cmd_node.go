@@ -40,6 +40,7 @@ func nodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "heartbeat-timeout", Value: node.DefaultHeartbeatTimeout, Usage: "Raft heartbeat timeout (failure detection)", EnvVars: []string{"HATS_HEARTBEAT_TIMEOUT"}},
 		&cli.DurationFlag{Name: "election-timeout", Value: node.DefaultElectionTimeout, Usage: "Raft election timeout", EnvVars: []string{"HATS_ELECTION_TIMEOUT"}},
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: node.DefaultSnapshotThreshold, Usage: "log entries between snapshots", EnvVars: []string{"HATS_SNAPSHOT_THRESHOLD"}},
+		&cli.DurationFlag{Name: "state-commit-interval", Value: fsm.DefaultCommitInterval, Usage: "how long applied commands may wait before the state file is committed and fsynced (they are in the fsynced Raft log meanwhile; 0: commit every batch)", EnvVars: []string{"HATS_STATE_COMMIT_INTERVAL"}},
 		&cli.IntFlag{Name: "join-attempts", Value: 10, Usage: "join rounds before giving up", EnvVars: []string{"HATS_JOIN_ATTEMPTS"}},
 		&cli.DurationFlag{Name: "session-ttl", Value: node.DefaultSessionTTL, Usage: "lifetime of a login session", EnvVars: []string{"HATS_SESSION_TTL"}},
 		&cli.StringFlag{Name: "feed", Value: "sim", Usage: "Market Engine price feed: sim, none, http(s)://URL or file:PATH", EnvVars: []string{"HATS_FEED"}},
@@ -128,7 +129,8 @@ func nodeCommand() *cli.Command {
 				Join:             splitAddrs(c.StringSlice("join")),
 				HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 				SnapshotThreshold: c.Uint64("snapshot-threshold"), JoinAttempts: c.Int("join-attempts"),
-				SessionTTL: c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
+				StateCommitInterval: stateCommitInterval(c.Duration("state-commit-interval")),
+				SessionTTL:          c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -238,4 +240,13 @@ func splitAddrs(in []string) []string {
 		}
 	}
 	return out
+}
+
+// stateCommitInterval maps the flag (0: commit every batch) onto
+// node.Config (0: default, negative: every batch).
+func stateCommitInterval(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

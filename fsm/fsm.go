@@ -75,6 +75,22 @@ type FSM struct {
 	applied  atomic.Uint64
 	commands atomic.Uint64 // commands applied since Open (not skipped replays)
 
+	// Deferred commit. Applied entries go into one open bbolt write
+	// transaction (pend) that is committed, with fsync, once it is older
+	// than opts.CommitInterval or holds opts.CommitMaxCommands commands,
+	// and before every snapshot, hash walk and close. Until then its
+	// changes are visible to View (which reads through pend under txMu)
+	// and durable only in the Raft log, which replays them after a crash
+	// because the applied index stored in the file is the committed one.
+	opts      Options
+	txMu      sync.Mutex // guards pend and its counters
+	pend      *bolt.Tx
+	pendSince time.Time
+	pendCmds  int
+	commits   atomic.Uint64
+	stopFlush chan struct{}
+	flushDone chan struct{}
+
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied advances
 }
@@ -89,17 +105,135 @@ func boltOptions() *bolt.Options {
 	return &bolt.Options{Timeout: 2 * time.Second, InitialMmapSize: 256 << 20, FreelistType: bolt.FreelistMapType, NoFreelistSync: true}
 }
 
-// Open opens (or creates) the state file at path.
+// Options tune how the state file is written.
+type Options struct {
+	// CommitInterval is how long applied commands may stay in the open
+	// bbolt transaction before it is committed and fsynced. Zero commits
+	// at the end of every ApplyBatch.
+	CommitInterval time.Duration
+	// CommitMaxCommands commits earlier once the open transaction holds
+	// this many commands; 0 means DefaultCommitMaxCommands.
+	CommitMaxCommands int
+}
+
+// Defaults of Options.
+const (
+	DefaultCommitInterval    = 20 * time.Millisecond
+	DefaultCommitMaxCommands = 20_000
+)
+
+// DefaultOptions is what Open uses.
+func DefaultOptions() Options {
+	return Options{CommitInterval: DefaultCommitInterval, CommitMaxCommands: DefaultCommitMaxCommands}
+}
+
+// Open opens (or creates) the state file at path with DefaultOptions.
 func Open(path string, log *slog.Logger) (*FSM, error) {
+	return OpenWith(path, log, DefaultOptions())
+}
+
+// OpenWith opens (or creates) the state file at path.
+func OpenWith(path string, log *slog.Logger, opts Options) (*FSM, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &FSM{path: path, log: log, waitCh: make(chan struct{})}
+	if opts.CommitInterval < 0 {
+		opts.CommitInterval = 0
+	}
+	if opts.CommitMaxCommands <= 0 {
+		opts.CommitMaxCommands = DefaultCommitMaxCommands
+	}
+	f := &FSM{path: path, log: log, waitCh: make(chan struct{}), opts: opts}
 	if err := f.open(); err != nil {
 		return nil, err
 	}
+	if opts.CommitInterval > 0 {
+		f.stopFlush, f.flushDone = make(chan struct{}), make(chan struct{})
+		go f.flushLoop()
+	}
 	return f, nil
 }
+
+// flushLoop commits the open transaction once it is old enough, so a
+// quiet cluster's last commands reach the state file within about
+// CommitInterval instead of waiting for the next write.
+func (f *FSM) flushLoop() {
+	defer close(f.flushDone)
+	t := time.NewTicker(f.opts.CommitInterval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stopFlush:
+			return
+		case <-t.C:
+		}
+		f.mu.RLock()
+		f.txMu.Lock()
+		if f.pend != nil && time.Since(f.pendSince) >= f.opts.CommitInterval {
+			f.commitLocked()
+		}
+		f.txMu.Unlock()
+		f.mu.RUnlock()
+	}
+}
+
+// commitLocked commits the open transaction, if any. Callers hold txMu
+// and f.mu (either way). A failed commit leaves applied state that the
+// file does not hold; the node must stop (the Raft log replays it).
+func (f *FSM) commitLocked() {
+	if f.pend == nil {
+		return
+	}
+	tx := f.pend
+	f.pend, f.pendCmds = nil, 0
+	if err := tx.Commit(); err != nil {
+		panic(fmt.Sprintf("fsm: commit of applied state failed: %v", err))
+	}
+	f.commits.Add(1)
+}
+
+// abandonLocked is the panic path of ApplyBatch (rule 7: the node stops).
+// The open transaction may hold part of the failing batch, so it is rolled
+// back, and the applied index and books go back to what the file holds;
+// whatever else was applied but not committed is replayed from the Raft
+// log when the node starts again. Callers hold f.mu, txMu and bookMu.
+func (f *FSM) abandonLocked() {
+	if f.pend == nil {
+		return
+	}
+	_ = f.pend.Rollback()
+	f.pend, f.pendCmds = nil, 0
+	var idx uint64
+	var books map[string]*market.Book
+	err := f.db.View(func(tx *bolt.Tx) error {
+		idx = getU64(tx.Bucket(bMeta), kAppliedIndex)
+		var err error
+		books, err = loadBooks(tx)
+		return err
+	})
+	if err != nil {
+		f.log.Error("reloading committed state after a failed apply", "err", err)
+		return
+	}
+	f.books = books
+	f.applied.Store(idx)
+}
+
+// Flush commits applied commands still held in the open transaction.
+func (f *FSM) Flush() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	f.txMu.Lock()
+	f.commitLocked()
+	f.txMu.Unlock()
+	return nil
+}
+
+// Commits counts bbolt commits of applied state since Open.
+func (f *FSM) Commits() uint64 { return f.commits.Load() }
 
 func (f *FSM) open() error {
 	db, err := bolt.Open(f.path, 0o600, boltOptions())
@@ -155,13 +289,24 @@ func ensureBuckets(tx *bolt.Tx) error {
 	return nil
 }
 
-// Close closes the state file.
+// Close commits what is applied and closes the state file.
 func (f *FSM) Close() error {
+	if f.stopFlush != nil {
+		select {
+		case <-f.stopFlush:
+		default:
+			close(f.stopFlush)
+		}
+		<-f.flushDone
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.db == nil {
 		return nil
 	}
+	f.txMu.Lock()
+	f.commitLocked()
+	f.txMu.Unlock()
 	err := f.db.Close()
 	f.db = nil
 	return err
@@ -204,8 +349,9 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies a batch of committed entries in one bbolt transaction
-// that also records the last applied index and term (rule 3). Entries at or
+// ApplyBatch applies a batch of committed entries in the open bbolt
+// transaction, which also records the last applied index and term
+// (rule 3), and commits it when it is due (see Options). Entries at or
 // below the stored index were applied before a restart and are skipped.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	resps := make([]interface{}, len(logs))
@@ -214,53 +360,65 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if f.db == nil {
 		panic(ErrClosed)
 	}
-	var last uint64
-	var n uint64
+	f.txMu.Lock()
+	defer f.txMu.Unlock()
 	f.bookMu.Lock()
 	defer f.bookMu.Unlock()
-	err := f.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bMeta)
-		applied := getU64(meta, kAppliedIndex)
-		last = applied
-		var lastTerm uint64
-		for i, l := range logs {
-			if l.Index <= applied {
-				continue // already applied before a restart
-			}
-			last, lastTerm = l.Index, l.Term
-			if l.Type != raft.LogCommand {
-				continue
-			}
-			if len(l.Data) > 0 && Type(l.Data[0]) == TypeBatch {
-				cmds, err := DecodeBatch(l.Data)
-				if err != nil {
-					panic(fmt.Sprintf("fsm: undecodable committed batch at index %d: %v", l.Index, err))
-				}
-				br := &BatchResult{Results: make([]*Result, len(cmds))}
-				for j, cmd := range cmds {
-					br.Results[j] = f.applyCommand(tx, cmd, l.Index)
-				}
-				resps[i] = br
-				n += uint64(len(cmds))
-				continue
-			}
-			cmd, err := Decode(l.Data)
+	defer func() {
+		if r := recover(); r != nil {
+			f.abandonLocked()
+			panic(r)
+		}
+	}()
+	if f.pend == nil {
+		tx, err := f.db.Begin(true)
+		if err != nil {
+			panic(fmt.Sprintf("fsm: begin state transaction: %v", err))
+		}
+		f.pend, f.pendSince = tx, time.Now()
+	}
+	tx := f.pend
+	meta := tx.Bucket(bMeta)
+	applied := getU64(meta, kAppliedIndex)
+	last := applied
+	var lastTerm, n uint64
+	for i, l := range logs {
+		if l.Index <= applied {
+			continue // already applied before a restart
+		}
+		last, lastTerm = l.Index, l.Term
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if len(l.Data) > 0 && Type(l.Data[0]) == TypeBatch {
+			cmds, err := DecodeBatch(l.Data)
 			if err != nil {
-				// Rule 7: a committed entry that cannot be decoded must stop
-				// the node rather than let replicas diverge.
-				panic(fmt.Sprintf("fsm: undecodable committed entry at index %d: %v", l.Index, err))
+				panic(fmt.Sprintf("fsm: undecodable committed batch at index %d: %v", l.Index, err))
 			}
-			resps[i] = f.applyCommand(tx, cmd, l.Index)
-			n++
+			br := &BatchResult{Results: make([]*Result, len(cmds))}
+			for j, cmd := range cmds {
+				br.Results[j] = f.applyCommand(tx, cmd, l.Index)
+			}
+			resps[i] = br
+			n += uint64(len(cmds))
+			continue
 		}
-		if last > applied {
-			putU64(meta, kAppliedIndex, last)
-			putU64(meta, kAppliedTerm, lastTerm)
+		cmd, err := Decode(l.Data)
+		if err != nil {
+			// Rule 7: a committed entry that cannot be decoded must stop
+			// the node rather than let replicas diverge.
+			panic(fmt.Sprintf("fsm: undecodable committed entry at index %d: %v", l.Index, err))
 		}
-		return nil
-	})
-	if err != nil {
-		panic(fmt.Sprintf("fsm: bbolt update failed: %v", err))
+		resps[i] = f.applyCommand(tx, cmd, l.Index)
+		n++
+	}
+	if last > applied {
+		putU64(meta, kAppliedIndex, last)
+		putU64(meta, kAppliedTerm, lastTerm)
+	}
+	f.pendCmds += int(n)
+	if f.opts.CommitInterval == 0 || f.pendCmds >= f.opts.CommitMaxCommands || time.Since(f.pendSince) >= f.opts.CommitInterval {
+		f.commitLocked()
 	}
 	f.commands.Add(n)
 	if last > f.applied.Load() {
@@ -269,13 +427,19 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	return resps
 }
 
-// Snapshot captures a consistent read transaction; Persist streams it.
+// Snapshot commits what is applied and captures a consistent read
+// transaction; Persist streams it. Committing first also keeps the stored
+// applied index at or past every snapshot's index, so the Raft log never
+// drops an entry the state file still needs.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
 		return nil, ErrClosed
 	}
+	f.txMu.Lock()
+	f.commitLocked()
+	f.txMu.Unlock()
 	tx, err := f.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
@@ -352,6 +516,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.db != nil {
+		f.txMu.Lock()
+		if f.pend != nil { // replaced wholesale by the snapshot
+			_ = f.pend.Rollback()
+			f.pend, f.pendCmds = nil, 0
+		}
+		f.txMu.Unlock()
 		if err := f.db.Close(); err != nil {
 			return fmt.Errorf("%w: close current: %v", ErrRestore, err)
 		}
@@ -369,8 +539,28 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-// View runs fn in a read transaction on the local state.
+// View runs fn on the local state as of the last applied entry. While
+// applied commands wait in the open transaction, fn reads through it
+// (holding off the apply loop for as long as fn runs); otherwise fn gets
+// a bbolt read transaction. fn must only read.
 func (f *FSM) View(fn func(v *View) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	f.txMu.Lock()
+	if f.pend != nil {
+		defer f.txMu.Unlock()
+		return fn(&View{tx: f.pend})
+	}
+	f.txMu.Unlock()
+	return f.db.View(func(tx *bolt.Tx) error { return fn(&View{tx: tx}) })
+}
+
+// viewCommitted runs fn in a read transaction on what is committed to the
+// state file, which may be behind the applied state.
+func (f *FSM) viewCommitted(fn func(v *View) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -385,7 +575,12 @@ func (f *FSM) View(fn func(v *View) error) error {
 // The walk is cached per applied index, so status polling costs one walk
 // per change of state, not one per call.
 func (f *FSM) Hash() (hash string, index uint64, err error) {
-	err = f.View(func(v *View) error {
+	// Walk a committed read transaction, not the open one: the walk is
+	// long and must not hold off the apply loop.
+	if err := f.Flush(); err != nil {
+		return "", 0, err
+	}
+	err = f.viewCommitted(func(v *View) error {
 		index = getU64(v.tx.Bucket(bMeta), kAppliedIndex)
 		f.hashMu.Lock()
 		if f.hashIndex == index && f.hashValue != "" && f.hashGen == f.restores.Load() {

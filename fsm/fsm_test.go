@@ -30,6 +30,16 @@ func mustOpen(t testing.TB) *FSM {
 	return mustOpenPath(t, filepath.Join(t.TempDir(), "state.db"))
 }
 
+func mustOpenOpts(t testing.TB, opts Options) *FSM {
+	t.Helper()
+	f, err := OpenWith(filepath.Join(t.TempDir(), "state.db"), nil, opts)
+	if err != nil {
+		t.Fatalf("OpenWith: %v", err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
 func mustOpenPath(t testing.TB, path string) *FSM {
 	t.Helper()
 	f, err := Open(path, nil)
@@ -972,6 +982,36 @@ func TestUndecodableEntryPanics(t *testing.T) {
 				t.Fatalf("FSM unusable after recovered panic")
 			}
 		})
+	}
+}
+
+// With deferred commit, a panicking batch may follow commands that are
+// applied but not yet committed. The panic path rolls all of them back to
+// what the file holds, so the state stays consistent, and applying the
+// lost entries again (as the Raft log does after the node restarts)
+// restores them exactly once.
+func TestPanicDropsUncommittedAppliedState(t *testing.T) {
+	h := &harness{t: t, f: mustOpenOpts(t, Options{CommitInterval: time.Hour}), next: 1, term: 1, now: t0}
+	ann := h.register("ann")
+	if err := h.f.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	committed := h.f.AppliedIndex()
+	commitsBefore := h.f.Commits()
+	lost := h.logs(deposit(ann, 7))
+	applyLogs(t, h.f, lost)
+	if cash(t, h.f, ann) != 7 || h.f.Commits() != commitsBefore {
+		t.Fatalf("deposit not visible before commit, or committed early (commits %d -> %d)", commitsBefore, h.f.Commits())
+	}
+	good := h.logs(deposit(ann, 100))[0]
+	bad := &raft.Log{Index: h.next, Term: h.term, Type: raft.LogCommand, Data: []byte{0xee}}
+	expectPanic(t, "ApplyBatch with an undecodable entry", func() { h.f.ApplyBatch([]*raft.Log{good, bad}) })
+	if h.f.AppliedIndex() != committed || cash(t, h.f, ann) != 0 {
+		t.Fatalf("after the panic: applied %d (want committed %d), cash %s (want 0)", h.f.AppliedIndex(), committed, cash(t, h.f, ann))
+	}
+	applyLogs(t, h.f, append(lost, good))
+	if cash(t, h.f, ann) != 107 {
+		t.Fatalf("replayed entries: cash %s, want 1.07", cash(t, h.f, ann))
 	}
 }
 

@@ -87,6 +87,12 @@ type Config struct {
 	// instrument table is empty; nil means market.DefaultUniverse.
 	Instruments []market.Instrument
 
+	// StateCommitInterval is how long applied commands may wait in the
+	// state machine's open bbolt transaction before it is committed
+	// (fsm.Options.CommitInterval); the Raft log holds them meanwhile.
+	// 0 means fsm.DefaultCommitInterval; negative commits every batch.
+	StateCommitInterval time.Duration
+
 	// MaxBatch bounds the commands the leader packs into one Raft entry
 	// (group commit); 0 means 512, 1 turns batching off.
 	MaxBatch int
@@ -228,7 +234,11 @@ func newNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "state.db"), cfg.Logger.With("component", "fsm", "node", cfg.ID))
+	fo := fsm.DefaultOptions()
+	if cfg.StateCommitInterval != 0 {
+		fo.CommitInterval = max(cfg.StateCommitInterval, 0)
+	}
+	n.fsm, err = fsm.OpenWith(filepath.Join(cfg.DataDir, "state.db"), cfg.Logger.With("component", "fsm", "node", cfg.ID), fo)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,187 @@
+package fsm
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// committedIndex reads the applied index stored in the file, bypassing the
+// open transaction.
+func committedIndex(t *testing.T, f *FSM) uint64 {
+	t.Helper()
+	var idx uint64
+	if err := f.viewCommitted(func(v *View) error { idx = getU64(v.tx.Bucket(bMeta), kAppliedIndex); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+// copyFile copies the state file as a crash would leave it: what bbolt
+// committed, nothing of the open transaction.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A crash loses applied-but-uncommitted commands from the state file only:
+// the file holds a consistent earlier state with its own applied index, and
+// replaying the Raft log from there gives exactly the state of a node that
+// never crashed (each entry applied once).
+func TestDeferredCommitCrashReplaysFromLog(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db")
+	f, err := OpenWith(path, nil, Options{CommitInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	ann := h.register("ann")
+	bob := h.register("bob")
+	var all []*raft.Log
+	for i := range 40 {
+		l := h.logs(deposit(ann, 100), deposit(bob, 3))
+		applyLogs(t, f, l)
+		all = append(all, l...)
+		if i == 19 {
+			if err := f.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	committed := committedIndex(t, f)
+	if committed >= f.AppliedIndex() {
+		t.Fatalf("nothing pending: committed %d, applied %d", committed, f.AppliedIndex())
+	}
+	crashed := filepath.Join(dir, "crashed.db")
+	copyFile(t, path, crashed)
+
+	g, err := Open(crashed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if g.AppliedIndex() != committed {
+		t.Fatalf("reopened file says applied %d, committed was %d", g.AppliedIndex(), committed)
+	}
+	if c := cash(t, g, ann); c != 20*100 {
+		t.Fatalf("crashed file: ann has %s, want the 20 committed deposits", c)
+	}
+	// Raft replays from its snapshot index (here the whole log); entries at
+	// or below the file's index are skipped.
+	before := g.CommandsApplied()
+	applyLogs(t, g, append(h.logsBefore(all), all...))
+	if got := g.CommandsApplied() - before; got != 40 {
+		t.Fatalf("replay applied %d commands, want the 40 lost ones", got)
+	}
+	if hashOf(t, g) != hashOf(t, f) {
+		t.Fatal("replayed state differs from the node that never crashed")
+	}
+}
+
+// logsBefore is a stand-in for the registration entries at indexes 1..2 of
+// TestDeferredCommitCrashReplaysFromLog: their index is at or below the
+// file's, so ApplyBatch must skip them whatever they hold.
+func (h *harness) logsBefore(all []*raft.Log) []*raft.Log {
+	first := all[0].Index
+	out := make([]*raft.Log, 0, first-1)
+	for i := uint64(1); i < first; i++ {
+		out = append(out, &raft.Log{Index: i, Term: h.term, Type: raft.LogCommand, Data: Encode(deposit(1, 1_000_000))})
+	}
+	return out
+}
+
+// Snapshot commits first, so the stored index is never behind a snapshot
+// (Raft then may drop log entries up to it), and the snapshot holds every
+// applied command.
+func TestSnapshotCommitsPendingState(t *testing.T) {
+	h := &harness{t: t, f: mustOpenOpts(t, Options{CommitInterval: time.Hour}), next: 1, term: 1, now: t0}
+	ann := h.register("ann")
+	h.apply(deposit(ann, 250))
+	if committedIndex(t, h.f) == h.f.AppliedIndex() {
+		t.Fatal("test needs applied state that is not committed yet")
+	}
+	data := snapshotBytes(t, h.f)
+	if got := committedIndex(t, h.f); got != h.f.AppliedIndex() {
+		t.Fatalf("after Snapshot the file holds index %d, applied is %d", got, h.f.AppliedIndex())
+	}
+	dst := mustOpen(t)
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatal(err)
+	}
+	if cash(t, dst, ann) != 250 || dst.AppliedIndex() != h.f.AppliedIndex() {
+		t.Fatalf("restored snapshot: cash %s at %d, want 2.50 at %d", cash(t, dst, ann), dst.AppliedIndex(), h.f.AppliedIndex())
+	}
+}
+
+// A quiet state machine commits its last commands within about the commit
+// interval, without waiting for more writes; Close commits the rest.
+func TestFlushLoopCommitsWhenIdle(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db")
+	f, err := OpenWith(path, nil, Options{CommitInterval: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	ann := h.register("ann")
+	deadline := time.Now().Add(5 * time.Second)
+	for committedIndex(t, f) != f.AppliedIndex() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not committed after 5 s: file %d, applied %d", committedIndex(t, f), f.AppliedIndex())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.apply(deposit(ann, 9))
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_ = db.View(func(tx *bolt.Tx) error {
+		if got := getU64(tx.Bucket(bMeta), kAppliedIndex); got != h.next-1 {
+			t.Errorf("closed file holds index %d, want %d", got, h.next-1)
+		}
+		return nil
+	})
+}
+
+// CommitMaxCommands bounds how much one open transaction holds.
+func TestCommitMaxCommands(t *testing.T) {
+	h := &harness{t: t, f: mustOpenOpts(t, Options{CommitInterval: time.Hour, CommitMaxCommands: 10}), next: 1, term: 1, now: t0}
+	ann := h.register("ann")
+	for range 9 {
+		h.apply(deposit(ann, 1))
+	}
+	if got, want := committedIndex(t, h.f), h.f.AppliedIndex(); got != want {
+		t.Fatalf("after 10 commands the file holds %d, applied %d", got, want)
+	}
+	h.apply(deposit(ann, 1))
+	if committedIndex(t, h.f) == h.f.AppliedIndex() {
+		t.Fatal("11th command committed at once")
+	}
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Start a fresh 3-node HATS cluster on 127.0.0.1 (real processes, fsync on,
+# production Raft timing), run `hats bench` with each argument set given on
+# the command line against it, and stop the cluster. Each run is preceded
+# by a header with the time and load average, and followed by the CPU
+# seconds each node process used during it (utime+stime from /proc).
+#
+#   scripts/bench-cluster.sh "--clients 1 --duration 10s" "--clients 64 --duration 10s --stream"
+#
+# Environment: HATS_BIN (default: build ./hats), NODE_ARGS (extra flags
+# for every node), PORT_BASE (default 7100: HTTP 7101-3, Raft 7201-3,
+# gossip 7301-3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${HATS_BIN:-}
+if [[ -z "$BIN" ]]; then
+	go build -o tmp/hats-bench-bin . && BIN=tmp/hats-bench-bin
+fi
+BASE=${PORT_BASE:-7100}
+DIR=$(mktemp -d /tmp/hats-bench.XXXXXX)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+cpu() { # utime+stime of a pid, in clock ticks
+	awk '{print $14+$15}' "/proc/$1/stat"
+}
+
+for i in 1 2 3; do
+	join=()
+	[[ $i -gt 1 ]] && join=(--join "127.0.0.1:$((BASE + 1))")
+	"$BIN" node --id "n$i" --data-dir "$DIR/n$i" --raft-addr "127.0.0.1:$((BASE + 100 + i))" \
+		--http-addr "127.0.0.1:$((BASE + i))" --gossip-addr "127.0.0.1:$((BASE + 200 + i))" \
+		--insecure ${NODE_ARGS:-} "${join[@]}" >"$DIR/n$i.log" 2>&1 &
+	PIDS+=($!)
+	# wait for this node to serve before starting the next
+	for _ in $(seq 1 200); do
+		curl -fs "http://127.0.0.1:$((BASE + i))/v1/status" >/dev/null 2>&1 && break
+		sleep 0.05
+	done
+done
+CLUSTER="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3))"
+# wait until all three are voters with a leader
+for _ in $(seq 1 200); do
+	"$BIN" cluster status --cluster "$CLUSTER" --insecure 2>/dev/null | grep -c voter | grep -q 3 && break
+	sleep 0.1
+done
+echo "# cluster: 3 hats node processes on 127.0.0.1 (${NODE_ARGS:-default flags}), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted changes')"
+TCK=$(getconf CLK_TCK)
+for args in "$@"; do
+	echo
+	echo "================================================================"
+	echo "# $(date -u +%FT%TZ)  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "\$ hats bench $args"
+	before=()
+	for p in "${PIDS[@]}"; do before+=("$(cpu "$p")"); done
+	# shellcheck disable=SC2086
+	"$BIN" bench --cluster "$CLUSTER" --insecure $args || echo "# hats bench exited with status $?"
+	line="# node CPU s during the run:"
+	for k in 0 1 2; do
+		line+=" n$((k + 1)) $(awk -v a="${before[$k]}" -v b="$(cpu "${PIDS[$k]}")" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}')"
+	done
+	echo "$line"
+	echo "# $(date -u +%FT%TZ)  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+done
