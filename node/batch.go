@@ -53,20 +53,31 @@ func newBatcher(n *Node, maxBatch int) *batcher {
 
 // submit queues an encoded, stamped command and waits for its outcome.
 func (b *batcher) submit(ctx context.Context, typ fsm.Type, data []byte) (*fsm.Result, error) {
+	o := b.enqueue(ctx, typ, data)()
+	return o.res, o.err
+}
+
+// enqueue queues an encoded, stamped command and returns a function that
+// waits for its outcome (until ctx ends), so a caller can queue several
+// commands before waiting for any.
+func (b *batcher) enqueue(ctx context.Context, typ fsm.Type, data []byte) func() outcome {
 	p := &pending{data: data, typ: typ, done: make(chan outcome, 1)}
 	select {
 	case b.in <- p:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w: queue full until the deadline", errNotApplied, ErrNoLeader)
+		err := fmt.Errorf("%w: %w: queue full until the deadline", errNotApplied, ErrNoLeader)
+		return func() outcome { return outcome{err: err} }
 	case <-b.n.done:
-		return nil, ErrClosed
+		return func() outcome { return outcome{err: ErrClosed} }
 	}
-	select {
-	case o := <-p.done:
-		return o.res, o.err
-	case <-ctx.Done():
-		// Queued or in flight: it may still be applied.
-		return nil, fmt.Errorf("%w: %s: deadline passed while committing", ErrOutcomeUnknown, typ)
+	return func() outcome {
+		select {
+		case o := <-p.done:
+			return o
+		case <-ctx.Done():
+			// Queued or in flight: it may still be applied.
+			return outcome{err: fmt.Errorf("%w: %s: deadline passed while committing", ErrOutcomeUnknown, typ)}
+		}
 	}
 }
 

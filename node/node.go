@@ -171,6 +171,7 @@ type Node struct {
 	peer   *transport.Peer
 	eng    *engine
 	batch  *batcher
+	fwd    *forwarder
 	stream *transport.StreamLayer
 	gossip *gossip
 
@@ -302,8 +303,10 @@ func newNode(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.batch = newBatcher(n, cfg.MaxBatch)
-	n.wg.Add(3)
+	n.fwd = newForwarder(n, cfg.MaxBatch)
+	n.wg.Add(4)
 	go n.batch.run()
+	go n.fwd.run()
 	go n.watchLeadership()
 	go n.keepOwnRecord()
 	return n, nil

@@ -77,36 +77,10 @@ func (n *Node) applyLocal(ctx context.Context, cmd *fsm.Command) (*fsm.Result, e
 	return n.batch.submit(ctx, cmd.Type, fsm.Encode(cmd))
 }
 
-// forward sends cmd to the leader's internal apply endpoint.
+// forward sends cmd to the leader, batched with other commands this node
+// is forwarding (see forward.go).
 func (n *Node) forward(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
-	addr, err := n.leaderHTTP()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errNotApplied, err)
-	}
-	key := n.ClusterKey()
-	if key == "" {
-		return nil, fmt.Errorf("%w: %w: cluster records not applied here yet", errNotApplied, ErrNoLeader)
-	}
-	data, err := n.peer.ForwardApply(ctx, addr, key, fsm.Encode(cmd))
-	if err != nil {
-		var ae *transport.APIError
-		switch {
-		case errors.Is(err, transport.ErrUnavailable) && !errors.As(err, &ae): // dial failed: never sent
-			return nil, fmt.Errorf("%w: %w", errNotApplied, err)
-		case errors.As(err, &ae) && (ae.Code == transport.CodeNoLeader || ae.Code == transport.CodeForbidden):
-			return nil, fmt.Errorf("%w: %w", errNotApplied, err)
-		case errors.As(err, &ae) && ae.Code == transport.CodeOutcomeUnknown:
-			return nil, fmt.Errorf("%w: via leader %s: %s", ErrOutcomeUnknown, addr, ae.Message)
-		case errors.As(err, &ae):
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: forwarding %s to %s: %v", ErrOutcomeUnknown, cmd.Type, addr, err)
-	}
-	res, err := fsm.DecodeResult(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
-	}
-	return res, nil
+	return n.fwd.forward(ctx, cmd)
 }
 
 // ApplyForwarded implements transport.Backend: the leader's side of forward.

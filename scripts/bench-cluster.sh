@@ -9,7 +9,7 @@
 #
 # Environment: HATS_BIN (default: build ./hats), NODE_ARGS (extra flags
 # for every node), PORT_BASE (default 7100: HTTP 7101-3, Raft 7201-3,
-# gossip 7301-3).
+# gossip 7301-3), PPROF_BASE (serve Go profiles on PPROF_BASE+1..3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${HATS_BIN:-}
@@ -33,6 +33,7 @@ cpu() { # utime+stime of a pid, in clock ticks
 for i in 1 2 3; do
 	join=()
 	[[ $i -gt 1 ]] && join=(--join "127.0.0.1:$((BASE + 1))")
+	[[ -n "${PPROF_BASE:-}" ]] && join+=(--pprof-addr "127.0.0.1:$((PPROF_BASE + i))")
 	"$BIN" node --id "n$i" --data-dir "$DIR/n$i" --raft-addr "127.0.0.1:$((BASE + 100 + i))" \
 		--http-addr "127.0.0.1:$((BASE + i))" --gossip-addr "127.0.0.1:$((BASE + 200 + i))" \
 		--insecure ${NODE_ARGS:-} "${join[@]}" >"$DIR/n$i.log" 2>&1 &

@@ -18,6 +18,7 @@ import (
 const (
 	PathInternalApply     = "/v1/internal/apply"
 	PathInternalReadIndex = "/v1/internal/readindex"
+	PathInternalApplyMany = "/v1/internal/apply-batch"
 	HeaderClusterKey      = "X-Hats-Cluster-Key"
 	maxResponseBytes      = 4 << 20
 )
@@ -97,6 +98,13 @@ func parseAPIError(status int, data []byte) *APIError {
 // may or may not have been applied.
 func (p *Peer) ForwardApply(ctx context.Context, addr, clusterKey string, cmd []byte) ([]byte, error) {
 	return p.do(ctx, http.MethodPost, addr, PathInternalApply, clusterKey, cmd, "application/octet-stream")
+}
+
+// ForwardApplyBatch sends a batch of encoded commands (fsm.EncodeBatch) to
+// the leader at addr and returns its reply, one outcome per command. An
+// error wrapping ErrOutcomeUnknown means any of them may have been applied.
+func (p *Peer) ForwardApplyBatch(ctx context.Context, addr, clusterKey string, batch []byte) ([]byte, error) {
+	return p.do(ctx, http.MethodPost, addr, PathInternalApplyMany, clusterKey, batch, "application/octet-stream")
 }
 
 // ReadIndex asks the leader at addr for an index that a read must wait for;

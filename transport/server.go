@@ -21,6 +21,8 @@ import (
 const (
 	MaxJSONBody    = 64 << 10
 	MaxCommandBody = 1 << 20
+	// MaxForwardedBatchBody bounds a follower's batch of forwarded commands.
+	MaxForwardedBatchBody = 16 << 20
 )
 
 // Principal is an authenticated trader.
@@ -58,6 +60,9 @@ type Backend interface {
 	ClusterStatus(ctx context.Context) ClusterStatus
 	// ApplyForwarded applies an encoded command sent by a follower.
 	ApplyForwarded(ctx context.Context, cmd []byte) ([]byte, error)
+	// ApplyForwardedBatch applies a batch of encoded commands sent by a
+	// follower and returns one encoded outcome per command.
+	ApplyForwardedBatch(ctx context.Context, batch []byte) ([]byte, error)
 	// ReadIndex is the leader's side of a follower's consistent read.
 	ReadIndex(ctx context.Context, verify bool) (uint64, error)
 	ClusterKey() string
@@ -124,7 +129,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/cluster/join", s.join)
 	m.HandleFunc("POST /v1/cluster/remove", s.remove)
 	m.HandleFunc("POST /v1/cluster/transfer-leadership", s.transfer)
-	m.HandleFunc("POST "+PathInternalApply, s.internal(s.internalApply))
+	m.HandleFunc("POST "+PathInternalApply, s.internal(s.internalApply(s.b.ApplyForwarded, MaxCommandBody)))
+	m.HandleFunc("POST "+PathInternalApplyMany, s.internal(s.internalApply(s.b.ApplyForwardedBatch, MaxForwardedBatchBody)))
 	m.HandleFunc("GET "+PathInternalReadIndex, s.internal(s.internalReadIndex))
 	s.marketRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -552,19 +558,23 @@ func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]string{})
 }
 
-func (s *Server) internalApply(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxCommandBody))
-	if err != nil {
-		writeError(w, &APIError{Status: 413, Code: CodeBodyTooLarge, Message: "forwarded command too large"})
-		return
+// internalApply serves a forwarded command or batch of commands: the body
+// is passed to apply as it is and its reply returned as it is.
+func (s *Server) internalApply(apply func(context.Context, []byte) ([]byte, error), limit int64) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+		if err != nil {
+			writeError(w, &APIError{Status: 413, Code: CodeBodyTooLarge, Message: fmt.Sprintf("forwarded body larger than %d bytes", limit)})
+			return
+		}
+		out, err := apply(r.Context(), body)
+		if err != nil {
+			writeError(w, toAPIError(err))
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(out)
 	}
-	out, err := s.b.ApplyForwarded(r.Context(), body)
-	if err != nil {
-		writeError(w, toAPIError(err))
-		return
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	_, _ = w.Write(out)
 }
 
 func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
