@@ -36,6 +36,7 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error", EnvVars: []string{"HATS_LOG_LEVEL"}},
 		},
 		Action: func(c *cli.Context) error {
+			tuneGC()
 			count := c.Int("nodes")
 			if count != 1 && count != 3 && count != 5 {
 				return fmt.Errorf("--nodes must be 1, 3 or 5, got %d", count)

@@ -59,7 +59,7 @@ func (x *exch) orderEvent(o *market.Order) {
 		return
 	}
 	b := x.tx.Bucket(bTrader).Bucket(bOrderEvents)
-	seq := lastSeq(b, o.Account) + 1
+	seq := x.f.nextSeq(seqOrderEvents, b, o.Account)
 	must(b.Put(acctKey(o.Account, u64key(seq)), encodeWith(o, encodeOrder)))
 }
 

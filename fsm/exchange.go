@@ -141,8 +141,34 @@ func (x *exch) entry(acct uint64, e trader.Entry) {
 		e.SharesAfter = x.position(acct, e.Symbol).Qty
 	}
 	lb := x.tx.Bucket(bTrader).Bucket(bLedger)
-	e.Seq = lastSeq(lb, acct) + 1
+	e.Seq = x.f.nextSeq(seqLedger, lb, acct)
 	must(lb.Put(acctKey(acct, u64key(e.Seq)), encodeWith(&e, encodeEntry)))
+}
+
+// Per-account sequences kept in the FSM's seq cache.
+const (
+	seqLedger byte = iota
+	seqOrderEvents
+)
+
+type seqKey struct {
+	kind byte
+	acct uint64
+}
+
+// nextSeq allocates the next per-account sequence in b. The last one
+// handed out is cached (entries are never deleted from these buckets, so
+// the cache always equals what lastSeq would find); the cache is dropped
+// whenever the state is reopened, restored or rolled back.
+func (f *FSM) nextSeq(kind byte, b *bolt.Bucket, acct uint64) uint64 {
+	k := seqKey{kind, acct}
+	s, ok := f.seqs[k]
+	if !ok {
+		s = lastSeq(b, acct)
+	}
+	s++
+	f.seqs[k] = s
+	return s
 }
 
 // lastSeq finds the highest sequence stored under an account prefix.
@@ -462,8 +488,18 @@ func (f *FSM) loadOrder(tx *bolt.Tx, id uint64) *market.Order {
 	return o
 }
 
-// ownOpenOrder finds an order the actor may change.
+// ownOpenOrder finds an order the actor may change. An open order is in
+// exactly one in-memory book, so it is found there without reading the
+// state file; only orders that are not open are loaded, to say why.
 func (f *FSM) ownOpenOrder(tx *bolt.Tx, c *Command) (*market.Book, *market.Order, error) {
+	for _, b := range f.books {
+		if live, ok := b.Order(c.OrderID); ok {
+			if live.Account != c.Account {
+				return nil, nil, fmt.Errorf("%w: order %d", ErrNotOwner, c.OrderID)
+			}
+			return b, live, nil
+		}
+	}
 	o := f.loadOrder(tx, c.OrderID)
 	switch {
 	case o == nil:

@@ -65,6 +65,7 @@ type FSM struct {
 	// (rebuilt on open and restore) and changed only inside ApplyBatch.
 	bookMu sync.Mutex
 	books  map[string]*market.Book
+	seqs   map[seqKey]uint64 // last per-account sequences (exchange.go); under bookMu
 
 	hashMu    sync.Mutex // cache of the last Hash walk
 	hashIndex uint64
@@ -118,7 +119,7 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultCommitInterval    = 20 * time.Millisecond
+	DefaultCommitInterval    = 100 * time.Millisecond
 	DefaultCommitMaxCommands = 20_000
 )
 
@@ -203,6 +204,7 @@ func (f *FSM) abandonLocked() {
 	}
 	_ = f.pend.Rollback()
 	f.pend, f.pendCmds = nil, 0
+	f.seqs = map[seqKey]uint64{}
 	var idx uint64
 	var books map[string]*market.Book
 	err := f.db.View(func(tx *bolt.Tx) error {
@@ -216,6 +218,7 @@ func (f *FSM) abandonLocked() {
 		return
 	}
 	f.books = books
+	f.seqs = map[seqKey]uint64{}
 	f.applied.Store(idx)
 }
 
@@ -259,6 +262,7 @@ func (f *FSM) open() error {
 	}
 	f.bookMu.Lock()
 	f.books = books
+	f.seqs = map[seqKey]uint64{}
 	f.bookMu.Unlock()
 	f.db = db
 	f.applied.Store(idx)

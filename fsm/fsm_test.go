@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1012,6 +1013,18 @@ func TestPanicDropsUncommittedAppliedState(t *testing.T) {
 	applyLogs(t, h.f, append(lost, good))
 	if cash(t, h.f, ann) != 107 {
 		t.Fatalf("replayed entries: cash %s, want 1.07", cash(t, h.f, ann))
+	}
+	// The statement's sequence continues from the file, not from the
+	// rolled-back transaction: 1, 2 with no gap.
+	var seqs []uint64
+	_ = h.f.View(func(v *View) error {
+		for _, e := range v.Statement(ann, 0, 10) {
+			seqs = append(seqs, e.Seq)
+		}
+		return nil
+	})
+	if !slices.Equal(seqs, []uint64{1, 2}) {
+		t.Fatalf("statement sequences %v after rollback and replay, want [1 2]", seqs)
 	}
 }
 
