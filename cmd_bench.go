@@ -54,6 +54,7 @@ const (
 	benchMaxTracked     = 1 << 20          // acknowledged fills remembered per trader for the check
 	benchProgressEvery  = 500 * time.Millisecond
 	benchHistMaxNanos   = int64(1) << 37 // latencies clamp at about 137 s
+	maxPipeline         = 1024           // the server's bound on requests in flight per stream
 )
 
 // benchKind is one kind of operation in the mix.
@@ -81,6 +82,7 @@ func benchCommand() *cli.Command {
 		&cli.Float64Flag{Name: "rate", Usage: "open loop: start `R` operations per second in all (0: closed loop, each client sends its next operation when the last is answered)"},
 		&cli.IntFlag{Name: "traders", Usage: "`N` traders to register and fund; clients share them round robin (default: the smaller of --clients and 32)"},
 		&cli.BoolFlag{Name: "stream", Usage: "place and cancel orders on the fast order-entry path (one order stream per client) instead of one HTTP request each"},
+		&cli.IntFlag{Name: "pipeline", Value: 1, Usage: "with --stream: `P` clients share each order stream (of one trader), so each connection carries up to P requests in flight, as a program pipelining orders would"},
 		&cli.StringFlag{Name: "histogram", Usage: "write the latency histogram to `FILE`: PNG if it ends in .png, else a self-contained HTML page"},
 	)...)
 	return &cli.Command{
@@ -188,6 +190,7 @@ type benchConfig struct {
 	rate     float64
 	histPath string
 	stream   bool          // orders and cancels over order streams
+	pipeline int           // clients per order stream
 	opWait   time.Duration // bound on one stream round trip (--timeout)
 }
 
@@ -195,7 +198,13 @@ func benchConfigFrom(cCtx *cli.Context) (*benchConfig, error) {
 	cfg := &benchConfig{
 		clients: cCtx.Int("clients"), traders: cCtx.Int("traders"), duration: cCtx.Duration("duration"),
 		orders: int64(cCtx.Int("orders")), rate: cCtx.Float64("rate"), histPath: cCtx.String("histogram"),
-		stream: cCtx.Bool("stream"), opWait: cCtx.Duration("timeout"),
+		stream: cCtx.Bool("stream"), pipeline: cCtx.Int("pipeline"), opWait: cCtx.Duration("timeout"),
+	}
+	if cfg.pipeline < 1 || cfg.pipeline > maxPipeline {
+		return nil, usageErrorf(cCtx, "--pipeline: must be between 1 and %d, got %d", maxPipeline, cfg.pipeline)
+	}
+	if cfg.pipeline > 1 && !cfg.stream {
+		return nil, usageErrorf(cCtx, "--pipeline: needs --stream (plain HTTP requests are not pipelined)")
 	}
 	if cfg.clients < 1 || cfg.clients > benchMaxClients {
 		return nil, usageErrorf(cCtx, "--clients: must be between 1 and %d, got %d", benchMaxClients, cfg.clients)
@@ -398,7 +407,7 @@ func (t *benchTrader) noteFilled(id uint64, qty int64) {
 type benchWorker struct {
 	id     int
 	cl     *transport.Client
-	stream *transport.OrderStream // with --stream; reopened after it breaks
+	stream *sharedStream // with --stream; shared by --pipeline clients
 	tr     *benchTrader
 	rng    *rand.Rand
 	open   []uint64 // the client's orders still open when acknowledged
@@ -565,35 +574,38 @@ func (w *benchWorker) op(ctx context.Context, r *benchRun, k benchKind, due time
 	r.noteAck(now)
 }
 
-// streamCall runs one order-stream round trip, opening the client's stream
-// first if need be, bounded by --timeout. A stream that broke is dropped,
-// so the next operation opens a new one (perhaps on another node).
-func (w *benchWorker) streamCall(ctx context.Context, r *benchRun, call func(context.Context, *transport.OrderStream) (*transport.Order, error)) (*transport.Order, error) {
-	if w.stream == nil {
-		// The stream lives until the run ends; opening it is bounded by
-		// the client's dial and response-header timeouts.
-		s, err := w.cl.OpenOrderStream(ctx)
+// sharedStream is one order stream used by --pipeline clients of the same
+// trader; it is opened on first use and reopened after it breaks.
+type sharedStream struct {
+	cl *transport.Client
+	mu sync.Mutex
+	s  *transport.OrderStream
+}
+
+// get returns the open stream, opening it first if need be (bounded by
+// the client's dial and response-header timeouts).
+func (ss *sharedStream) get(ctx context.Context) (*transport.OrderStream, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.s == nil {
+		s, err := ss.cl.OpenOrderStream(ctx)
 		if err != nil {
 			return nil, err
 		}
-		w.stream = s
+		ss.s = s
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.opWait)
-	defer cancel()
-	o, err := call(cctx, w.stream)
-	if err != nil && (errors.Is(err, transport.ErrOutcomeUnknown) || errors.Is(err, transport.ErrUnavailable)) && transport.ErrorCode(err) == "" {
-		w.closeStream() // the connection broke (or hung): start afresh
-	}
-	return o, err
+	return ss.s, nil
 }
 
-// closeStream ends the client's order stream without waiting long for it.
-func (w *benchWorker) closeStream() {
-	s := w.stream
-	if s == nil {
+// drop closes s if it is still the current stream, without waiting long.
+func (ss *sharedStream) drop(s *transport.OrderStream) {
+	ss.mu.Lock()
+	if ss.s != s || s == nil {
+		ss.mu.Unlock()
 		return
 	}
-	w.stream = nil
+	ss.s = nil
+	ss.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		_ = s.Close()
@@ -603,6 +615,31 @@ func (w *benchWorker) closeStream() {
 	case <-done:
 	case <-time.After(2 * time.Second):
 	}
+}
+
+// closeCurrent closes the stream if one is open.
+func (ss *sharedStream) closeCurrent() {
+	ss.mu.Lock()
+	s := ss.s
+	ss.mu.Unlock()
+	ss.drop(s)
+}
+
+// streamCall runs one order-stream round trip on the client's stream,
+// bounded by --timeout. A stream that broke is dropped, so the next
+// operation opens a new one (perhaps on another node).
+func (w *benchWorker) streamCall(ctx context.Context, r *benchRun, call func(context.Context, *transport.OrderStream) (*transport.Order, error)) (*transport.Order, error) {
+	s, err := w.stream.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.opWait)
+	defer cancel()
+	o, err := call(cctx, s)
+	if err != nil && (errors.Is(err, transport.ErrOutcomeUnknown) || errors.Is(err, transport.ErrUnavailable)) && transport.ErrorCode(err) == "" {
+		w.stream.drop(s) // the connection broke (or hung): start afresh
+	}
+	return o, err
 }
 
 func (w *benchWorker) remember(id uint64) {
@@ -782,6 +819,7 @@ type benchReport struct {
 	Mix         string   `json:"mix"`
 	Mode        string   `json:"mode"` // closed or open loop
 	Rate        float64  `json:"rate,omitempty"`
+	Streams     int      `json:"order_streams,omitempty"` // with --stream: connections carrying the orders
 	DurationSet float64  `json:"duration_limit_s,omitempty"`
 	OrdersSet   int64    `json:"orders_limit,omitempty"`
 
@@ -817,6 +855,9 @@ func buildReport(r *benchRun, workers []*benchWorker, elapsed time.Duration) *be
 	}
 	if r.cfg.rate > 0 {
 		rep.Mode, rep.Rate = "open", r.cfg.rate
+	}
+	if r.cfg.stream {
+		rep.Streams = (r.cfg.clients + r.cfg.pipeline - 1) / r.cfg.pipeline
 	}
 	var orders int64
 	for k := benchKind(0); k < numKinds; k++ {
@@ -862,6 +903,9 @@ func printBenchReport(w io.Writer, rep *benchReport) {
 	mode := "closed loop"
 	if rep.Mode == "open" {
 		mode = fmt.Sprintf("open loop at %s ops/s", strconv.FormatFloat(rep.Rate, 'f', -1, 64))
+	}
+	if rep.Streams > 0 {
+		mode += fmt.Sprintf(", %d order streams", rep.Streams)
 	}
 	fmt.Fprintf(w, "hats bench run %s: %d clients (%s), %d traders, symbols %s, mix %s\n",
 		rep.RunID, rep.Clients, mode, rep.Traders, strings.Join(rep.Symbols, ","), rep.Mix)
@@ -1519,15 +1563,20 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 		return err
 	}
 	workers := make([]*benchWorker, cfg.clients)
+	streams := make([]*sharedStream, (cfg.clients+cfg.pipeline-1)/cfg.pipeline)
 	seed := rand.Uint64()
 	for i := range workers {
-		t := traders[i%len(traders)]
+		g := i / cfg.pipeline // clients of one stream share its trader
+		t := traders[g%len(traders)]
 		cl, err := newClient(t.token)
 		if err != nil {
 			return err
 		}
 		cl.SetAssigned(t.node, t.nodeAddr)
-		w := &benchWorker{id: i, cl: cl, tr: t, rng: rand.New(rand.NewPCG(seed, uint64(i))), errs: map[string]int64{}, out: map[string]int64{}}
+		if streams[g] == nil {
+			streams[g] = &sharedStream{cl: cl}
+		}
+		w := &benchWorker{id: i, cl: cl, tr: t, stream: streams[g], rng: rand.New(rand.NewPCG(seed, uint64(i))), errs: map[string]int64{}, out: map[string]int64{}}
 		for k := range w.hists {
 			w.hists[k] = newLatHist()
 		}
@@ -1557,11 +1606,11 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 	close(stop)
 	<-finished
 	var closing sync.WaitGroup
-	for _, w := range workers {
+	for _, ss := range streams {
 		closing.Add(1)
 		go func() {
 			defer closing.Done()
-			w.closeStream()
+			ss.closeCurrent()
 		}()
 	}
 	closing.Wait()

@@ -402,6 +402,9 @@ func Test_bench_UsageErrors(t *testing.T) {
 		{"bench", "--symbols", ","},
 		{"bench", "--symbols", "bad symbol!"},
 		{"bench", "--histogram", "x.gif"},
+		{"bench", "--pipeline", "4"},
+		{"bench", "--stream", "--pipeline", "0"},
+		{"bench", "--stream", "--pipeline", "5000"},
 		{"bench", "extra"},
 	} {
 		code, _, stderr := runHats(t, "", append(args, "--cluster", "127.0.0.1:1", "--insecure", "--session", sess)...)
@@ -480,6 +483,7 @@ func Test_bench_Smoke(t *testing.T) {
 		Outcomes     map[string]int64           `json:"outcomes"`
 		Conservation benchConservation          `json:"conservation"`
 		Histogram    string                     `json:"histogram_file"`
+		Streams      int                        `json:"order_streams"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, stdout)
@@ -530,6 +534,20 @@ func Test_bench_Smoke(t *testing.T) {
 	}
 	if rep.Acknowledged != 150 || rep.Errors != 0 || !rep.Conservation.OK || rep.ByKind["cancel"].OK == 0 {
 		t.Errorf("--stream: %d acknowledged, %d errors, by kind %+v, conservation %+v", rep.Acknowledged, rep.Errors, rep.ByKind, rep.Conservation)
+	}
+
+	// Six clients pipelining on two shared streams.
+	code, stdout, stderr = runHats(t, "", "bench", "--cluster", cfg.HTTPAddr, "--insecure", "--session", filepath.Join(dir, "s.json"),
+		"--clients", "6", "--pipeline", "3", "--orders", "150", "--stream", "--mix", "limit:60,market:20,cancel:20", "--json")
+	if code != 0 {
+		t.Fatalf("--pipeline: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	rep.Conservation, rep.Errors, rep.Acknowledged, rep.Streams = benchConservation{}, -1, 0, 0
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("--pipeline --json output: %v\n%s", err, stdout)
+	}
+	if rep.Acknowledged != 150 || rep.Errors != 0 || !rep.Conservation.OK || rep.Streams != 2 || rep.ByKind["cancel"].OK == 0 {
+		t.Errorf("--pipeline: %d acknowledged on %d streams, %d errors, by kind %+v, conservation %+v", rep.Acknowledged, rep.Streams, rep.Errors, rep.ByKind, rep.Conservation)
 	}
 
 	// An unknown symbol is refused before any trader is registered.

@@ -52,21 +52,45 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
 
-	var mu sync.Mutex // one writer at a time
+	// One writer goroutine sends the replies; it flushes when no other
+	// reply is waiting, so replies that complete together (a group
+	// commit's worth) share one write to the connection.
+	out := make(chan []byte, maxStreamInflight)
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		for b := range out {
+			_, _ = w.Write(b)
+		more:
+			for {
+				select {
+				case b, ok := <-out:
+					if !ok {
+						break more
+					}
+					_, _ = w.Write(b)
+				default:
+					break more
+				}
+			}
+			_ = rc.Flush()
+		}
+	}()
 	reply := func(rep StreamReply) {
 		rep.Status = 200
 		if rep.Error != nil {
 			rep.Status = rep.Error.Status
 		}
 		b, _ := json.Marshal(rep)
-		mu.Lock()
-		defer mu.Unlock()
-		_, _ = w.Write(append(b, '\n'))
-		_ = rc.Flush()
+		out <- append(b, '\n')
 	}
 	sem := make(chan struct{}, maxStreamInflight)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		close(out)
+		<-written
+	}()
 	sc := bufio.NewScanner(r.Body)
 	sc.Buffer(make([]byte, 4096), maxStreamLine)
 	for sc.Scan() {
