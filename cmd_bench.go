@@ -626,20 +626,38 @@ func (ss *sharedStream) closeCurrent() {
 }
 
 // streamCall runs one order-stream round trip on the client's stream,
-// bounded by --timeout. A stream that broke is dropped, so the next
-// operation opens a new one (perhaps on another node).
+// bounded by --timeout. When the stream breaks (its node died or hung),
+// the request is sent again on a fresh stream, perhaps to another node,
+// as a program would: a place carries its client order ID, so a repeat
+// returns the first order instead of placing another, and a repeated
+// cancel finds the order no longer open.
 func (w *benchWorker) streamCall(ctx context.Context, r *benchRun, call func(context.Context, *transport.OrderStream) (*transport.Order, error)) (*transport.Order, error) {
-	s, err := w.stream.get(ctx)
-	if err != nil {
-		return nil, err
-	}
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.opWait)
 	defer cancel()
-	o, err := call(cctx, s)
-	if err != nil && (errors.Is(err, transport.ErrOutcomeUnknown) || errors.Is(err, transport.ErrUnavailable)) && transport.ErrorCode(err) == "" {
-		w.stream.drop(s) // the connection broke (or hung): start afresh
+	backoff := 5 * time.Millisecond
+	for {
+		s, err := w.stream.get(cctx)
+		var o *transport.Order
+		if err == nil {
+			o, err = call(cctx, s)
+			if err == nil || !streamBroke(err) {
+				return o, err
+			}
+			w.stream.drop(s) // the connection broke (or hung): start afresh
+		}
+		select {
+		case <-cctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
 	}
-	return o, err
+}
+
+// streamBroke reports an error of the stream itself rather than an answer
+// from the server.
+func streamBroke(err error) bool {
+	return (errors.Is(err, transport.ErrOutcomeUnknown) || errors.Is(err, transport.ErrUnavailable)) && transport.ErrorCode(err) == ""
 }
 
 func (w *benchWorker) remember(id uint64) {

@@ -7,6 +7,10 @@
 #
 #   scripts/bench-cluster.sh "--clients 1 --duration 10s" "--clients 64 --duration 10s --stream"
 #
+# With KILL_LEADER_AFTER=S, S seconds into each run the leader process
+# gets SIGKILL; it is restarted on its data dir after the run (the gap
+# shows in hats bench's "longest gap" line).
+#
 # Environment: HATS_BIN (default: build ./hats), NODE_ARGS (extra flags
 # for every node), PORT_BASE (default 7100: HTTP 7101-3, Raft 7201-3,
 # gossip 7301-3), PPROF_BASE (serve Go profiles on PPROF_BASE+1..3).
@@ -30,20 +34,21 @@ cpu() { # utime+stime of a pid, in clock ticks
 	awk '{print $14+$15}' "/proc/$1/stat"
 }
 
-for i in 1 2 3; do
-	join=()
+start_node() { # start_node I: (re)start node nI in the background
+	local i=$1 join=()
 	[[ $i -gt 1 ]] && join=(--join "127.0.0.1:$((BASE + 1))")
 	[[ -n "${PPROF_BASE:-}" ]] && join+=(--pprof-addr "127.0.0.1:$((PPROF_BASE + i))")
 	"$BIN" node --id "n$i" --data-dir "$DIR/n$i" --raft-addr "127.0.0.1:$((BASE + 100 + i))" \
 		--http-addr "127.0.0.1:$((BASE + i))" --gossip-addr "127.0.0.1:$((BASE + 200 + i))" \
-		--insecure ${NODE_ARGS:-} "${join[@]}" >"$DIR/n$i.log" 2>&1 &
-	PIDS+=($!)
-	# wait for this node to serve before starting the next
+		--insecure ${NODE_ARGS:-} "${join[@]}" >>"$DIR/n$i.log" 2>&1 &
+	PIDS[$((i - 1))]=$!
+	# wait for it to serve
 	for _ in $(seq 1 200); do
 		curl -fs "http://127.0.0.1:$((BASE + i))/v1/status" >/dev/null 2>&1 && break
 		sleep 0.05
 	done
-done
+}
+for i in 1 2 3; do start_node "$i"; done
 CLUSTER="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3))"
 # wait until all three are voters with a leader
 for _ in $(seq 1 200); do
@@ -59,8 +64,34 @@ for args in "$@"; do
 	echo "\$ hats bench $args"
 	before=()
 	for p in "${PIDS[@]}"; do before+=("$(cpu "$p")"); done
+	killer=
+	if [[ -n "${KILL_LEADER_AFTER:-}" ]]; then
+		(
+			sleep "$KILL_LEADER_AFTER"
+			for i in 1 2 3; do
+				if curl -fs "http://127.0.0.1:$((BASE + i))/v1/status" 2>/dev/null | grep -q '"state":"Leader"'; then
+					echo "# $(date -u +%T.%N | cut -c1-12) SIGKILL leader n$i" >&2
+					kill -KILL "${PIDS[$((i - 1))]}"
+					echo "$i" >"$DIR/killed"
+					break
+				fi
+			done
+		) &
+		killer=$!
+	fi
 	# shellcheck disable=SC2086
 	"$BIN" bench --cluster "$CLUSTER" --insecure $args || echo "# hats bench exited with status $?"
+	if [[ -n "$killer" ]]; then
+		wait "$killer" || true
+		if [[ -f "$DIR/killed" ]]; then
+			k=$(cat "$DIR/killed")
+			rm -f "$DIR/killed"
+			wait "${PIDS[$((k - 1))]}" 2>/dev/null || true
+			start_node "$k"
+			echo "# restarted n$k"
+			continue
+		fi
+	fi
 	line="# node CPU s during the run:"
 	for k in 0 1 2; do
 		line+=" n$((k + 1)) $(awk -v a="${before[$k]}" -v b="$(cpu "${PIDS[$k]}")" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}')"

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // OrderStream is the client side of the fast order-entry path: one
@@ -29,6 +30,8 @@ type OrderStream struct {
 	err     error
 	done    chan struct{}
 }
+
+var errStreamOpenTimeout = errors.New("order stream: no response in time")
 
 // OpenOrderStream opens an order stream to the preferred node (the
 // session's Trading Server).
@@ -53,7 +56,17 @@ func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set("Content-Type", "application/x-ndjson")
+		// The request body is a pipe that stays open for the stream's
+		// life. If the connection fails while the request is being sent,
+		// net/http waits for the body's writer to finish before Do
+		// returns, which it never would on its own: closing the pipe when
+		// ctx ends or the open takes longer than one request may unblocks
+		// it.
+		stopOnCtx := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
+		timer := time.AfterFunc(c.timeout, func() { pw.CloseWithError(errStreamOpenTimeout) })
 		resp, err := hc.Do(req)
+		timer.Stop()
+		stopOnCtx()
 		if err != nil {
 			pw.Close()
 			lastErr = err

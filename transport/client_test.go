@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -425,5 +426,46 @@ func Test_NormalizeAddr(t *testing.T) {
 		if _, err := NormalizeAddr(in); err == nil {
 			t.Errorf("NormalizeAddr(%q) accepted", in)
 		}
+	}
+}
+
+// A node that drops the connection while an order stream is being opened
+// (it died mid-request) must not leave OpenOrderStream waiting forever for
+// the stream's request body, which stays open by design; the next node
+// gets the stream.
+func Test_Client_OrderStreamOpenSurvivesDroppedConnection(t *testing.T) {
+	dropper := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer dropper.Close()
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		_, _ = io.Copy(io.Discard, r.Body) // until the client ends the stream
+	}))
+	defer live.Close()
+	c := clMustNewClient(t, ClientConfig{Nodes: []string{dropper.URL, live.URL}, Token: "tok", Timeout: 500 * time.Millisecond})
+	type result struct {
+		s   *OrderStream
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		s, err := c.OpenOrderStream(context.Background())
+		got <- result{s, err}
+	}()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("OpenOrderStream: %v", r.err)
+		}
+		r.s.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("OpenOrderStream still waiting 10 s after the first node dropped the connection")
 	}
 }
