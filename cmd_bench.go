@@ -420,12 +420,15 @@ type benchWorker struct {
 
 // benchRun is the shared state of one run.
 type benchRun struct {
-	cfg     *benchConfig
-	runID   string
-	refs    map[string]int64 // symbol → reference price in cents
-	start   time.Time
-	done    atomic.Int64 // operations finished
-	errored atomic.Int64
+	cfg   *benchConfig
+	runID string
+	refs  map[string]int64 // symbol → reference price in cents
+	start time.Time
+	done  atomic.Int64 // operations finished
+	// streamsOpened counts order streams opened (with --stream); more
+	// than the streams in use means some broke and were reopened.
+	streamsOpened atomic.Int64
+	errored       atomic.Int64
 
 	lastAck atomic.Int64 // unix nanoseconds of the latest acknowledgement
 	gapMu   sync.Mutex
@@ -577,9 +580,10 @@ func (w *benchWorker) op(ctx context.Context, r *benchRun, k benchKind, due time
 // sharedStream is one order stream used by --pipeline clients of the same
 // trader; it is opened on first use and reopened after it breaks.
 type sharedStream struct {
-	cl *transport.Client
-	mu sync.Mutex
-	s  *transport.OrderStream
+	cl     *transport.Client
+	opened *atomic.Int64 // streams opened in the run, reopenings included
+	mu     sync.Mutex
+	s      *transport.OrderStream
 }
 
 // get returns the open stream, opening it first if need be (bounded by
@@ -593,6 +597,7 @@ func (ss *sharedStream) get(ctx context.Context) (*transport.OrderStream, error)
 			return nil, err
 		}
 		ss.s = s
+		ss.opened.Add(1)
 	}
 	return ss.s, nil
 }
@@ -628,7 +633,8 @@ func (ss *sharedStream) closeCurrent() {
 // streamCall runs one order-stream round trip on the client's stream,
 // bounded by --timeout. When the stream breaks (its node died or hung),
 // the request is sent again on a fresh stream, perhaps to another node,
-// as a program would: a place carries its client order ID, so a repeat
+// and when the node answers outcome_unknown it is sent again on the same
+// stream, as a program would: a place carries its client order ID, so a repeat
 // returns the first order instead of placing another, and a repeated
 // cancel finds the order no longer open.
 func (w *benchWorker) streamCall(ctx context.Context, r *benchRun, call func(context.Context, *transport.OrderStream) (*transport.Order, error)) (*transport.Order, error) {
@@ -636,14 +642,20 @@ func (w *benchWorker) streamCall(ctx context.Context, r *benchRun, call func(con
 	defer cancel()
 	backoff := 5 * time.Millisecond
 	for {
-		s, err := w.stream.get(cctx)
+		s, err := w.stream.get(ctx) // the stream outlives this operation: not cctx
 		var o *transport.Order
 		if err == nil {
 			o, err = call(cctx, s)
-			if err == nil || !streamBroke(err) {
-				return o, err
+			switch {
+			case err == nil:
+				return o, nil
+			case streamBroke(err):
+				w.stream.drop(s) // the connection broke (or hung): start afresh
+			case transport.ErrorCode(err) != transport.CodeOutcomeUnknown:
+				return o, err // a definite answer
 			}
-			w.stream.drop(s) // the connection broke (or hung): start afresh
+			// The node lost track of it (say its leader died with the
+			// command in flight): resend, as the client ID allows.
 		}
 		select {
 		case <-cctx.Done():
@@ -837,7 +849,8 @@ type benchReport struct {
 	Mix         string   `json:"mix"`
 	Mode        string   `json:"mode"` // closed or open loop
 	Rate        float64  `json:"rate,omitempty"`
-	Streams     int      `json:"order_streams,omitempty"` // with --stream: connections carrying the orders
+	Streams     int      `json:"order_streams,omitempty"`        // with --stream: connections carrying the orders
+	Opened      int64    `json:"order_streams_opened,omitempty"` // streams opened, reopenings after breaks included
 	DurationSet float64  `json:"duration_limit_s,omitempty"`
 	OrdersSet   int64    `json:"orders_limit,omitempty"`
 
@@ -876,6 +889,7 @@ func buildReport(r *benchRun, workers []*benchWorker, elapsed time.Duration) *be
 	}
 	if r.cfg.stream {
 		rep.Streams = (r.cfg.clients + r.cfg.pipeline - 1) / r.cfg.pipeline
+		rep.Opened = r.streamsOpened.Load()
 	}
 	var orders int64
 	for k := benchKind(0); k < numKinds; k++ {
@@ -923,7 +937,7 @@ func printBenchReport(w io.Writer, rep *benchReport) {
 		mode = fmt.Sprintf("open loop at %s ops/s", strconv.FormatFloat(rep.Rate, 'f', -1, 64))
 	}
 	if rep.Streams > 0 {
-		mode += fmt.Sprintf(", %d order streams", rep.Streams)
+		mode += fmt.Sprintf(", %d order streams, %d opened", rep.Streams, rep.Opened)
 	}
 	fmt.Fprintf(w, "hats bench run %s: %d clients (%s), %d traders, symbols %s, mix %s\n",
 		rep.RunID, rep.Clients, mode, rep.Traders, strings.Join(rep.Symbols, ","), rep.Mix)
@@ -1592,7 +1606,7 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 		}
 		cl.SetAssigned(t.node, t.nodeAddr)
 		if streams[g] == nil {
-			streams[g] = &sharedStream{cl: cl}
+			streams[g] = &sharedStream{cl: cl, opened: &r.streamsOpened}
 		}
 		w := &benchWorker{id: i, cl: cl, tr: t, stream: streams[g], rng: rand.New(rand.NewPCG(seed, uint64(i))), errs: map[string]int64{}, out: map[string]int64{}}
 		for k := range w.hists {

@@ -484,6 +484,7 @@ func Test_bench_Smoke(t *testing.T) {
 		Conservation benchConservation          `json:"conservation"`
 		Histogram    string                     `json:"histogram_file"`
 		Streams      int                        `json:"order_streams"`
+		Opened       int64                      `json:"order_streams_opened"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, stdout)
@@ -542,11 +543,13 @@ func Test_bench_Smoke(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("--pipeline: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
-	rep.Conservation, rep.Errors, rep.Acknowledged, rep.Streams = benchConservation{}, -1, 0, 0
+	rep.Conservation, rep.Errors, rep.Acknowledged, rep.Streams, rep.Opened = benchConservation{}, -1, 0, 0, 0
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("--pipeline --json output: %v\n%s", err, stdout)
 	}
-	if rep.Acknowledged != 150 || rep.Errors != 0 || !rep.Conservation.OK || rep.Streams != 2 || rep.ByKind["cancel"].OK == 0 {
+	// Two streams, each opened once: a stream reopened per operation would
+	// show here.
+	if rep.Acknowledged != 150 || rep.Errors != 0 || !rep.Conservation.OK || rep.Streams != 2 || rep.Opened != 2 || rep.ByKind["cancel"].OK == 0 {
 		t.Errorf("--pipeline: %d acknowledged on %d streams, %d errors, by kind %+v, conservation %+v", rep.Acknowledged, rep.Streams, rep.Errors, rep.ByKind, rep.Conservation)
 	}
 
