@@ -7,7 +7,8 @@
 #
 #   scripts/bench-cluster.sh "--clients 1 --duration 10s" "--clients 64 --duration 10s --stream"
 #
-# With KILL_LEADER_AFTER=S, S seconds into each run the leader process
+# With KILL_LEADER_AFTER=S, S seconds into each run's load phase (after
+# hats bench has registered and funded its traders) the leader process
 # gets SIGKILL; it is restarted on its data dir after the run (the gap
 # shows in hats bench's "longest gap" line).
 #
@@ -26,6 +27,7 @@ PIDS=()
 cleanup() {
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [[ -n "${KEEP_LOGS:-}" ]]; then cp "$DIR"/n*.log "$KEEP_LOGS"/ 2>/dev/null; fi
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -67,20 +69,32 @@ for args in "$@"; do
 	killer=
 	if [[ -n "${KILL_LEADER_AFTER:-}" ]]; then
 		(
+			for _ in $(seq 1 1200); do # until the load starts
+				grep -q "clients for" "$DIR/bench.out" 2>/dev/null && break
+				sleep 0.05
+			done
 			sleep "$KILL_LEADER_AFTER"
+			# the node that says it leads in the highest term
+			best=0 bestterm=0
 			for i in 1 2 3; do
-				if curl -fs "http://127.0.0.1:$((BASE + i))/v1/status" 2>/dev/null | grep -q '"state":"Leader"'; then
-					echo "# $(date -u +%T.%N | cut -c1-12) SIGKILL leader n$i" >&2
-					kill -KILL "${PIDS[$((i - 1))]}"
-					echo "$i" >"$DIR/killed"
-					break
+				st=$(curl -fs -m 1 "http://127.0.0.1:$((BASE + i))/v1/status" 2>/dev/null) || continue
+				term=$(grep -o '"term":[0-9]*' <<<"$st" | head -1 | cut -d: -f2)
+				if grep -q '"state":"Leader"' <<<"$st" && [[ ${term:-0} -gt $bestterm ]]; then
+					best=$i bestterm=$term
 				fi
 			done
+			if [[ $best -gt 0 ]]; then
+				echo "# $(date -u +%T.%N | cut -c1-12) SIGKILL leader n$best (term $bestterm)" >&2
+				kill -KILL "${PIDS[$((best - 1))]}"
+				echo "$best" >"$DIR/killed"
+			fi
 		) &
 		killer=$!
 	fi
 	# shellcheck disable=SC2086
-	"$BIN" bench --cluster "$CLUSTER" --insecure $args || echo "# hats bench exited with status $?"
+	"$BIN" bench --cluster "$CLUSTER" --insecure $args >"$DIR/bench.out" 2>&1 || echo "# hats bench exited with status $?" >>"$DIR/bench.out"
+	cat "$DIR/bench.out"
+	rm -f "$DIR/bench.out"
 	if [[ -n "$killer" ]]; then
 		wait "$killer" || true
 		if [[ -f "$DIR/killed" ]]; then
