@@ -11,6 +11,7 @@ package cluster_test
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/hats-trading/hats/node"
 	"io"
 	"path/filepath"
 	"slices"
@@ -92,10 +93,10 @@ func newRawCluster(b *testing.B) []*rawNode {
 		rc := raft.DefaultConfig()
 		rc.LocalID = servers[i].ID
 		// As node.New configures Raft with the production defaults.
-		rc.HeartbeatTimeout = 300 * time.Millisecond
-		rc.ElectionTimeout = 300 * time.Millisecond
-		rc.LeaderLeaseTimeout = 250 * time.Millisecond
-		rc.CommitTimeout = 5 * time.Millisecond
+		rc.HeartbeatTimeout = node.DefaultHeartbeatTimeout
+		rc.ElectionTimeout = node.DefaultElectionTimeout
+		rc.LeaderLeaseTimeout = node.DefaultLeaderLeaseTimeout
+		rc.CommitTimeout = node.DefaultCommitTimeout
 		rc.SnapshotThreshold = 8192
 		rc.SnapshotInterval = 30 * time.Second
 		rc.TrailingLogs = 10240

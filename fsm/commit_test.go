@@ -185,3 +185,22 @@ func TestCommitMaxCommands(t *testing.T) {
 		t.Fatal("11th command committed at once")
 	}
 }
+
+// RecentHash reuses a young walk, and says which index it is of.
+func TestRecentHash(t *testing.T) {
+	h := newHarness(t)
+	ann := h.register("ann")
+	h1, i1, err := h.f.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.apply(deposit(ann, 5))
+	h2, i2, _ := h.f.RecentHash(time.Hour)
+	if h2 != h1 || i2 != i1 {
+		t.Fatalf("young walk not reused: %s@%d, want %s@%d", h2, i2, h1, i1)
+	}
+	h3, i3, _ := h.f.RecentHash(0)
+	if h3 == h1 || i3 != h.f.AppliedIndex() {
+		t.Fatalf("RecentHash(0) gave %s@%d, want a new walk at %d", h3, i3, h.f.AppliedIndex())
+	}
+}

@@ -71,6 +71,7 @@ type FSM struct {
 	hashIndex uint64
 	hashValue string
 	hashGen   uint64
+	hashAt    time.Time
 	restores  atomic.Uint64 // bumped by Restore: same index, new state is possible
 
 	applied  atomic.Uint64
@@ -103,7 +104,7 @@ func boltOptions() *bolt.Options {
 	// a long snapshot read transaction to finish. The freelist is not
 	// written on every commit (bbolt rebuilds it on open by scanning), which
 	// trims each commit's writes; data and meta pages are still fsynced.
-	return &bolt.Options{Timeout: 2 * time.Second, InitialMmapSize: 256 << 20, FreelistType: bolt.FreelistMapType, NoFreelistSync: true}
+	return &bolt.Options{Timeout: 2 * time.Second, InitialMmapSize: 1 << 30, FreelistType: bolt.FreelistMapType, NoFreelistSync: true}
 }
 
 // Options tune how the state file is written.
@@ -562,6 +563,21 @@ func (f *FSM) View(fn func(v *View) error) error {
 	return f.db.View(func(tx *bolt.Tx) error { return fn(&View{tx: tx}) })
 }
 
+// RecentHash is Hash for status displays: while the state keeps changing
+// it returns the last walk's hash and index if that walk is younger than
+// maxAge, so frequent status calls on a busy node do not walk a large
+// state over and over. The index always says which state the hash is of.
+func (f *FSM) RecentHash(maxAge time.Duration) (hash string, index uint64, err error) {
+	f.hashMu.Lock()
+	if f.hashValue != "" && f.hashGen == f.restores.Load() && time.Since(f.hashAt) < maxAge {
+		hash, index = f.hashValue, f.hashIndex
+		f.hashMu.Unlock()
+		return hash, index, nil
+	}
+	f.hashMu.Unlock()
+	return f.Hash()
+}
+
 // viewCommitted runs fn in a read transaction on what is committed to the
 // state file, which may be behind the applied state.
 func (f *FSM) viewCommitted(fn func(v *View) error) error {
@@ -600,7 +616,7 @@ func (f *FSM) Hash() (hash string, index uint64, err error) {
 		hash = hex.EncodeToString(h.Sum(nil)[:16])
 		if werr == nil {
 			f.hashMu.Lock()
-			f.hashIndex, f.hashValue, f.hashGen = index, hash, f.restores.Load()
+			f.hashIndex, f.hashValue, f.hashGen, f.hashAt = index, hash, f.restores.Load(), time.Now()
 			f.hashMu.Unlock()
 		}
 		return werr

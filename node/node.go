@@ -45,12 +45,13 @@ var (
 
 // Defaults for Raft timing. A follower notices a dead leader after one to
 // two heartbeat timeouts and pre-vote plus election take a round trip or
-// two, so failover on a LAN lands around 0.3–0.6 s. Heartbeats go out at a
+// two, so failover on a LAN lands around 0.35–0.7 s (docs/performance.md:
+// median 0.36 s under full load on loopback; no election in 60 s of it). Heartbeats go out at a
 // tenth of the timeout, so ten must be lost or late before a follower moves.
 const (
-	DefaultHeartbeatTimeout   = 300 * time.Millisecond
-	DefaultElectionTimeout    = 300 * time.Millisecond
-	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
+	DefaultHeartbeatTimeout   = 150 * time.Millisecond
+	DefaultElectionTimeout    = 150 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 150 * time.Millisecond
 	DefaultCommitTimeout      = 5 * time.Millisecond
 	DefaultApplyTimeout       = 5 * time.Second
 	DefaultSessionTTL         = 24 * time.Hour

@@ -40,7 +40,7 @@ func (n *Node) Status() transport.NodeStatus {
 			st.Gossip = m.Health
 		}
 	}
-	if h, idx, err := n.fsm.Hash(); err == nil {
+	if h, idx, err := n.fsm.RecentHash(statusHashMaxAge); err == nil {
 		st.StateHash, st.HashIndex = h, idx
 	} else {
 		st.Error = err.Error()
@@ -117,3 +117,7 @@ func (n *Node) ClusterStatus(ctx context.Context) transport.ClusterStatus {
 	}
 	return out
 }
+
+// statusHashMaxAge bounds how old the state hash in a status may be while
+// the state keeps changing (its index says which state it is of).
+const statusHashMaxAge = time.Second
