@@ -77,7 +77,7 @@ for args in "$@"; do
 			# the node that says it leads in the highest term
 			best=0 bestterm=0
 			for i in 1 2 3; do
-				st=$(curl -fs -m 1 "http://127.0.0.1:$((BASE + i))/v1/status" 2>/dev/null) || continue
+				st=$(curl -fs -m 3 "http://127.0.0.1:$((BASE + i))/v1/status" 2>/dev/null) || continue
 				term=$(grep -o '"term":[0-9]*' <<<"$st" | head -1 | cut -d: -f2)
 				if grep -q '"state":"Leader"' <<<"$st" && [[ ${term:-0} -gt $bestterm ]]; then
 					best=$i bestterm=$term
