@@ -36,6 +36,17 @@ cluster:
 bench clients="16" duration="10s" *args:
     go run . bench --clients {{clients}} --duration {{duration}} {{args}}
 
+# A fresh 3-node cluster of real processes, one hats bench run per quoted
+# argument set, then stop (scripts/bench-cluster.sh; docs/performance.md).
+# `just bench-cluster "--clients 256 --duration 10s --stream --pipeline 8"`
+[positional-arguments]
+bench-cluster +runs:
+    scripts/bench-cluster.sh "$@"
+
+# Failover under load: as bench-cluster, killing the leader 4 s into each run.
+bench-failover rounds="5":
+    bash -c 'A="--clients 256 --duration 10s --stream --pipeline 8"; r=(); for i in $(seq 1 {{rounds}}); do r+=("$A"); done; KILL_LEADER_AFTER=4 scripts/bench-cluster.sh "${r[@]}"'
+
 # The bare-Raft reference: hashicorp/raft alone, 3 nodes on loopback, fsync on, 100-byte entries.
 bench-raw time="3s":
     go test -run '^$' -bench RawRaft -benchtime {{time}} ./cluster_test

@@ -186,8 +186,7 @@ func TestCommitMaxCommands(t *testing.T) {
 	}
 }
 
-// RecentHash answers from the last walk, and says which index it is of;
-// once that walk is too old it refreshes in the background.
+// RecentHash reuses a young walk, and says which index it is of.
 func TestRecentHash(t *testing.T) {
 	h := newHarness(t)
 	ann := h.register("ann")
@@ -200,27 +199,8 @@ func TestRecentHash(t *testing.T) {
 	if h2 != h1 || i2 != i1 {
 		t.Fatalf("young walk not reused: %s@%d, want %s@%d", h2, i2, h1, i1)
 	}
-	// Too old now: the first call still answers from the old walk and
-	// starts a new one; a later call has it.
-	if got, idx, _ := h.f.RecentHash(0); idx != i1 && idx != h.f.AppliedIndex() {
-		t.Fatalf("RecentHash(0) = %s@%d, want the old walk or a new one", got, idx)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got, idx, _ := h.f.RecentHash(0)
-		if idx == h.f.AppliedIndex() {
-			if got == h1 {
-				t.Fatal("new walk gave the old hash after a deposit")
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("RecentHash(0) still at index %d after 5 s, applied %d", idx, h.f.AppliedIndex())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	want, _, _ := h.f.Hash()
-	if got, _, _ := h.f.RecentHash(time.Hour); got != want {
-		t.Fatalf("background walk %s differs from a direct one %s", got, want)
+	h3, i3, _ := h.f.RecentHash(0)
+	if h3 == h1 || i3 != h.f.AppliedIndex() {
+		t.Fatalf("RecentHash(0) gave %s@%d, want a new walk at %d", h3, i3, h.f.AppliedIndex())
 	}
 }

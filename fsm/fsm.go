@@ -564,34 +564,19 @@ func (f *FSM) View(fn func(v *View) error) error {
 	return f.db.View(func(tx *bolt.Tx) error { return fn(&View{tx: tx}) })
 }
 
-// RecentHash is Hash for status displays, which must answer at once even
-// when the state is large and busy: it returns the last walk's hash and
-// the index that walk saw, and when that walk is older than maxAge it
-// starts a new one in the background for the next call. Only the very
-// first call walks in the caller's goroutine. The index always says
-// which state the hash is of.
+// RecentHash is Hash for status displays: while the state keeps changing
+// it returns the last walk's hash and index if that walk is younger than
+// maxAge, so frequent status calls on a busy node walk a large state at
+// most once per maxAge. The index always says which state the hash is of.
 func (f *FSM) RecentHash(maxAge time.Duration) (hash string, index uint64, err error) {
 	f.hashMu.Lock()
-	if f.hashValue == "" || f.hashGen != f.restores.Load() {
+	if f.hashValue != "" && f.hashGen == f.restores.Load() && time.Since(f.hashAt) < maxAge {
+		hash, index = f.hashValue, f.hashIndex
 		f.hashMu.Unlock()
-		return f.Hash()
-	}
-	hash, index = f.hashValue, f.hashIndex
-	stale := time.Since(f.hashAt) >= maxAge && index != f.applied.Load()
-	start := stale && !f.hashWalking
-	if start {
-		f.hashWalking = true
+		return hash, index, nil
 	}
 	f.hashMu.Unlock()
-	if start {
-		go func() {
-			_, _, _ = f.Hash()
-			f.hashMu.Lock()
-			f.hashWalking = false
-			f.hashMu.Unlock()
-		}()
-	}
-	return hash, index, nil
+	return f.Hash()
 }
 
 // viewCommitted runs fn in a read transaction on what is committed to the
