@@ -241,8 +241,9 @@ func Test_BadInput_RejectedWithoutChange(t *testing.T) {
 		return rawReq{method: "POST", path: path, token: tok, body: []byte(body)}
 	}
 	get := func(path, tok string) rawReq { return rawReq{method: "GET", path: path, token: tok} }
-	internal := func(k string, body []byte) rawReq {
-		r := rawReq{method: "POST", path: transport.PathInternalApply, body: body, header: map[string]string{"Content-Type": "application/octet-stream"}}
+	// internal forwards one command the way followers do: as a batch.
+	internal := func(k string, cmd []byte) rawReq {
+		r := rawReq{method: "POST", path: transport.PathInternalApplyMany, body: fsm.EncodeBatch([][]byte{cmd}), header: map[string]string{"Content-Type": "application/octet-stream"}}
 		if k != "" {
 			r.header[transport.HeaderClusterKey] = k
 		}
@@ -339,6 +340,7 @@ func Test_BadInput_RejectedWithoutChange(t *testing.T) {
 		{"internal/key-prefix", internal(key[:len(key)-1], bigDeposit), forbidden, transport.CodeForbidden, []string{"cluster key"}, false},
 		{"internal/readindex-no-key", get(transport.PathInternalReadIndex, ""), forbidden, transport.CodeForbidden, []string{"cluster key"}, false},
 		{"internal/garbage", internal(key, []byte("\xff\xfe garbage \x00\x01")), bad, transport.CodeBadRequest, nil, false},
+		{"internal/not-a-batch", func() rawReq { r := internal(key, nil); r.body = bigDeposit; return r }(), bad, transport.CodeBadRequest, []string{"not a batch"}, false},
 		{"internal/empty", internal(key, []byte{}), bad, transport.CodeBadRequest, []string{"empty"}, false},
 		{"internal/json", internal(key, []byte(`{"type":"deposit","amount":1000000}`)), bad, transport.CodeBadRequest, nil, false},
 		{"internal/truncated", internal(key, bigDeposit[:len(bigDeposit)-1]), bad, transport.CodeBadRequest, nil, false},

@@ -490,7 +490,9 @@ func (f *FSM) loadOrder(tx *bolt.Tx, id uint64) *market.Order {
 
 // ownOpenOrder finds an order the actor may change. An open order is in
 // exactly one in-memory book, so it is found there without reading the
-// state file; only orders that are not open are loaded, to say why.
+// state file; only orders that are not open are loaded, to say why. The
+// loop ranges over a map, the one place Apply does: at most one book can
+// hold the order, so the order of the search cannot change the outcome.
 func (f *FSM) ownOpenOrder(tx *bolt.Tx, c *Command) (*market.Book, *market.Order, error) {
 	for _, b := range f.books {
 		if live, ok := b.Order(c.OrderID); ok {

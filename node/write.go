@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/hats-trading/hats/fsm"
-	"github.com/hats-trading/hats/transport"
 )
 
 // errNotApplied marks a failure that certainly left the command unapplied
@@ -81,25 +80,6 @@ func (n *Node) applyLocal(ctx context.Context, cmd *fsm.Command) (*fsm.Result, e
 // is forwarding (see forward.go).
 func (n *Node) forward(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
 	return n.fwd.forward(ctx, cmd)
-}
-
-// ApplyForwarded implements transport.Backend: the leader's side of forward.
-func (n *Node) ApplyForwarded(ctx context.Context, data []byte) ([]byte, error) {
-	cmd, err := fsm.Decode(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", transport.ErrBadRequest, err)
-	}
-	if !n.IsLeader() {
-		return nil, fmt.Errorf("%w: %s is not the leader", ErrNoLeader, n.cfg.ID)
-	}
-	res, err := n.applyLocal(ctx, cmd)
-	if err != nil {
-		if errors.Is(err, errNotApplied) {
-			return nil, fmt.Errorf("%w: %v", ErrNoLeader, err)
-		}
-		return nil, err
-	}
-	return fsm.EncodeResult(res), nil
 }
 
 // leaderHTTP returns the current leader's HTTP address.

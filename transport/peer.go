@@ -16,7 +16,6 @@ import (
 // Internal endpoints and the header that authenticates node-to-node calls
 // with the cluster key replicated in the state machine.
 const (
-	PathInternalApply     = "/v1/internal/apply"
 	PathInternalReadIndex = "/v1/internal/readindex"
 	PathInternalApplyMany = "/v1/internal/apply-batch"
 	HeaderClusterKey      = "X-Hats-Cluster-Key"
@@ -91,13 +90,6 @@ func parseAPIError(status int, data []byte) *APIError {
 	}
 	eb.Error.Status = status
 	return &eb.Error
-}
-
-// ForwardApply sends an encoded command to the leader at addr and returns
-// the encoded result. An error wrapping ErrOutcomeUnknown means the command
-// may or may not have been applied.
-func (p *Peer) ForwardApply(ctx context.Context, addr, clusterKey string, cmd []byte) ([]byte, error) {
-	return p.do(ctx, http.MethodPost, addr, PathInternalApply, clusterKey, cmd, "application/octet-stream")
 }
 
 // ForwardApplyBatch sends a batch of encoded commands (fsm.EncodeBatch) to

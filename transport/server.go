@@ -58,8 +58,6 @@ type Backend interface {
 	TransferLeadership(ctx context.Context, id string) error
 	Status() NodeStatus
 	ClusterStatus(ctx context.Context) ClusterStatus
-	// ApplyForwarded applies an encoded command sent by a follower.
-	ApplyForwarded(ctx context.Context, cmd []byte) ([]byte, error)
 	// ApplyForwardedBatch applies a batch of encoded commands sent by a
 	// follower and returns one encoded outcome per command.
 	ApplyForwardedBatch(ctx context.Context, batch []byte) ([]byte, error)
@@ -129,8 +127,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/cluster/join", s.join)
 	m.HandleFunc("POST /v1/cluster/remove", s.remove)
 	m.HandleFunc("POST /v1/cluster/transfer-leadership", s.transfer)
-	m.HandleFunc("POST "+PathInternalApply, s.internal(s.internalApply(s.b.ApplyForwarded, MaxCommandBody)))
-	m.HandleFunc("POST "+PathInternalApplyMany, s.internal(s.internalApply(s.b.ApplyForwardedBatch, MaxForwardedBatchBody)))
+	m.HandleFunc("POST "+PathInternalApplyMany, s.internal(s.internalApply))
 	m.HandleFunc("GET "+PathInternalReadIndex, s.internal(s.internalReadIndex))
 	s.marketRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -558,23 +555,21 @@ func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]string{})
 }
 
-// internalApply serves a forwarded command or batch of commands: the body
-// is passed to apply as it is and its reply returned as it is.
-func (s *Server) internalApply(apply func(context.Context, []byte) ([]byte, error), limit int64) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-		if err != nil {
-			writeError(w, &APIError{Status: 413, Code: CodeBodyTooLarge, Message: fmt.Sprintf("forwarded body larger than %d bytes", limit)})
-			return
-		}
-		out, err := apply(r.Context(), body)
-		if err != nil {
-			writeError(w, toAPIError(err))
-			return
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		_, _ = w.Write(out)
+// internalApply serves a follower's batch of forwarded commands: the body
+// goes to the backend as it is and its reply comes back as it is.
+func (s *Server) internalApply(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxForwardedBatchBody))
+	if err != nil {
+		writeError(w, &APIError{Status: 413, Code: CodeBodyTooLarge, Message: fmt.Sprintf("forwarded batch larger than %d bytes", MaxForwardedBatchBody)})
+		return
 	}
+	out, err := s.b.ApplyForwardedBatch(r.Context(), body)
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = w.Write(out)
 }
 
 func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
