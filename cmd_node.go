@@ -42,6 +42,7 @@ func nodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "heartbeat-timeout", Value: node.DefaultHeartbeatTimeout, Usage: "Raft heartbeat timeout (failure detection)", EnvVars: []string{"HATS_HEARTBEAT_TIMEOUT"}},
 		&cli.DurationFlag{Name: "election-timeout", Value: node.DefaultElectionTimeout, Usage: "Raft election timeout", EnvVars: []string{"HATS_ELECTION_TIMEOUT"}},
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: node.DefaultSnapshotThreshold, Usage: "log entries between snapshots", EnvVars: []string{"HATS_SNAPSHOT_THRESHOLD"}},
+		&cli.StringFlag{Name: "raft-log-store", Usage: "Raft log format for a new data dir: wal (default; one fsync per append) or boltdb; an existing data dir keeps the format it holds", EnvVars: []string{"HATS_RAFT_LOG_STORE"}},
 		&cli.DurationFlag{Name: "state-commit-interval", Value: fsm.DefaultCommitInterval, Usage: "how long applied commands may wait before the state file is committed and fsynced (they are in the fsynced Raft log meanwhile; 0: commit every batch)", EnvVars: []string{"HATS_STATE_COMMIT_INTERVAL"}},
 		&cli.IntFlag{Name: "join-attempts", Value: 10, Usage: "join rounds before giving up", EnvVars: []string{"HATS_JOIN_ATTEMPTS"}},
 		&cli.DurationFlag{Name: "session-ttl", Value: node.DefaultSessionTTL, Usage: "lifetime of a login session", EnvVars: []string{"HATS_SESSION_TTL"}},
@@ -132,8 +133,8 @@ func nodeCommand() *cli.Command {
 				Join:             splitAddrs(c.StringSlice("join")),
 				HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 				SnapshotThreshold: c.Uint64("snapshot-threshold"), JoinAttempts: c.Int("join-attempts"),
-				StateCommitInterval: stateCommitInterval(c.Duration("state-commit-interval")),
-				SessionTTL:          c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
+				StateCommitInterval: stateCommitInterval(c.Duration("state-commit-interval")), RaftLogStore: c.String("raft-log-store"),
+				SessionTTL: c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()

@@ -179,3 +179,40 @@ func BenchmarkRestart_100kEntries(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOneClient_Layers splits one sequential client's round trip on
+// the leader: a deposit over HTTP (JSON, session check, the node's write
+// path) against the same command handed to node.Apply in process (the
+// batcher, Raft and the state machine only). The difference is what the
+// API costs; docs/performance.md compares both with bare Raft.
+func BenchmarkOneClient_Layers(b *testing.B) {
+	c := benchCluster(b)
+	ld := c.Leader()
+	cl := c.Client(ld)
+	acct := Trader(b, cl, "layers")
+	ctx := context.Background()
+	layer := func(name string, op func() error) {
+		b.Run(name, func(b *testing.B) {
+			lat := make([]time.Duration, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if err := op(); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			reportLatencies(b, lat)
+		})
+	}
+	layer("http", func() error {
+		_, err := cl.Deposit(ctx, "1.00", "")
+		return err
+	})
+	layer("apply", func() error {
+		res, err := ld.Node.Apply(ctx, &fsm.Command{Type: fsm.TypeDeposit, Account: acct.AccountID, Amount: 100})
+		if err == nil {
+			err = res.Err()
+		}
+		return err
+	})
+}

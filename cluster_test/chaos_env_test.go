@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -22,8 +21,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/hats-trading/hats/fsm"
 	"github.com/hats-trading/hats/node"
@@ -840,11 +837,10 @@ func readChaosLogs(c *Cluster, skip []string) ([]chaosNodeLog, error) {
 		if slices.Contains(skip, tn.ID) {
 			continue // still open by its wedged node
 		}
-		p := filepath.Join(tn.Dir, "raft.db")
-		if _, err := os.Stat(p); err != nil {
+		if kind, err := node.LogStoreIn(tn.Dir); err != nil || kind == "" {
 			continue
 		}
-		l, err := readChaosLog(tn.ID, p)
+		l, err := readChaosLog(tn.ID, tn.Dir)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", tn.ID, err))
 			continue
@@ -855,8 +851,8 @@ func readChaosLogs(c *Cluster, skip []string) ([]chaosNodeLog, error) {
 	return out, errors.Join(errs...)
 }
 
-func readChaosLog(id, path string) (chaosNodeLog, error) {
-	st, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second}})
+func readChaosLog(id, dataDir string) (chaosNodeLog, error) {
+	st, err := node.OpenLogStore(dataDir)
 	if err != nil {
 		return chaosNodeLog{}, err
 	}

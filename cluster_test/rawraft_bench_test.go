@@ -1,17 +1,17 @@
 package cluster_test
 
-// The bare-Raft reference: the same hashicorp/raft and raft-boltdb versions
-// HATS is built on, three nodes on loopback, fsync on, 100-byte entries, a
-// trivial state machine and no API. It shows on any machine what the
-// library beneath HATS does by itself, so HATS's figures can be read as a
-// ratio to it. Run with
+// The bare-Raft reference: the same hashicorp/raft, raft-wal and raft-boltdb
+// versions HATS is built on, three nodes on loopback, fsync on, 100-byte
+// entries, a trivial state machine and no API, once with each log store
+// (store=wal is what new HATS data dirs use; store=boltdb is the older
+// format). It shows on any machine what the library beneath HATS does by
+// itself, so HATS's figures can be read as a ratio to it. Run with
 //   go test -run '^$' -bench RawRaft -benchtime 3s ./cluster_test
 // It uses no HATS code; only the Raft settings HATS uses are copied.
 
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/hats-trading/hats/node"
 	"io"
 	"path/filepath"
 	"slices"
@@ -20,9 +20,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hats-trading/hats/node"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
 )
 
 // rawEntrySize is the size of every entry the reference applies.
@@ -59,22 +62,35 @@ func (s rawSnap) Persist(sink raft.SnapshotSink) error {
 
 func (rawSnap) Release() {}
 
+type rawStore interface {
+	raft.LogStore
+	raft.StableStore
+	io.Closer
+}
+
 type rawNode struct {
 	raft  *raft.Raft
-	store *raftboltdb.BoltStore
+	store rawStore
 	trans *raft.NetworkTransport
 }
 
-// newRawCluster starts three Raft nodes on 127.0.0.1 with raft-boltdb log
-// stores (fsync on every append) and the Raft settings HATS uses.
-func newRawCluster(b *testing.B) []*rawNode {
+// newRawCluster starts three Raft nodes on 127.0.0.1 with log stores of
+// the given kind (node.LogStoreWAL or node.LogStoreBoltDB; both fsync on
+// every append) and the Raft settings HATS uses.
+func newRawCluster(b *testing.B, kind string) []*rawNode {
 	b.Helper()
 	const n = 3
 	nodes := make([]*rawNode, n)
 	var servers []raft.Server
 	for i := range nodes {
 		dir := b.TempDir()
-		store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+		var store rawStore
+		var err error
+		if kind == node.LogStoreWAL {
+			store, err = wal.Open(dir, wal.WithLogger(hclog.NewNullLogger()))
+		} else {
+			store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -150,9 +166,15 @@ func rawQuantile(sorted []time.Duration, q float64) time.Duration {
 // BenchmarkRawRaft_Apply applies 100-byte entries on the leader from 1, 16,
 // 64 and 256 concurrent goroutines; each Apply returns after the entry is
 // committed (fsynced on a quorum) and applied on the leader. Reports
-// entries/s and the latency of one Apply.
+// entries/s and the latency of one Apply, for each log store.
 func BenchmarkRawRaft_Apply(b *testing.B) {
-	nodes := newRawCluster(b)
+	for _, kind := range []string{node.LogStoreWAL, node.LogStoreBoltDB} {
+		b.Run("store="+kind, func(b *testing.B) { rawApply(b, kind) })
+	}
+}
+
+func rawApply(b *testing.B, kind string) {
+	nodes := newRawCluster(b, kind)
 	leader := rawLeader(b, nodes)
 	entry := make([]byte, rawEntrySize)
 	for i := range entry {

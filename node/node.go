@@ -22,8 +22,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/hats-trading/hats/fsm"
@@ -87,6 +85,17 @@ type Config struct {
 	// Instruments is committed by the first leader of a cluster whose
 	// instrument table is empty; nil means market.DefaultUniverse.
 	Instruments []market.Instrument
+
+	// RaftLogStore is the Raft log format for a new data dir: LogStoreWAL
+	// (the default when empty) or LogStoreBoltDB. An existing data dir is
+	// opened in the format it holds; naming the other one is an error.
+	RaftLogStore string
+
+	// RaftWALSegmentSize sizes new Raft WAL segment files in bytes (0: the
+	// library's 64 MiB). The WAL frees log entries a whole segment at a
+	// time, so compaction only drops entries once their segment is sealed;
+	// tests use small segments to make snapshot catch-up happen.
+	RaftWALSegmentSize int
 
 	// StateCommitInterval is how long applied commands may wait in the
 	// state machine's open bbolt transaction before it is committed
@@ -167,7 +176,7 @@ type Node struct {
 	log    *slog.Logger
 	raft   *raft.Raft
 	fsm    *fsm.FSM
-	store  *raftboltdb.BoltStore
+	store  logStore
 	trans  *raft.NetworkTransport
 	peer   *transport.Peer
 	eng    *engine
@@ -184,6 +193,7 @@ type Node struct {
 	closeErr  error
 
 	hasState bool
+	logStore string // LogStoreWAL or LogStoreBoltDB
 }
 
 var _ transport.Backend = (*Node)(nil)
@@ -223,15 +233,6 @@ func newNode(cfg Config) (n *Node, err error) {
 	}()
 
 	rlog := hclog.New(&hclog.LoggerOptions{Name: "raft." + cfg.ID, Level: hclog.LevelFromString(cfg.RaftLogLevel), Output: cfg.RaftLogOut})
-	n.store, err = raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(cfg.DataDir, "raft.db"),
-		// Every append is still fsynced; only the freelist is not rewritten
-		// per commit (bbolt rebuilds it on open).
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open raft log: %w", err)
-	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rlog)
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
@@ -242,6 +243,11 @@ func newNode(cfg Config) (n *Node, err error) {
 	}
 	n.fsm, err = fsm.OpenWith(filepath.Join(cfg.DataDir, "state.db"), cfg.Logger.With("component", "fsm", "node", cfg.ID), fo)
 	if err != nil {
+		return nil, err
+	}
+	// The log store opens after the state file, whose lock (with a
+	// timeout) tells a second process on the same data dir to go away.
+	if n.store, n.logStore, err = openLogStore(cfg.DataDir, cfg.RaftLogStore, cfg.RaftWALSegmentSize, rlog); err != nil {
 		return nil, err
 	}
 	if err := n.catchUpFromSnapshot(snaps); err != nil {

@@ -16,7 +16,7 @@ func (n *Node) Status() transport.NodeStatus {
 	st := transport.NodeStatus{
 		ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr,
 		State: n.raft.State().String(), Term: n.raft.CurrentTerm(),
-		AppliedIndex: n.fsm.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastIndex: n.raft.LastIndex(),
+		AppliedIndex: n.fsm.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastIndex: n.raft.LastIndex(), RaftLogStore: n.logStore,
 	}
 	_, lid := n.raft.LeaderWithID()
 	st.Leader = string(lid)

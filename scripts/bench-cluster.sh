@@ -92,8 +92,9 @@ for args in "$@"; do
 		killer=$!
 	fi
 	# shellcheck disable=SC2086
-	"$BIN" bench --cluster "$CLUSTER" --insecure $args >"$DIR/bench.out" 2>&1 || echo "# hats bench exited with status $?" >>"$DIR/bench.out"
-	cat "$DIR/bench.out"
+	/usr/bin/time -o "$DIR/bench.time" -f "# hats bench CPU s: %U user + %S sys" \
+		"$BIN" bench --cluster "$CLUSTER" --insecure $args >"$DIR/bench.out" 2>&1 || echo "# hats bench exited with status $?" >>"$DIR/bench.out"
+	cat "$DIR/bench.out" "$DIR/bench.time"
 	rm -f "$DIR/bench.out"
 	if [[ -n "$killer" ]]; then
 		wait "$killer" || true

@@ -207,6 +207,7 @@ type NodeStatus struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	CommitIndex  uint64 `json:"commit_index"`
 	LastIndex    uint64 `json:"last_index"`
+	RaftLogStore string `json:"raft_log_store,omitempty"` // wal or boltdb
 	StateHash    string `json:"state_hash"`
 	HashIndex    uint64 `json:"hash_index"` // applied index the hash was taken at
 	Error        string `json:"error,omitempty"`
