@@ -83,6 +83,7 @@ func benchCommand() *cli.Command {
 		&cli.IntFlag{Name: "traders", Usage: "`N` traders to register and fund; clients share them round robin (default: the smaller of --clients and 32)"},
 		&cli.BoolFlag{Name: "stream", Usage: "place and cancel orders on the fast order-entry path (one order stream per client) instead of one HTTP request each"},
 		&cli.IntFlag{Name: "pipeline", Value: 1, Usage: "with --stream: `P` clients share each order stream (of one trader), so each connection carries up to P requests in flight, as a program pipelining orders would"},
+		&cli.StringFlag{Name: "via", Value: benchViaAssigned, Usage: "which Trading Server each client talks to: assigned (the one the LDS assigns at login), leader, or followers (round robin)"},
 		&cli.StringFlag{Name: "histogram", Usage: "write the latency histogram to `FILE`: PNG if it ends in .png, else a self-contained HTML page"},
 	)...)
 	return &cli.Command{
@@ -192,13 +193,27 @@ type benchConfig struct {
 	stream   bool          // orders and cancels over order streams
 	pipeline int           // clients per order stream
 	opWait   time.Duration // bound on one stream round trip (--timeout)
+	via      string        // benchViaAssigned, benchViaLeader or benchViaFollowers
 }
+
+// --via: which Trading Server the clients talk to.
+const (
+	benchViaAssigned  = "assigned"
+	benchViaLeader    = "leader"
+	benchViaFollowers = "followers"
+)
 
 func benchConfigFrom(cCtx *cli.Context) (*benchConfig, error) {
 	cfg := &benchConfig{
 		clients: cCtx.Int("clients"), traders: cCtx.Int("traders"), duration: cCtx.Duration("duration"),
 		orders: int64(cCtx.Int("orders")), rate: cCtx.Float64("rate"), histPath: cCtx.String("histogram"),
 		stream: cCtx.Bool("stream"), pipeline: cCtx.Int("pipeline"), opWait: cCtx.Duration("timeout"),
+		via: cCtx.String("via"),
+	}
+	switch cfg.via {
+	case benchViaAssigned, benchViaLeader, benchViaFollowers:
+	default:
+		return nil, usageErrorf(cCtx, "--via: must be %s, %s or %s, got %q", benchViaAssigned, benchViaLeader, benchViaFollowers, cfg.via)
 	}
 	if cfg.pipeline < 1 || cfg.pipeline > maxPipeline {
 		return nil, usageErrorf(cCtx, "--pipeline: must be between 1 and %d, got %d", maxPipeline, cfg.pipeline)
@@ -848,6 +863,7 @@ type benchReport struct {
 	Symbols     []string `json:"symbols"`
 	Mix         string   `json:"mix"`
 	Mode        string   `json:"mode"` // closed or open loop
+	Via         string   `json:"via"`  // which Trading Servers the clients used
 	Rate        float64  `json:"rate,omitempty"`
 	Streams     int      `json:"order_streams,omitempty"`        // with --stream: connections carrying the orders
 	Opened      int64    `json:"order_streams_opened,omitempty"` // streams opened, reopenings after breaks included
@@ -879,7 +895,7 @@ type benchReport struct {
 func buildReport(r *benchRun, workers []*benchWorker, elapsed time.Duration) *benchReport {
 	rep := &benchReport{
 		RunID: r.runID, Started: r.start.UTC().Format(time.RFC3339), Clients: r.cfg.clients, Traders: r.cfg.traders,
-		Symbols: r.cfg.symbols, Mix: r.cfg.mix.String(), Mode: "closed", ElapsedS: math.Round(elapsed.Seconds()*1000) / 1000,
+		Symbols: r.cfg.symbols, Mix: r.cfg.mix.String(), Mode: "closed", Via: r.cfg.via, ElapsedS: math.Round(elapsed.Seconds()*1000) / 1000,
 		DurationSet: r.cfg.duration.Seconds(), OrdersSet: r.cfg.orders,
 		ByKind: map[string]benchKindReport{}, ErrorsByKind: map[string]int64{}, Outcomes: map[string]int64{},
 		histogram: newLatHist(),
@@ -938,6 +954,9 @@ func printBenchReport(w io.Writer, rep *benchReport) {
 	}
 	if rep.Streams > 0 {
 		mode += fmt.Sprintf(", %d order streams, %d opened", rep.Streams, rep.Opened)
+	}
+	if rep.Via != "" && rep.Via != benchViaAssigned {
+		mode += ", via the " + rep.Via
 	}
 	fmt.Fprintf(w, "hats bench run %s: %d clients (%s), %d traders, symbols %s, mix %s\n",
 		rep.RunID, rep.Clients, mode, rep.Traders, strings.Join(rep.Symbols, ","), rep.Mix)
@@ -1053,6 +1072,33 @@ func setupTraders(ctx context.Context, newClient func(token string) (*transport.
 		}
 	}
 	return traders, nil
+}
+
+// pinTraders points every trader's clients at the leader or at the
+// followers (round robin) instead of the Trading Server the LDS assigned,
+// for measuring one path at a time. Sessions are valid on every node.
+func pinTraders(ctx context.Context, setup *transport.Client, via string, traders []*benchTrader) error {
+	if via == benchViaAssigned {
+		return nil
+	}
+	st, err := setup.ClusterStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("--via %s: cluster status: %w", via, err)
+	}
+	var pick []transport.NodeStatus
+	for _, n := range st.Nodes {
+		if n.HTTPAddr != "" && (n.ID == st.Leader) == (via == benchViaLeader) {
+			pick = append(pick, n)
+		}
+	}
+	if len(pick) == 0 {
+		return fmt.Errorf("--via %s: no such node in the cluster status (leader %q)", via, st.Leader)
+	}
+	for i, t := range traders {
+		n := pick[i%len(pick)]
+		t.node, t.nodeAddr = n.ID, n.HTTPAddr
+	}
+	return nil
 }
 
 func setupTrader(ctx context.Context, newClient func(string) (*transport.Client, error), t *benchTrader, symbols []string) error {
@@ -1592,6 +1638,9 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 	fmt.Fprintf(errOut, "hats bench: run %s: registering and funding %d traders\n", r.runID, cfg.traders)
 	traders, err := setupTraders(ctx, newClient, r.runID, cfg.symbols, cfg.traders)
 	if err != nil {
+		return err
+	}
+	if err := pinTraders(ctx, setup, cfg.via, traders); err != nil {
 		return err
 	}
 	workers := make([]*benchWorker, cfg.clients)

@@ -405,6 +405,7 @@ func Test_bench_UsageErrors(t *testing.T) {
 		{"bench", "--pipeline", "4"},
 		{"bench", "--stream", "--pipeline", "0"},
 		{"bench", "--stream", "--pipeline", "5000"},
+		{"bench", "--via", "nowhere"},
 		{"bench", "extra"},
 	} {
 		code, _, stderr := runHats(t, "", append(args, "--cluster", "127.0.0.1:1", "--insecure", "--session", sess)...)
@@ -485,6 +486,7 @@ func Test_bench_Smoke(t *testing.T) {
 		Histogram    string                     `json:"histogram_file"`
 		Streams      int                        `json:"order_streams"`
 		Opened       int64                      `json:"order_streams_opened"`
+		Via          string                     `json:"via"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, stdout)
@@ -551,6 +553,22 @@ func Test_bench_Smoke(t *testing.T) {
 	// show here.
 	if rep.Acknowledged != 150 || rep.Errors != 0 || !rep.Conservation.OK || rep.Streams != 2 || rep.Opened != 2 || rep.ByKind["cancel"].OK == 0 {
 		t.Errorf("--pipeline: %d acknowledged on %d streams, %d errors, by kind %+v, conservation %+v", rep.Acknowledged, rep.Streams, rep.Errors, rep.ByKind, rep.Conservation)
+	}
+
+	// Pinned to the leader; a one-node cluster has no followers to pin to.
+	code, stdout, stderr = runHats(t, "", "bench", "--cluster", cfg.HTTPAddr, "--insecure", "--session", filepath.Join(dir, "s.json"),
+		"--clients", "2", "--orders", "40", "--via", "leader", "--json")
+	rep.Via, rep.Acknowledged, rep.Errors = "", 0, -1
+	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil {
+		t.Fatalf("--via leader: exit %d, %v\nstdout %s\nstderr %s", code, err, stdout, stderr)
+	}
+	if rep.Via != "leader" || rep.Acknowledged != 40 || rep.Errors != 0 || !rep.Conservation.OK {
+		t.Errorf("--via leader: via %q, %d acknowledged, %d errors, conservation %+v", rep.Via, rep.Acknowledged, rep.Errors, rep.Conservation)
+	}
+	code, _, stderr = runHats(t, "", "bench", "--cluster", cfg.HTTPAddr, "--insecure", "--session", filepath.Join(dir, "s.json"),
+		"--orders", "1", "--via", "followers")
+	if code == 0 || !strings.Contains(stderr, "--via followers") {
+		t.Errorf("--via followers on one node: exit %d, %q", code, stderr)
 	}
 
 	// An unknown symbol is refused before any trader is registered.

@@ -121,7 +121,7 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultCommitInterval    = 100 * time.Millisecond
+	DefaultCommitInterval    = 500 * time.Millisecond
 	DefaultCommitMaxCommands = 20_000
 )
 
