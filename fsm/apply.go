@@ -39,9 +39,9 @@ func (f *FSM) applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
 	case TypeRemoveNode:
 		res = applyRemoveNode(tx, c)
 	case TypeRegister:
-		res = applyRegister(tx, c)
+		res = f.applyRegister(tx, c)
 	case TypeCreateSession:
-		res = applyCreateSession(tx, c)
+		res = f.applyCreateSession(tx, c)
 	case TypeRevokeSession:
 		res = applyRevokeSession(tx, c)
 	case TypeReassign:
@@ -49,7 +49,7 @@ func (f *FSM) applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
 	case TypeDeposit, TypeWithdraw:
 		res = f.applyCash(tx, c)
 	case TypeProfile:
-		res = applyProfile(tx, c)
+		res = f.applyProfile(tx, c)
 	case TypeSetInstrument:
 		res = f.applySetInstrument(tx, c)
 	case TypeDepositShares, TypeWithdrawShares:
@@ -146,7 +146,7 @@ func applyRemoveNode(tx *bolt.Tx, c *Command) *Result {
 	return &Result{}
 }
 
-func applyRegister(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyRegister(tx *bolt.Tx, c *Command) *Result {
 	for _, err := range []error{trader.ValidateUsername(c.Username), trader.ValidateName(c.Name), trader.ValidateEmail(c.Email)} {
 		if err != nil {
 			return reject(err)
@@ -164,14 +164,14 @@ func applyRegister(tx *bolt.Tx, c *Command) *Result {
 	id := getU64(meta, kNextAccount) + 1
 	putU64(meta, kNextAccount, id)
 	acct := &trader.Account{ID: id, Username: c.Username, Name: c.Name, Email: c.Email, CreatedAt: c.Time}
-	putAccount(tx, acct)
+	f.hot.putAccount(acct)
 	must(users.Put([]byte(c.Username), u64key(id)))
 	must(tb.Bucket(bCredentials).Put(u64key(id), c.PassHash))
 	return &Result{Account: acct}
 }
 
 // session record: account id | expires | created | assigned node id
-func applyCreateSession(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyCreateSession(tx *bolt.Tx, c *Command) *Result {
 	tb := tx.Bucket(bTrader)
 	idb := tb.Bucket(bUsers).Get([]byte(c.Username))
 	if idb == nil {
@@ -187,7 +187,7 @@ func applyCreateSession(tx *bolt.Tx, c *Command) *Result {
 	rec = append(rec, c.NodeID...)
 	must(sessions.Put(c.TokenHash, rec))
 	assign(tx, c.NodeID, +1)
-	acct, _ := getAccount(tx, binary.BigEndian.Uint64(idb))
+	acct, _ := f.hot.account(tx, binary.BigEndian.Uint64(idb))
 	return &Result{Account: acct, Expires: c.Expires}
 }
 
@@ -289,8 +289,8 @@ func (f *FSM) applyCash(tx *bolt.Tx, c *Command) *Result {
 	return &Result{Account: &next}
 }
 
-func applyProfile(tx *bolt.Tx, c *Command) *Result {
-	acct, ok := getAccount(tx, c.Account)
+func (f *FSM) applyProfile(tx *bolt.Tx, c *Command) *Result {
+	acct, ok := f.hot.account(tx, c.Account)
 	if !ok {
 		return reject(fmt.Errorf("%w: %d", ErrUnknownAccount, c.Account))
 	}
@@ -306,7 +306,7 @@ func applyProfile(tx *bolt.Tx, c *Command) *Result {
 		}
 		acct.Email = c.Email
 	}
-	putAccount(tx, acct)
+	f.hot.putAccount(acct)
 	return &Result{Account: acct}
 }
 

@@ -112,7 +112,7 @@ func (x *exch) account(id uint64) (*trader.Account, bool) {
 	if a, ok := x.accts[id]; ok {
 		return a, true
 	}
-	a, ok := getAccount(x.tx, id)
+	a, ok := x.f.hot.account(x.tx, id)
 	if ok {
 		x.accts[id] = a
 	}
@@ -124,10 +124,7 @@ func (x *exch) position(acct uint64, sym string) *trader.Position {
 	if p, ok := x.pos[k]; ok {
 		return p
 	}
-	p := &trader.Position{Symbol: sym}
-	if v := x.tx.Bucket(bTrader).Bucket(bPositions).Get([]byte(k)); v != nil {
-		p = decodeWhole(v, decodePosition, "position")
-	}
+	p := x.f.hot.position(x.tx, acct, sym)
 	x.pos[k] = p
 	return p
 }
@@ -186,30 +183,14 @@ func lastSeq(b *bolt.Bucket, acct uint64) uint64 {
 	return 0
 }
 
-// flush writes back every account and position the command changed, in
-// key order.
+// flush hands every account and position the command loaded back to the
+// hot cache, which writes the changed ones at the end of the entry.
 func (x *exch) flush() {
-	ids := make([]uint64, 0, len(x.accts))
-	for id := range x.accts {
-		ids = append(ids, id)
+	for _, a := range x.accts {
+		x.f.hot.putAccount(a)
 	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		putAccount(x.tx, x.accts[id])
-	}
-	keys := make([]string, 0, len(x.pos))
-	for k := range x.pos {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	pb := x.tx.Bucket(bTrader).Bucket(bPositions)
-	for _, k := range keys {
-		p := x.pos[k]
-		if p.Qty == 0 && p.Reserved == 0 && p.Cost == 0 && p.Realized == 0 {
-			must(pb.Delete([]byte(k)))
-			continue
-		}
-		must(pb.Put([]byte(k), encodeWith(p, encodePosition)))
+	for k, p := range x.pos {
+		x.f.hot.putPosition(binary.BigEndian.Uint64([]byte(k[:8])), p)
 	}
 }
 
@@ -226,13 +207,9 @@ func (x *exch) putOrder(o *market.Order) {
 }
 
 func (x *exch) putBook(b *market.Book) {
-	sb := x.tx.Bucket(bMarket).Bucket(bBooks)
-	st := &BookStats{}
-	if v := sb.Get([]byte(b.Symbol)); v != nil {
-		st = decodeWhole(v, decodeBookStats, "book stats")
-	}
+	st := x.f.hot.bookStats(x.tx, b.Symbol)
 	st.Last, st.TradeSeq, st.NextSeq = b.Last, b.TradeSeq, b.NextSeq
-	must(sb.Put([]byte(b.Symbol), encodeWith(st, encodeBookStats)))
+	x.f.hot.putBookStats(b.Symbol, st)
 }
 
 // reserve holds back what an order needs: cash for a buy, shares for a sell.
@@ -311,11 +288,7 @@ func (x *exch) settle(b *market.Book, out *market.Outcome) {
 }
 
 func (x *exch) dayStats(sym string, price, qty int64) {
-	sb := x.tx.Bucket(bMarket).Bucket(bBooks)
-	st := &BookStats{}
-	if v := sb.Get([]byte(sym)); v != nil {
-		st = decodeWhole(v, decodeBookStats, "book stats")
-	}
+	st := x.f.hot.bookStats(x.tx, sym)
 	day := market.EndOfUTCDay(x.now) - 86_400_000_000_000
 	if st.DayStart != day {
 		st.DayStart, st.Open, st.High, st.Low, st.Volume = day, price, price, price, 0
@@ -324,7 +297,7 @@ func (x *exch) dayStats(sym string, price, qty int64) {
 	st.Low = min(st.Low, price)
 	st.Volume += qty
 	st.LastTime = x.now
-	must(sb.Put([]byte(sym), encodeWith(st, encodeBookStats)))
+	x.f.hot.putBookStats(sym, st)
 }
 
 // expire ends DAY orders of b whose day is over, releasing their holds.

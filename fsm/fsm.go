@@ -66,6 +66,7 @@ type FSM struct {
 	bookMu sync.Mutex
 	books  map[string]*market.Book
 	seqs   map[seqKey]uint64 // last per-account sequences (exchange.go); under bookMu
+	hot    *hot              // accounts, positions, book stats (hot.go); under bookMu
 
 	hashMu      sync.Mutex // cache of the last Hash walk
 	hashIndex   uint64
@@ -207,6 +208,7 @@ func (f *FSM) abandonLocked() {
 	_ = f.pend.Rollback()
 	f.pend, f.pendCmds = nil, 0
 	f.seqs = map[seqKey]uint64{}
+	f.hot = newHot()
 	var idx uint64
 	var books map[string]*market.Book
 	err := f.db.View(func(tx *bolt.Tx) error {
@@ -221,6 +223,7 @@ func (f *FSM) abandonLocked() {
 	}
 	f.books = books
 	f.seqs = map[seqKey]uint64{}
+	f.hot = newHot()
 	f.applied.Store(idx)
 }
 
@@ -265,6 +268,7 @@ func (f *FSM) open() error {
 	f.bookMu.Lock()
 	f.books = books
 	f.seqs = map[seqKey]uint64{}
+	f.hot = newHot()
 	f.bookMu.Unlock()
 	f.db = db
 	f.applied.Store(idx)
@@ -405,6 +409,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			for j, cmd := range cmds {
 				br.Results[j] = f.applyCommand(tx, cmd, l.Index)
 			}
+			f.hot.flush(tx) // per entry: the same point on every replica
 			resps[i] = br
 			n += uint64(len(cmds))
 			continue
@@ -416,6 +421,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			panic(fmt.Sprintf("fsm: undecodable committed entry at index %d: %v", l.Index, err))
 		}
 		resps[i] = f.applyCommand(tx, cmd, l.Index)
+		f.hot.flush(tx)
 		n++
 	}
 	if last > applied {

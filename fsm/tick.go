@@ -160,12 +160,12 @@ func (f *FSM) makeMarkets(tx *bolt.Tx, c *Command) {
 }
 
 func (f *FSM) houseCanFund(tx *bolt.Tx, house uint64, o *market.Order) bool {
-	a, ok := getAccount(tx, house)
+	a, ok := f.hot.account(tx, house)
 	if !ok {
 		return false
 	}
 	if o.Side == market.Buy {
 		return trader.Cents(o.Qty*o.Limit) <= a.Available()
 	}
-	return (&View{tx: tx}).Position(house, o.Symbol).Available() >= o.Qty
+	return f.hot.position(tx, house, o.Symbol).Available() >= o.Qty
 }

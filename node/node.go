@@ -186,6 +186,7 @@ type Node struct {
 	gossip *gossip
 
 	readyTerm atomic.Uint64 // term in which this leader's barrier completed
+	leaders   *leaderWatch
 	notify    chan bool
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -220,7 +221,7 @@ func newNode(cfg Config) (n *Node, err error) {
 	if err := claimDataDir(cfg.DataDir, cfg.ID); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.ID), notify: make(chan bool, 1), done: make(chan struct{})}
+	n = &Node{cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.ID), notify: make(chan bool, 1), done: make(chan struct{}), leaders: newLeaderWatch()}
 	n.peer = transport.NewPeer(cfg.ApplyTimeout, cfg.Dial)
 	if n.eng, err = newEngine(n, cfg.Feed); err != nil {
 		return nil, err
@@ -311,7 +312,8 @@ func newNode(cfg Config) (n *Node, err error) {
 	}
 	n.batch = newBatcher(n, cfg.MaxBatch)
 	n.fwd = newForwarder(n, cfg.MaxBatch)
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go n.watchLeaderChanges()
 	go n.batch.run()
 	go n.fwd.run()
 	go n.watchLeadership()

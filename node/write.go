@@ -16,7 +16,8 @@ var errNotApplied = errors.New("not applied")
 // Apply is the one write path every mutation takes: on the leader the
 // command is stamped and applied through Raft; on a follower it is
 // forwarded to the leader. Failures that certainly did not apply the command
-// are retried until ctx (or ApplyTimeout) ends; a failure after the command
+// are retried until ctx (or ApplyTimeout) ends, at once when the leader
+// changes and otherwise after a growing backoff; a failure after the command
 // may have entered the log returns ErrOutcomeUnknown and is never retried
 // here. The client resolves it by retrying with the same idempotency key.
 func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
@@ -35,6 +36,7 @@ func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
 		}
 		var res *fsm.Result
 		var err error
+		changed := n.leaders.changed() // taken before the attempt: a change during it counts
 		if n.IsLeader() {
 			res, err = n.applyLocal(ctx, cmd)
 		} else {
@@ -47,6 +49,7 @@ func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: gave up after %v", ErrNoLeader, lastErr)
+		case <-changed: // a new leader (or none): try again at once
 		case <-time.After(backoff):
 		}
 		if backoff < 200*time.Millisecond {

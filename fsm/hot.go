@@ -1,0 +1,148 @@
+package fsm
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/hats-trading/hats/trader"
+	bolt "go.etcd.io/bbolt"
+)
+
+// hot caches the records nearly every order reads and rewrites: accounts,
+// positions and book statistics. A batch entry of hundreds of orders from
+// a few dozen traders would otherwise read, decode, encode and write the
+// same few records through the B+tree once per order; here each is read
+// once, changed in memory and written once per Raft entry.
+//
+// Determinism: dirty records are written to the open transaction at the
+// end of every Raft entry (ApplyBatch calls flush per entry), a point that
+// is the same on every replica, so the transaction between entries (what
+// View, Hash and Snapshot see) is exactly what per-command writes would
+// have left. Inside Apply every read and write of these three buckets goes
+// through the cache. Records are handed out and taken back as copies, so
+// a command that changes a record and then rejects leaves nothing behind
+// unless it puts it back. The cache is dropped whenever the transaction is
+// rolled back or the state replaced (abandonLocked, Restore, open).
+type hot struct {
+	accts      map[uint64]*trader.Account
+	pos        map[string]*trader.Position // key: acctKey(acct, symbol)
+	stats      map[string]*BookStats
+	dirtyAccts map[uint64]struct{}
+	dirtyPos   map[string]struct{}
+	dirtyStats map[string]struct{}
+}
+
+// hotMaxClean bounds the clean records kept between entries; past it the
+// cache starts over (it is only a cache of what the file holds).
+const hotMaxClean = 100_000
+
+func newHot() *hot {
+	return &hot{
+		accts: map[uint64]*trader.Account{}, pos: map[string]*trader.Position{}, stats: map[string]*BookStats{},
+		dirtyAccts: map[uint64]struct{}{}, dirtyPos: map[string]struct{}{}, dirtyStats: map[string]struct{}{},
+	}
+}
+
+// account returns a copy of account id.
+func (h *hot) account(tx *bolt.Tx, id uint64) (*trader.Account, bool) {
+	a, ok := h.accts[id]
+	if !ok {
+		if a, ok = getAccount(tx, id); !ok {
+			return nil, false
+		}
+		h.accts[id] = a
+	}
+	cp := *a
+	return &cp, true
+}
+
+// putAccount stores a copy of a, to be written at the end of the entry.
+func (h *hot) putAccount(a *trader.Account) {
+	cp := *a
+	h.accts[a.ID] = &cp
+	h.dirtyAccts[a.ID] = struct{}{}
+}
+
+// position returns a copy of acct's position in sym (zero if none).
+func (h *hot) position(tx *bolt.Tx, acct uint64, sym string) *trader.Position {
+	k := string(acctKey(acct, []byte(sym)))
+	p, ok := h.pos[k]
+	if !ok {
+		p = &trader.Position{Symbol: sym}
+		if v := tx.Bucket(bTrader).Bucket(bPositions).Get([]byte(k)); v != nil {
+			p = decodeWhole(v, decodePosition, "position")
+		}
+		h.pos[k] = p
+	}
+	cp := *p
+	return &cp
+}
+
+// putPosition stores a copy of p as acct's position; an all-zero position
+// is deleted when written.
+func (h *hot) putPosition(acct uint64, p *trader.Position) {
+	k := string(acctKey(acct, []byte(p.Symbol)))
+	cp := *p
+	h.pos[k] = &cp
+	h.dirtyPos[k] = struct{}{}
+}
+
+// bookStats returns a copy of sym's book statistics (zero if none).
+func (h *hot) bookStats(tx *bolt.Tx, sym string) *BookStats {
+	st, ok := h.stats[sym]
+	if !ok {
+		st = &BookStats{}
+		if v := tx.Bucket(bMarket).Bucket(bBooks).Get([]byte(sym)); v != nil {
+			st = decodeWhole(v, decodeBookStats, "book stats")
+		}
+		h.stats[sym] = st
+	}
+	cp := *st
+	return &cp
+}
+
+func (h *hot) putBookStats(sym string, st *BookStats) {
+	cp := *st
+	h.stats[sym] = &cp
+	h.dirtyStats[sym] = struct{}{}
+}
+
+// flush writes every dirty record into tx in key order.
+func (h *hot) flush(tx *bolt.Tx) {
+	for _, id := range sortedKeys(h.dirtyAccts) {
+		putAccount(tx, h.accts[id])
+	}
+	pb := tx.Bucket(bTrader).Bucket(bPositions)
+	for _, k := range sortedKeys(h.dirtyPos) {
+		p := h.pos[k]
+		if p.Qty == 0 && p.Reserved == 0 && p.Cost == 0 && p.Realized == 0 {
+			must(pb.Delete([]byte(k)))
+			continue
+		}
+		must(pb.Put([]byte(k), encodeWith(p, encodePosition)))
+	}
+	sb := tx.Bucket(bMarket).Bucket(bBooks)
+	for _, sym := range sortedKeys(h.dirtyStats) {
+		must(sb.Put([]byte(sym), encodeWith(h.stats[sym], encodeBookStats)))
+	}
+	clear(h.dirtyAccts)
+	clear(h.dirtyPos)
+	clear(h.dirtyStats)
+	if len(h.accts)+len(h.pos) > hotMaxClean {
+		clear(h.accts)
+		clear(h.pos)
+	}
+}
+
+// sortedKeys returns a set's keys in order.
+func sortedKeys[K cmp.Ordered](set map[K]struct{}) []K {
+	if len(set) == 0 {
+		return nil
+	}
+	keys := make([]K, 0, len(set))
+	for k := range set {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
