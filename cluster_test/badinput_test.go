@@ -328,6 +328,7 @@ func Test_BadInput_RejectedWithoutChange(t *testing.T) {
 		// Read consistency.
 		{"consistency/unknown", get("/v1/account?consistency=strong", aliceTok), bad, transport.CodeBadRequest, []string{"consistency", "stale, leader or linearizable", "strong"}, false},
 		{"consistency/case", get("/v1/account?consistency=STALE", aliceTok), bad, transport.CodeBadRequest, []string{"consistency", "STALE"}, false},
+		{"status/fresh-not-bool", get("/v1/status?fresh=yes-please", ""), bad, transport.CodeBadRequest, []string{"fresh", "true or false", "yes-please"}, false},
 		{"consistency/by-id", get(fmt.Sprintf("/v1/accounts/%d?consistency=eventual", alice.AccountID), aliceTok), bad, transport.CodeBadRequest, []string{"consistency", "eventual"}, false},
 		// Unknown endpoints.
 		{"route/unknown", get("/v1/nope", aliceTok), http.StatusNotFound, transport.CodeNotFound, []string{"no such endpoint", "/v1/nope"}, false},

@@ -729,9 +729,11 @@ func (pc *ProcCluster) WaitSame() (hash string, index uint64) {
 		hash, index = "", 0
 		var views []string
 		for i, p := range pc.Live() {
-			st, err := statusOf(p)
-			if err != nil {
-				return err
+			// A fresh hash: a cached one (up to 1 s old) can stay one
+			// Market Engine tick behind the applied index poll after poll.
+			var st transport.NodeStatus
+			if err := procGet(p.HTTPAddr, "/v1/status?fresh=true", &st); err != nil {
+				return fmt.Errorf("%s: %w", p.ID, err)
 			}
 			views = append(views, fmt.Sprintf("%s=%s@%d(applied %d)", p.ID, st.StateHash, st.HashIndex, st.AppliedIndex))
 			if st.StateHash == "" || st.HashIndex != st.AppliedIndex {

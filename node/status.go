@@ -11,8 +11,18 @@ import (
 	"github.com/hats-trading/hats/transport"
 )
 
-// Status implements transport.Backend: this node's own view.
+// Status implements transport.Backend: this node's own view. Its state
+// hash may be up to a second old (HashIndex says which state it is of).
 func (n *Node) Status() transport.NodeStatus {
+	return n.status(func() (string, uint64, error) { return n.fsm.RecentHash(statusHashMaxAge) })
+}
+
+// FreshStatus implements transport.Backend: Status with the state hash of
+// everything applied so far (a walk of the state unless nothing changed
+// since the last one).
+func (n *Node) FreshStatus() transport.NodeStatus { return n.status(n.fsm.Hash) }
+
+func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus {
 	st := transport.NodeStatus{
 		ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr,
 		State: n.raft.State().String(), Term: n.raft.CurrentTerm(),
@@ -40,7 +50,7 @@ func (n *Node) Status() transport.NodeStatus {
 			st.Gossip = m.Health
 		}
 	}
-	if h, idx, err := n.fsm.RecentHash(statusHashMaxAge); err == nil {
+	if h, idx, err := hash(); err == nil {
 		st.StateHash, st.HashIndex = h, idx
 	} else {
 		st.Error = err.Error()

@@ -57,6 +57,7 @@ type Backend interface {
 	Remove(ctx context.Context, id string) error
 	TransferLeadership(ctx context.Context, id string) error
 	Status() NodeStatus
+	FreshStatus() NodeStatus // Status with the hash of the current state
 	ClusterStatus(ctx context.Context) ClusterStatus
 	// ApplyForwardedBatch applies a batch of encoded commands sent by a
 	// follower and returns one encoded outcome per command.
@@ -122,7 +123,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/account/deposit", s.auth(s.cash(fsm.TypeDeposit)))
 	m.HandleFunc("POST /v1/account/withdraw", s.auth(s.cash(fsm.TypeWithdraw)))
 	m.HandleFunc("POST /v1/account/profile", s.auth(s.profile))
-	m.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.b.Status()) })
+	m.HandleFunc("GET /v1/status", s.status)
 	m.HandleFunc("GET /v1/cluster/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.b.ClusterStatus(r.Context())) })
 	m.HandleFunc("POST /v1/cluster/join", s.join)
 	m.HandleFunc("POST /v1/cluster/remove", s.remove)
@@ -397,6 +398,25 @@ func (s *Server) reassign(w http.ResponseWriter, r *http.Request, p Principal) {
 		return
 	}
 	writeJSON(w, 200, asg)
+}
+
+// status serves this node's status; ?fresh=true hashes the state as of
+// now instead of reusing a walk up to a second old.
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	fresh := false
+	if v := r.URL.Query().Get("fresh"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeError(w, toAPIError(fmt.Errorf("%w: fresh must be true or false, got %q", ErrBadRequest, v)))
+			return
+		}
+		fresh = b
+	}
+	if fresh {
+		writeJSON(w, 200, s.b.FreshStatus())
+		return
+	}
+	writeJSON(w, 200, s.b.Status())
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, p Principal) {
