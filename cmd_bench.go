@@ -1085,9 +1085,12 @@ func pinTraders(ctx context.Context, setup *transport.Client, via string, trader
 	if err != nil {
 		return fmt.Errorf("--via %s: cluster status: %w", via, err)
 	}
+	if st.Leader == "" {
+		return fmt.Errorf("--via %s: the cluster has no leader right now", via)
+	}
 	var pick []transport.NodeStatus
 	for _, n := range st.Nodes {
-		if n.HTTPAddr != "" && (n.ID == st.Leader) == (via == benchViaLeader) {
+		if n.HTTPAddr != "" && n.Error == "" && n.Voter && (n.ID == st.Leader) == (via == benchViaLeader) {
 			pick = append(pick, n)
 		}
 	}

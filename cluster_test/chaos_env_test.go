@@ -829,7 +829,7 @@ func prefix(p string, list []string) []string {
 	return out
 }
 
-// readChaosLogs opens every node's Raft log read-only (nodes stopped).
+// readChaosLogs opens every stopped node's Raft log (node.OpenLogStore).
 func readChaosLogs(c *Cluster, skip []string) ([]chaosNodeLog, error) {
 	var out []chaosNodeLog
 	var errs []error
@@ -837,7 +837,12 @@ func readChaosLogs(c *Cluster, skip []string) ([]chaosNodeLog, error) {
 		if slices.Contains(skip, tn.ID) {
 			continue // still open by its wedged node
 		}
-		if kind, err := node.LogStoreIn(tn.Dir); err != nil || kind == "" {
+		kind, err := node.LogStoreIn(tn.Dir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", tn.ID, err))
+			continue
+		}
+		if kind == "" {
 			continue
 		}
 		l, err := readChaosLog(tn.ID, tn.Dir)

@@ -310,6 +310,10 @@ func (f *FSM) applyProfile(tx *bolt.Tx, c *Command) *Result {
 	return &Result{Account: acct}
 }
 
+// getAccount reads an account record from tx. Inside Apply, accounts (and
+// positions and book statistics) must be read and written through f.hot
+// instead: the transaction holds them only as of the end of the last
+// entry (hot.go). Views, which run between entries, read tx directly.
 func getAccount(tx *bolt.Tx, id uint64) (*trader.Account, bool) {
 	v := tx.Bucket(bTrader).Bucket(bAccounts).Get(u64key(id))
 	if v == nil {

@@ -68,6 +68,7 @@ type FSM struct {
 	seqs   map[seqKey]uint64 // last per-account sequences (exchange.go); under bookMu
 	hot    *hot              // accounts, positions, book stats (hot.go); under bookMu
 
+	walkMu      sync.Mutex // serializes RecentHash walks
 	hashMu      sync.Mutex // cache of the last Hash walk
 	hashIndex   uint64
 	hashValue   string
@@ -203,6 +204,10 @@ func (f *FSM) commitLocked() {
 // log when the node starts again. Callers hold f.mu, txMu and bookMu.
 func (f *FSM) abandonLocked() {
 	if f.pend == nil {
+		// A failed commit (commitLocked clears pend first): the caches
+		// may hold what the file lost.
+		f.seqs = map[seqKey]uint64{}
+		f.hot = newHot()
 		return
 	}
 	_ = f.pend.Rollback()
@@ -575,6 +580,9 @@ func (f *FSM) View(fn func(v *View) error) error {
 // maxAge, so frequent status calls on a busy node walk a large state at
 // most once per maxAge. The index always says which state the hash is of.
 func (f *FSM) RecentHash(maxAge time.Duration) (hash string, index uint64, err error) {
+	// One walk at a time: callers that waited for a walk find its result.
+	f.walkMu.Lock()
+	defer f.walkMu.Unlock()
 	f.hashMu.Lock()
 	if f.hashValue != "" && f.hashGen == f.restores.Load() && time.Since(f.hashAt) < maxAge {
 		hash, index = f.hashValue, f.hashIndex

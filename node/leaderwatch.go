@@ -32,22 +32,28 @@ func (w *leaderWatch) signal() {
 	w.mu.Unlock()
 }
 
-// watchLeaderChanges signals w at every leader observation Raft makes
-// (a new leader, or none).
-func (n *Node) watchLeaderChanges() {
-	defer n.wg.Done()
-	obs := make(chan raft.Observation, 16)
-	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+// observeLeaders registers a Raft observer of leader changes; its
+// observations queue (a few, then are dropped: one pending is enough to
+// wake every waiter) until watchLeaderChanges runs.
+func (n *Node) observeLeaders() {
+	n.leaderObs = make(chan raft.Observation, 16)
+	n.leaderObserver = raft.NewObserver(n.leaderObs, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	})
-	n.raft.RegisterObserver(o)
-	defer n.raft.DeregisterObserver(o)
+	n.raft.RegisterObserver(n.leaderObserver)
+}
+
+// watchLeaderChanges signals n.leaders at every leader observation Raft
+// makes (a new leader, or none).
+func (n *Node) watchLeaderChanges() {
+	defer n.wg.Done()
+	defer n.raft.DeregisterObserver(n.leaderObserver)
 	for {
 		select {
 		case <-n.done:
 			return
-		case <-obs:
+		case <-n.leaderObs:
 			n.leaders.signal()
 		}
 	}

@@ -119,6 +119,10 @@ func openLogStore(dataDir, want string, segmentSize int, log hclog.Logger) (logS
 	// A size of 0 leaves the library's default.
 	st, err := wal.Open(dir, wal.WithLogger(log.Named("wal")), wal.WithSegmentSize(max(segmentSize, 0)))
 	if err != nil {
+		if have == "" {
+			// Do not let a failed first open fix the format.
+			_ = os.RemoveAll(dir)
+		}
 		return nil, "", fmt.Errorf("open raft log: %w", err)
 	}
 	return st, kind, nil
@@ -130,9 +134,11 @@ type LogStore interface {
 	io.Closer
 }
 
-// OpenLogStore opens the Raft log of a data dir whose node is stopped, in
-// the format it holds, for inspection (post-mortem checks, tools). It
-// fails with ErrDataDir if the dir has no Raft log.
+// OpenLogStore opens the Raft log of a data dir, in the format it holds,
+// for inspection (post-mortem checks, tools). The node must be stopped:
+// the WAL has no read-only mode (opening it tidies unused segment files)
+// and its metadata lock waits without a timeout. It fails with ErrDataDir
+// if the dir has no Raft log.
 func OpenLogStore(dataDir string) (LogStore, error) {
 	have, err := LogStoreIn(dataDir)
 	if err != nil {

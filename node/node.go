@@ -187,11 +187,14 @@ type Node struct {
 
 	readyTerm atomic.Uint64 // term in which this leader's barrier completed
 	leaders   *leaderWatch
-	notify    chan bool
-	done      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
-	closeErr  error
+	// leaderObs receives Raft's leader observations (leaderwatch.go).
+	leaderObs      chan raft.Observation
+	leaderObserver *raft.Observer
+	notify         chan bool
+	done           chan struct{}
+	wg             sync.WaitGroup
+	closeOnce      sync.Once
+	closeErr       error
 
 	hasState bool
 	logStore string // LogStoreWAL or LogStoreBoltDB
@@ -296,6 +299,7 @@ func newNode(cfg Config) (n *Node, err error) {
 		n.trans.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	n.observeLeaders() // before bootstrap, so the first leader is seen too
 	if !n.hasState && len(cfg.Join) == 0 {
 		n.log.Info("bootstrapping a new cluster")
 		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr()}}})

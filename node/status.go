@@ -17,10 +17,13 @@ func (n *Node) Status() transport.NodeStatus {
 	return n.status(func() (string, uint64, error) { return n.fsm.RecentHash(statusHashMaxAge) })
 }
 
-// FreshStatus implements transport.Backend: Status with the state hash of
-// everything applied so far (a walk of the state unless nothing changed
-// since the last one).
-func (n *Node) FreshStatus() transport.NodeStatus { return n.status(n.fsm.Hash) }
+// FreshStatus implements transport.Backend: Status with a state hash at
+// most freshHashMaxAge old. Concurrent callers share one walk, so the
+// unauthenticated endpoint costs at most one commit and walk per
+// freshHashMaxAge however often it is called.
+func (n *Node) FreshStatus() transport.NodeStatus {
+	return n.status(func() (string, uint64, error) { return n.fsm.RecentHash(freshHashMaxAge) })
+}
 
 func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus {
 	st := transport.NodeStatus{
@@ -55,6 +58,9 @@ func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus 
 	} else {
 		st.Error = err.Error()
 	}
+	// Read after the hash, so hash_index <= applied_index, equal when the
+	// node is idle.
+	st.AppliedIndex = n.fsm.AppliedIndex()
 	return st
 }
 
@@ -131,3 +137,6 @@ func (n *Node) ClusterStatus(ctx context.Context) transport.ClusterStatus {
 // statusHashMaxAge bounds how old the state hash in a status may be while
 // the state keeps changing (its index says which state it is of).
 const statusHashMaxAge = time.Second
+
+// freshHashMaxAge bounds the hash's age in /v1/status?fresh=true.
+const freshHashMaxAge = 100 * time.Millisecond
