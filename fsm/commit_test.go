@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/hats-trading/hats/market"
+	"github.com/hats-trading/hats/trader"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -202,5 +204,58 @@ func TestRecentHash(t *testing.T) {
 	h3, i3, _ := h.f.RecentHash(0)
 	if h3 == h1 || i3 != h.f.AppliedIndex() {
 		t.Fatalf("RecentHash(0) gave %s@%d, want a new walk at %d", h3, i3, h.f.AppliedIndex())
+	}
+}
+
+// Buckets whose keys grow at the end of a range are packed: after
+// thousands of orders from a few traders, the leaf pages of the order,
+// statement and order-event buckets are mostly full (65% or more). bbolt's default
+// split leaves them about half full, which doubles the file, each
+// commit's writes and each snapshot.
+func TestAppendBucketsArePacked(t *testing.T) {
+	h := newHarness(t)
+	accts := exSetup(h)
+	sym := exSymbols[0].sym
+	ref := exSymbols[0].ref
+	var fund []*Command
+	for _, a := range accts {
+		fund = append(fund, deposit(a, trader.MaxAmount), sharesCmd(TypeDepositShares, a, sym, 1_000_000))
+	}
+	for _, r := range h.apply(fund...) {
+		wantCode(t, r, CodeOK)
+	}
+	for round := 0; round < 20; round++ {
+		var cmds []*Command
+		for i := 0; i < 200; i++ {
+			a := accts[i%len(accts)]
+			side, price := market.Buy, ref-1-int64(i%50)
+			if i%2 == 1 {
+				side, price = market.Sell, ref+1+int64(i%50)
+			}
+			cmds = append(cmds, limitCmd(a, sym, side, 1, price))
+		}
+		for _, r := range h.apply(cmds...) {
+			wantCode(t, r, CodeOK)
+		}
+		if err := h.f.Flush(); err != nil { // one commit per round
+			t.Fatal(err)
+		}
+	}
+	err := h.f.viewCommitted(func(v *View) error {
+		for _, path := range [][][]byte{{bMarket, bOrders}, {bMarket, bOpen}, {bTrader, bOrderEvents}, {bTrader, bAcctOrders}} {
+			b := v.tx.Bucket(path[0]).Bucket(path[1])
+			st := b.Stats()
+			if st.LeafPageN < 10 {
+				t.Fatalf("%s/%s: only %d leaf pages; the test needs more data", path[0], path[1], st.LeafPageN)
+			}
+			fill := float64(st.LeafInuse) / float64(st.LeafPageN*v.tx.DB().Info().PageSize)
+			if fill < 0.65 {
+				t.Errorf("%s/%s: leaf pages %.0f%% full over %d pages, want at least 65%% (unpacked: about 50%%)", path[0], path[1], 100*fill, st.LeafPageN)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -232,6 +232,26 @@ func (f *FSM) abandonLocked() {
 	f.applied.Store(idx)
 }
 
+// appendFill is the fill factor of the buckets Apply writes. Their keys
+// mostly grow at the end of a range (order and trade sequence numbers,
+// per-account statement and event sequences), so a page split at bbolt's
+// default of one half leaves the older page half empty forever: the
+// file, every commit's page writes and every snapshot would be about
+// twice as large as they need to be.
+const appendFill = 0.9
+
+// packBuckets sets appendFill on every nested bucket for the life of tx
+// (bbolt keeps the setting on the transaction's bucket handles).
+func packBuckets(tx *bolt.Tx) {
+	_ = tx.ForEach(func(_ []byte, top *bolt.Bucket) error {
+		top.FillPercent = appendFill
+		return top.ForEachBucket(func(k []byte) error {
+			top.Bucket(k).FillPercent = appendFill
+			return nil
+		})
+	})
+}
+
 // Flush commits applied commands still held in the open transaction.
 func (f *FSM) Flush() error {
 	f.mu.RLock()
@@ -390,6 +410,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if err != nil {
 			panic(fmt.Sprintf("fsm: begin state transaction: %v", err))
 		}
+		packBuckets(tx)
 		f.pend, f.pendSince = tx, time.Now()
 	}
 	tx := f.pend

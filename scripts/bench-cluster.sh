@@ -112,5 +112,6 @@ for args in "$@"; do
 		line+=" n$((k + 1)) $(awk -v a="${before[$k]}" -v b="$(cpu "${PIDS[$k]}")" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}')"
 	done
 	echo "$line"
+	echo "# n1 data dir: $(du -sh "$DIR/n1/state.db" | cut -f1) state.db, $(du -sh "$DIR/n1/snapshots" 2>/dev/null | cut -f1) snapshots, $(du -sh "$DIR/n1/raft-wal" "$DIR/n1/raft.db" 2>/dev/null | cut -f1 | head -1) Raft log"
 	echo "# $(date -u +%FT%TZ)  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
