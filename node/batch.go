@@ -52,7 +52,25 @@ func newBatcher(n *Node, maxBatch int) *batcher {
 }
 
 // submit queues an encoded, stamped command and waits for its outcome.
+// When nothing is queued and an entry slot is free, the command goes to
+// Raft from the caller's goroutine as an entry of its own: a lone
+// command then skips the batcher's two goroutine hand-offs.
 func (b *batcher) submit(ctx context.Context, typ fsm.Type, data []byte) (*fsm.Result, error) {
+	if len(b.in) == 0 {
+		select {
+		case b.inflight <- struct{}{}:
+			p := &pending{data: data, typ: typ, done: make(chan outcome, 1)}
+			b.await(b.n.raft.Apply(data, b.n.cfg.ApplyTimeout), []*pending{p})
+			<-b.inflight
+			select {
+			case o := <-p.done:
+				return o.res, o.err
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %s: deadline passed while committing", ErrOutcomeUnknown, typ)
+			}
+		default:
+		}
+	}
 	o := b.enqueue(ctx, typ, data)()
 	return o.res, o.err
 }
@@ -140,30 +158,34 @@ func (b *batcher) dispatch(batch []*pending) {
 	f := b.n.raft.Apply(data, b.n.cfg.ApplyTimeout)
 	go func() {
 		defer func() { <-b.inflight }()
-		err := f.Error()
-		if err != nil {
-			for _, p := range batch {
-				p.done <- outcome{err: applyError(p.typ, err)}
-			}
-			return
+		b.await(f, batch)
+	}()
+}
+
+// await waits for an entry's fate and hands each member its outcome.
+func (b *batcher) await(f raft.ApplyFuture, batch []*pending) {
+	if err := f.Error(); err != nil {
+		for _, p := range batch {
+			p.done <- outcome{err: applyError(p.typ, err)}
 		}
-		switch r := f.Response().(type) {
-		case *fsm.Result:
-			batch[0].done <- outcome{res: r}
-		case *fsm.BatchResult:
-			for i, p := range batch {
-				if i < len(r.Results) && r.Results[i] != nil {
-					p.done <- outcome{res: r.Results[i]}
-				} else {
-					p.done <- outcome{err: fmt.Errorf("%w: %s: no result from state machine", ErrOutcomeUnknown, p.typ)}
-				}
-			}
-		default:
-			for _, p := range batch {
+		return
+	}
+	switch r := f.Response().(type) {
+	case *fsm.Result:
+		batch[0].done <- outcome{res: r}
+	case *fsm.BatchResult:
+		for i, p := range batch {
+			if i < len(r.Results) && r.Results[i] != nil {
+				p.done <- outcome{res: r.Results[i]}
+			} else {
 				p.done <- outcome{err: fmt.Errorf("%w: %s: no result from state machine", ErrOutcomeUnknown, p.typ)}
 			}
 		}
-	}()
+	default:
+		for _, p := range batch {
+			p.done <- outcome{err: fmt.Errorf("%w: %s: no result from state machine", ErrOutcomeUnknown, p.typ)}
+		}
+	}
 }
 
 // applyError sorts Raft's errors into certainly-not-applied and unknown.
