@@ -259,3 +259,33 @@ func TestAppendBucketsArePacked(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// StatusHash answers with the last walk at once and refreshes it in the
+// background: after more commands the first answer is the old index, and
+// a later one catches up; only the very first call walks in place.
+func TestStatusHashRefreshesInBackground(t *testing.T) {
+	h := newHarness(t)
+	ann := h.register("ann")
+	h.apply(deposit(ann, 100))
+	first, idx, err := h.f.StatusHash(0)
+	if err != nil || first == "" || idx != h.f.AppliedIndex() {
+		t.Fatalf("first call: %q@%d (applied %d), %v", first, idx, h.f.AppliedIndex(), err)
+	}
+	h.apply(deposit(ann, 100), deposit(ann, 100))
+	want := h.f.AppliedIndex()
+	hash, idx, err := h.f.StatusHash(0)
+	if err != nil || hash != first || idx >= want {
+		t.Fatalf("stale call: %q@%d, want the old %q below %d, %v", hash, idx, first, want, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for idx != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("hash still at %d, applied %d", idx, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+		hash, idx, _ = h.f.StatusHash(0)
+	}
+	if full, fidx, _ := h.f.Hash(); full != hash || fidx != idx {
+		t.Fatalf("background hash %q@%d, full walk %q@%d", hash, idx, full, fidx)
+	}
+}

@@ -74,7 +74,8 @@ type FSM struct {
 	hashValue   string
 	hashGen     uint64
 	hashAt      time.Time
-	hashWalking bool          // a background walk for RecentHash is running
+	hashWalking bool          // a background walk for StatusHash is running
+	hashTook    time.Duration // how long the last walk took
 	restores    atomic.Uint64 // bumped by Restore: same index, new state is possible
 
 	applied  atomic.Uint64
@@ -614,6 +615,34 @@ func (f *FSM) RecentHash(maxAge time.Duration) (hash string, index uint64, err e
 	return f.Hash()
 }
 
+// StatusHash is the hash for status calls, which must answer at once
+// whatever the state's size: it returns the last walk's hash and index
+// and, when that walk is older than maxAge, starts a new one in the
+// background (one at a time, and no sooner than ten times the last walk's
+// duration after it, so polling a large state costs at most about a tenth
+// of a core). Only the first call, with no walk yet, walks synchronously.
+// The index always says which state the hash is of.
+func (f *FSM) StatusHash(maxAge time.Duration) (hash string, index uint64, err error) {
+	f.hashMu.Lock()
+	if f.hashValue == "" || f.hashGen != f.restores.Load() {
+		f.hashMu.Unlock()
+		return f.RecentHash(maxAge)
+	}
+	hash, index = f.hashValue, f.hashIndex
+	age := time.Since(f.hashAt)
+	if age >= maxAge && age >= 10*f.hashTook && !f.hashWalking {
+		f.hashWalking = true
+		go func() {
+			_, _, _ = f.RecentHash(maxAge)
+			f.hashMu.Lock()
+			f.hashWalking = false
+			f.hashMu.Unlock()
+		}()
+	}
+	f.hashMu.Unlock()
+	return hash, index, nil
+}
+
 // viewCommitted runs fn in a read transaction on what is committed to the
 // state file, which may be behind the applied state.
 func (f *FSM) viewCommitted(fn func(v *View) error) error {
@@ -645,6 +674,7 @@ func (f *FSM) Hash() (hash string, index uint64, err error) {
 			return nil
 		}
 		f.hashMu.Unlock()
+		start := time.Now()
 		h := sha256.New()
 		werr := v.tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			return hashBucket(h, [][]byte{name}, b)
@@ -653,6 +683,7 @@ func (f *FSM) Hash() (hash string, index uint64, err error) {
 		if werr == nil {
 			f.hashMu.Lock()
 			f.hashIndex, f.hashValue, f.hashGen, f.hashAt = index, hash, f.restores.Load(), time.Now()
+			f.hashTook = time.Since(start)
 			f.hashMu.Unlock()
 		}
 		return werr

@@ -11,10 +11,11 @@ import (
 	"github.com/hats-trading/hats/transport"
 )
 
-// Status implements transport.Backend: this node's own view. Its state
-// hash may be up to a second old (HashIndex says which state it is of).
+// Status implements transport.Backend: this node's own view. It answers
+// at once: its state hash is the last walk's (HashIndex says which state
+// it is of), refreshed in the background (fsm.StatusHash).
 func (n *Node) Status() transport.NodeStatus {
-	return n.status(func() (string, uint64, error) { return n.fsm.RecentHash(statusHashMaxAge) })
+	return n.status(func() (string, uint64, error) { return n.fsm.StatusHash(statusHashMaxAge) })
 }
 
 // FreshStatus implements transport.Backend: Status with a state hash at
@@ -134,8 +135,9 @@ func (n *Node) ClusterStatus(ctx context.Context) transport.ClusterStatus {
 	return out
 }
 
-// statusHashMaxAge bounds how old the state hash in a status may be while
-// the state keeps changing (its index says which state it is of).
+// statusHashMaxAge is how old the state hash in a plain status may get
+// before a background walk refreshes it (its index says which state it is
+// of).
 const statusHashMaxAge = time.Second
 
 // freshHashMaxAge bounds the hash's age in /v1/status?fresh=true.
