@@ -204,17 +204,14 @@ func (f *FSM) commitLocked() {
 // whatever else was applied but not committed is replayed from the Raft
 // log when the node starts again. Callers hold f.mu, txMu and bookMu.
 func (f *FSM) abandonLocked() {
+	// The caches may hold what the file lost, even when nothing is
+	// pending (a failed commit clears pend before committing).
+	f.resetCaches()
 	if f.pend == nil {
-		// A failed commit (commitLocked clears pend first): the caches
-		// may hold what the file lost.
-		f.seqs = map[seqKey]uint64{}
-		f.hot = newHot()
 		return
 	}
 	_ = f.pend.Rollback()
 	f.pend, f.pendCmds = nil, 0
-	f.seqs = map[seqKey]uint64{}
-	f.hot = newHot()
 	var idx uint64
 	var books map[string]*market.Book
 	err := f.db.View(func(tx *bolt.Tx) error {
@@ -228,9 +225,14 @@ func (f *FSM) abandonLocked() {
 		return
 	}
 	f.books = books
+	f.applied.Store(idx)
+}
+
+// resetCaches drops the caches of what the file holds (per-account
+// sequences, hot records). Callers hold bookMu.
+func (f *FSM) resetCaches() {
 	f.seqs = map[seqKey]uint64{}
 	f.hot = newHot()
-	f.applied.Store(idx)
 }
 
 // appendFill is the fill factor of the buckets Apply writes. Their keys
@@ -293,8 +295,7 @@ func (f *FSM) open() error {
 	}
 	f.bookMu.Lock()
 	f.books = books
-	f.seqs = map[seqKey]uint64{}
-	f.hot = newHot()
+	f.resetCaches()
 	f.bookMu.Unlock()
 	f.db = db
 	f.applied.Store(idx)

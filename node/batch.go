@@ -26,29 +26,13 @@ const (
 	batchQueue         = 8192
 )
 
-type pending struct {
-	data []byte
-	typ  fsm.Type
-	done chan outcome
-}
-
-type outcome struct {
-	res *fsm.Result
-	err error
-}
-
 type batcher struct {
-	n        *Node
-	in       chan *pending
-	inflight chan struct{}
-	maxBatch int
+	n *Node
+	q *coalescer
 }
 
 func newBatcher(n *Node, maxBatch int) *batcher {
-	if maxBatch <= 0 || maxBatch > fsm.MaxBatch {
-		maxBatch = 512
-	}
-	return &batcher{n: n, in: make(chan *pending, batchQueue), inflight: make(chan struct{}, MaxInflightBatches), maxBatch: maxBatch}
+	return &batcher{n: n, q: newCoalescer(batchQueue, MaxInflightBatches, maxBatch, maxBatchBytes)}
 }
 
 // submit queues an encoded, stamped command and waits for its outcome.
@@ -56,20 +40,12 @@ func newBatcher(n *Node, maxBatch int) *batcher {
 // Raft from the caller's goroutine as an entry of its own: a lone
 // command then skips the batcher's two goroutine hand-offs.
 func (b *batcher) submit(ctx context.Context, typ fsm.Type, data []byte) (*fsm.Result, error) {
-	if len(b.in) == 0 {
-		select {
-		case b.inflight <- struct{}{}:
-			p := &pending{data: data, typ: typ, done: make(chan outcome, 1)}
-			b.await(b.n.raft.Apply(data, b.n.cfg.ApplyTimeout), []*pending{p})
-			<-b.inflight
-			select {
-			case o := <-p.done:
-				return o.res, o.err
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %s: deadline passed while committing", ErrOutcomeUnknown, typ)
-			}
-		default:
-		}
+	if b.q.takeAlone() {
+		p := newPending(typ, data)
+		b.await(b.n.raft.Apply(data, b.n.cfg.ApplyTimeout), []*pending{p})
+		b.q.release()
+		o := <-p.done // await has answered
+		return o.res, o.err
 	}
 	o := b.enqueue(ctx, typ, data)()
 	return o.res, o.err
@@ -79,9 +55,9 @@ func (b *batcher) submit(ctx context.Context, typ fsm.Type, data []byte) (*fsm.R
 // waits for its outcome (until ctx ends), so a caller can queue several
 // commands before waiting for any.
 func (b *batcher) enqueue(ctx context.Context, typ fsm.Type, data []byte) func() outcome {
-	p := &pending{data: data, typ: typ, done: make(chan outcome, 1)}
+	p := newPending(typ, data)
 	select {
-	case b.in <- p:
+	case b.q.in <- p:
 	case <-ctx.Done():
 		err := fmt.Errorf("%w: %w: queue full until the deadline", errNotApplied, ErrNoLeader)
 		return func() outcome { return outcome{err: err} }
@@ -101,45 +77,7 @@ func (b *batcher) enqueue(ctx context.Context, typ fsm.Type, data []byte) func()
 
 func (b *batcher) run() {
 	defer b.n.wg.Done()
-	for {
-		var first *pending
-		select {
-		case first = <-b.in:
-		case <-b.n.done:
-			b.failQueued()
-			return
-		}
-		// Wait for room in flight; commands arriving meanwhile join.
-		select {
-		case b.inflight <- struct{}{}:
-		case <-b.n.done:
-			first.done <- outcome{err: ErrClosed}
-			b.failQueued()
-			return
-		}
-		batch := []*pending{first}
-	drain:
-		for len(batch) < b.maxBatch {
-			select {
-			case p := <-b.in:
-				batch = append(batch, p)
-			default:
-				break drain
-			}
-		}
-		b.dispatch(batch)
-	}
-}
-
-func (b *batcher) failQueued() {
-	for {
-		select {
-		case p := <-b.in:
-			p.done <- outcome{err: ErrClosed}
-		default:
-			return
-		}
-	}
+	b.q.run(b.n.done, b.dispatch)
 }
 
 // dispatch hands one entry to Raft and answers its members when it is
@@ -157,7 +95,7 @@ func (b *batcher) dispatch(batch []*pending) {
 	}
 	f := b.n.raft.Apply(data, b.n.cfg.ApplyTimeout)
 	go func() {
-		defer func() { <-b.inflight }()
+		defer b.q.release()
 		b.await(f, batch)
 	}()
 }

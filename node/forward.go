@@ -22,7 +22,6 @@ import (
 const (
 	maxInflightForwards = 4
 	forwardQueue        = 8192
-	maxForwardBytes     = 8 << 20 // a batch stops growing past this size
 )
 
 // Outcome kinds of one command in a forwarded batch's reply.
@@ -32,47 +31,30 @@ const (
 	fwdUnknown                // may have been applied; payload: message
 )
 
-type fwdPending struct {
-	data []byte
-	typ  fsm.Type
-	done chan outcome
-}
-
 type forwarder struct {
 	n        *Node
+	q        *coalescer
 	requests atomic.Uint64 // batches sent to a leader
 	commands atomic.Uint64 // commands in them
-	in       chan *fwdPending
-	inflight chan struct{}
-	maxBatch int
 }
 
 func newForwarder(n *Node, maxBatch int) *forwarder {
-	if maxBatch <= 0 || maxBatch > fsm.MaxBatch {
-		maxBatch = 512
-	}
-	return &forwarder{n: n, in: make(chan *fwdPending, forwardQueue), inflight: make(chan struct{}, maxInflightForwards), maxBatch: maxBatch}
+	return &forwarder{n: n, q: newCoalescer(forwardQueue, maxInflightForwards, maxBatch, maxBatchBytes)}
 }
 
 // forward queues one command for the leader and waits for its outcome.
 // Errors follow Apply's rules: errNotApplied means it is safe to retry.
 func (fw *forwarder) forward(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
-	p := &fwdPending{data: fsm.Encode(cmd), typ: cmd.Type, done: make(chan outcome, 1)}
-	if len(fw.in) == 0 {
-		select {
-		case fw.inflight <- struct{}{}:
-			// Nothing waits and a request slot is free: send it from
-			// here. A lone command skips two goroutine hand-offs, which
-			// is most of what batching costs it.
-			fw.send(ctx, []*fwdPending{p})
-			<-fw.inflight
-			o := <-p.done
-			return o.res, o.err
-		default:
-		}
+	p := newPending(cmd.Type, fsm.Encode(cmd))
+	if fw.q.takeAlone() {
+		// Nothing waits and a request slot is free: send it from here.
+		fw.send(ctx, []*pending{p})
+		fw.q.release()
+		o := <-p.done // send has answered
+		return o.res, o.err
 	}
 	select {
-	case fw.in <- p:
+	case fw.q.in <- p:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %w: forward queue full until the deadline", errNotApplied, ErrNoLeader)
 	case <-fw.n.done:
@@ -88,54 +70,17 @@ func (fw *forwarder) forward(ctx context.Context, cmd *fsm.Command) (*fsm.Result
 
 func (fw *forwarder) run() {
 	defer fw.n.wg.Done()
-	for {
-		var first *fwdPending
-		select {
-		case first = <-fw.in:
-		case <-fw.n.done:
-			fw.failQueued()
-			return
-		}
-		select {
-		case fw.inflight <- struct{}{}:
-		case <-fw.n.done:
-			first.done <- outcome{err: ErrClosed}
-			fw.failQueued()
-			return
-		}
-		batch := []*fwdPending{first}
-		size := len(first.data)
-	drain:
-		for len(batch) < fw.maxBatch && size < maxForwardBytes {
-			select {
-			case p := <-fw.in:
-				batch = append(batch, p)
-				size += len(p.data)
-			default:
-				break drain
-			}
-		}
+	fw.q.run(fw.n.done, func(batch []*pending) {
 		go func() {
-			defer func() { <-fw.inflight }()
+			defer fw.q.release()
 			fw.send(context.Background(), batch)
 		}()
-	}
-}
-
-func (fw *forwarder) failQueued() {
-	for {
-		select {
-		case p := <-fw.in:
-			p.done <- outcome{err: ErrClosed}
-		default:
-			return
-		}
-	}
+	})
 }
 
 // send makes one request for the batch, bounded by ctx and ApplyTimeout,
 // and hands each member its outcome.
-func (fw *forwarder) send(ctx context.Context, batch []*fwdPending) {
+func (fw *forwarder) send(ctx context.Context, batch []*pending) {
 	n := fw.n
 	fail := func(err error) {
 		for _, p := range batch {
