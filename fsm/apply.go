@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/hats-trading/hats/trader"
-	bolt "go.etcd.io/bbolt"
 )
 
 // maxPrunePerCommand bounds clean-up work done inside one command so Apply
@@ -14,9 +13,9 @@ import (
 const maxPrunePerCommand = 8
 
 // applyCommand is the one dispatch point. Each applyX validates everything
-// before its first write: a bbolt transaction spans a whole Raft batch, so a
+// before its first write: a state transaction spans a whole Raft batch, so a
 // rejected command must leave no partial change behind.
-func (f *FSM) applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
+func (f *FSM) applyCommand(tx *stx, c *Command, index uint64) *Result {
 	var idemKey []byte
 	var dg [32]byte
 	if c.Key != "" {
@@ -68,7 +67,7 @@ func (f *FSM) applyCommand(tx *bolt.Tx, c *Command, index uint64) *Result {
 	}
 	res.Index = index
 	if idemKey != nil {
-		storeIdempotent(tx, c, idemKey, dg, res)
+		f.storeIdempotent(tx, c, idemKey, dg, res)
 	}
 	return res
 }
@@ -88,18 +87,30 @@ func replayResult(rec []byte, dg [32]byte) *Result {
 // storeIdempotent records the result under the key (time | digest | result)
 // and prunes a few records older than IdempotencyTTL, judged by the
 // leader-stamped command time so every replica prunes the same ones.
-func storeIdempotent(tx *bolt.Tx, c *Command, key []byte, dg [32]byte, res *Result) {
+// f.idemHead remembers where the last prune stopped (every time-index key
+// before it is gone), so the scan does not step over the deletions still
+// held in memory layers; it is only a cache: it is dropped when a record
+// lands before it and whenever the state is reloaded.
+func (f *FSM) storeIdempotent(tx *stx, c *Command, key []byte, dg [32]byte, res *Result) {
 	tb := tx.Bucket(bTrader)
 	idem, byTime := tb.Bucket(bIdem), tb.Bucket(bIdemByTime)
 	rec := append(u64key(uint64(c.Time)), dg[:]...)
 	rec = append(rec, EncodeResult(res)...)
 	must(idem.Put(key, rec))
-	must(byTime.Put(append(u64key(uint64(c.Time)), key...), nil))
+	tk := append(u64key(uint64(c.Time)), key...)
+	must(byTime.Put(tk, nil))
+	if f.idemHead != nil && bytes.Compare(tk, f.idemHead) <= 0 {
+		f.idemHead = nil
+	}
 
 	cutoff := c.Time - int64(IdempotencyTTL)
 	cur := byTime.Cursor()
 	var old [][]byte
-	for k, _ := cur.First(); k != nil && len(old) < maxPrunePerCommand; k, _ = cur.Next() {
+	k, _ := cur.First()
+	if f.idemHead != nil {
+		k, _ = cur.Seek(f.idemHead)
+	}
+	for ; k != nil && len(old) < maxPrunePerCommand; k, _ = cur.Next() {
 		if int64(binary.BigEndian.Uint64(k[:8])) >= cutoff {
 			break
 		}
@@ -109,15 +120,18 @@ func storeIdempotent(tx *bolt.Tx, c *Command, key []byte, dg [32]byte, res *Resu
 		must(byTime.Delete(k))
 		must(idem.Delete(k[8:]))
 	}
+	if len(old) > 0 {
+		f.idemHead = old[len(old)-1]
+	}
 }
 
 func must(err error) {
 	if err != nil {
-		panic(fmt.Sprintf("fsm: bbolt write: %v", err))
+		panic(fmt.Sprintf("fsm: state write: %v", err))
 	}
 }
 
-func applyInitCluster(tx *bolt.Tx, c *Command) *Result {
+func applyInitCluster(tx *stx, c *Command) *Result {
 	meta := tx.Bucket(bMeta)
 	if meta.Get(kClusterKey) != nil {
 		return reject(ErrAlreadyInitialized)
@@ -129,7 +143,7 @@ func applyInitCluster(tx *bolt.Tx, c *Command) *Result {
 	return &Result{}
 }
 
-func applySetNode(tx *bolt.Tx, c *Command) *Result {
+func applySetNode(tx *stx, c *Command) *Result {
 	if c.NodeID == "" {
 		return reject(fmt.Errorf("%w: empty node id", ErrInvalidCommand))
 	}
@@ -141,12 +155,12 @@ func applySetNode(tx *bolt.Tx, c *Command) *Result {
 	return &Result{}
 }
 
-func applyRemoveNode(tx *bolt.Tx, c *Command) *Result {
+func applyRemoveNode(tx *stx, c *Command) *Result {
 	must(tx.Bucket(bCluster).Bucket(bNodes).Delete([]byte(c.NodeID)))
 	return &Result{}
 }
 
-func (f *FSM) applyRegister(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyRegister(tx *stx, c *Command) *Result {
 	for _, err := range []error{trader.ValidateUsername(c.Username), trader.ValidateName(c.Name), trader.ValidateEmail(c.Email)} {
 		if err != nil {
 			return reject(err)
@@ -171,7 +185,7 @@ func (f *FSM) applyRegister(tx *bolt.Tx, c *Command) *Result {
 }
 
 // session record: account id | expires | created | assigned node id
-func (f *FSM) applyCreateSession(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyCreateSession(tx *stx, c *Command) *Result {
 	tb := tx.Bucket(bTrader)
 	idb := tb.Bucket(bUsers).Get([]byte(c.Username))
 	if idb == nil {
@@ -195,7 +209,7 @@ func (f *FSM) applyCreateSession(tx *bolt.Tx, c *Command) *Result {
 // keyed by a random hash, so the scan starts at a point derived from the
 // command time and wraps around once; every replica sees the same time and
 // the same keys, so every replica deletes the same sessions.
-func pruneSessions(sessions *bolt.Bucket, now int64) {
+func pruneSessions(sessions *sbucket, now int64) {
 	start := u64key(uint64(now))
 	var dead [][]byte
 	scanned := 0
@@ -220,7 +234,7 @@ func pruneSessions(sessions *bolt.Bucket, now int64) {
 	}
 }
 
-func applyRevokeSession(tx *bolt.Tx, c *Command) *Result {
+func applyRevokeSession(tx *stx, c *Command) *Result {
 	sessions := tx.Bucket(bTrader).Bucket(bSessions)
 	rec := sessions.Get(c.TokenHash)
 	if rec == nil || binary.BigEndian.Uint64(rec[:8]) != c.Account {
@@ -232,7 +246,7 @@ func applyRevokeSession(tx *bolt.Tx, c *Command) *Result {
 }
 
 // applyReassign moves a session to another Trading Server.
-func applyReassign(tx *bolt.Tx, c *Command) *Result {
+func applyReassign(tx *stx, c *Command) *Result {
 	sessions := tx.Bucket(bTrader).Bucket(bSessions)
 	rec := sessions.Get(c.TokenHash)
 	if rec == nil || binary.BigEndian.Uint64(rec[:8]) != c.Account {
@@ -252,7 +266,7 @@ func applyReassign(tx *bolt.Tx, c *Command) *Result {
 var bAssignments = []byte("assignments") // cluster: node id -> sessions assigned
 
 // assign adjusts the count of sessions assigned to a node.
-func assign(tx *bolt.Tx, nodeID string, delta int64) {
+func assign(tx *stx, nodeID string, delta int64) {
 	if nodeID == "" {
 		return
 	}
@@ -265,7 +279,7 @@ func assign(tx *bolt.Tx, nodeID string, delta int64) {
 	putU64(b, []byte(nodeID), uint64(n))
 }
 
-func (f *FSM) applyCash(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyCash(tx *stx, c *Command) *Result {
 	x := f.newExch(tx, c.Time)
 	acct, ok := x.account(c.Account)
 	if !ok {
@@ -289,7 +303,7 @@ func (f *FSM) applyCash(tx *bolt.Tx, c *Command) *Result {
 	return &Result{Account: &next}
 }
 
-func (f *FSM) applyProfile(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyProfile(tx *stx, c *Command) *Result {
 	acct, ok := f.hot.account(tx, c.Account)
 	if !ok {
 		return reject(fmt.Errorf("%w: %d", ErrUnknownAccount, c.Account))
@@ -314,7 +328,7 @@ func (f *FSM) applyProfile(tx *bolt.Tx, c *Command) *Result {
 // positions and book statistics) must be read and written through f.hot
 // instead: the transaction holds them only as of the end of the last
 // entry (hot.go). Views, which run between entries, read tx directly.
-func getAccount(tx *bolt.Tx, id uint64) (*trader.Account, bool) {
+func getAccount(tx *stx, id uint64) (*trader.Account, bool) {
 	v := tx.Bucket(bTrader).Bucket(bAccounts).Get(u64key(id))
 	if v == nil {
 		return nil, false
@@ -327,7 +341,7 @@ func getAccount(tx *bolt.Tx, id uint64) (*trader.Account, bool) {
 	return a, true
 }
 
-func putAccount(tx *bolt.Tx, a *trader.Account) {
+func putAccount(tx *stx, a *trader.Account) {
 	w := writer{}
 	encodeAccount(&w, a)
 	must(tx.Bucket(bTrader).Bucket(bAccounts).Put(u64key(a.ID), w.b))

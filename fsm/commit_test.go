@@ -172,15 +172,22 @@ func TestFlushLoopCommitsWhenIdle(t *testing.T) {
 	})
 }
 
-// CommitMaxCommands bounds how much one open transaction holds.
+// CommitMaxCommands bounds how much one memory layer holds: the tenth
+// command freezes it and the checkpoint writer commits it without waiting
+// for the interval.
 func TestCommitMaxCommands(t *testing.T) {
 	h := &harness{t: t, f: mustOpenOpts(t, Options{CommitInterval: time.Hour, CommitMaxCommands: 10}), next: 1, term: 1, now: t0}
 	ann := h.register("ann")
 	for range 9 {
 		h.apply(deposit(ann, 1))
 	}
-	if got, want := committedIndex(t, h.f), h.f.AppliedIndex(); got != want {
-		t.Fatalf("after 10 commands the file holds %d, applied %d", got, want)
+	want := h.f.AppliedIndex()
+	deadline := time.Now().Add(5 * time.Second)
+	for got := committedIndex(t, h.f); got != want; got = committedIndex(t, h.f) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 commands the file holds %d, applied %d", got, want)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	h.apply(deposit(ann, 1))
 	if committedIndex(t, h.f) == h.f.AppliedIndex() {
@@ -241,14 +248,14 @@ func TestAppendBucketsArePacked(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	err := h.f.viewCommitted(func(v *View) error {
+	err := h.f.viewFile(func(tx *bolt.Tx) error {
 		for _, path := range [][][]byte{{bMarket, bOrders}, {bMarket, bOpen}, {bTrader, bOrderEvents}, {bTrader, bAcctOrders}} {
-			b := v.tx.Bucket(path[0]).Bucket(path[1])
+			b := tx.Bucket(path[0]).Bucket(path[1])
 			st := b.Stats()
 			if st.LeafPageN < 10 {
 				t.Fatalf("%s/%s: only %d leaf pages; the test needs more data", path[0], path[1], st.LeafPageN)
 			}
-			fill := float64(st.LeafInuse) / float64(st.LeafPageN*v.tx.DB().Info().PageSize)
+			fill := float64(st.LeafInuse) / float64(st.LeafPageN*tx.DB().Info().PageSize)
 			if fill < 0.65 {
 				t.Errorf("%s/%s: leaf pages %.0f%% full over %d pages, want at least 65%% (unpacked: about 50%%)", path[0], path[1], 100*fill, st.LeafPageN)
 			}

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 
 	"github.com/hats-trading/hats/market"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Event logs behind the live streams. Each stream has its own gap-free
@@ -65,7 +64,7 @@ func (x *exch) orderEvent(o *market.Order) {
 
 // recordQuotes stores every book's top at this tick and drops snapshots
 // older than QuoteRetention ticks.
-func (f *FSM) recordQuotes(tx *bolt.Tx, tick uint64, now int64) {
+func (f *FSM) recordQuotes(tx *stx, tick uint64, now int64) {
 	qb := tx.Bucket(bMarket).Bucket(bQuotes)
 	for _, in := range (&View{tx: tx}).Instruments() {
 		b := f.books[in.Symbol]

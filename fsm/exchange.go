@@ -9,7 +9,6 @@ import (
 
 	"github.com/hats-trading/hats/market"
 	"github.com/hats-trading/hats/trader"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Exchange rejections (business errors returned as values).
@@ -47,7 +46,7 @@ func tradeKey(sym string, seq uint64) []byte {
 
 // loadBooks rebuilds every in-memory book from the instrument table, the
 // book stats and the open-order set.
-func loadBooks(tx *bolt.Tx) (map[string]*market.Book, error) {
+func loadBooks(tx *stx) (map[string]*market.Book, error) {
 	mb := tx.Bucket(bMarket)
 	books := map[string]*market.Book{}
 	err := mb.Bucket(bInstruments).ForEach(func(k, v []byte) error {
@@ -98,13 +97,13 @@ func loadBooks(tx *bolt.Tx) (map[string]*market.Book, error) {
 // once, changed in memory and written back in key order at the end.
 type exch struct {
 	f     *FSM
-	tx    *bolt.Tx
+	tx    *stx
 	now   int64
 	accts map[uint64]*trader.Account
 	pos   map[string]*trader.Position
 }
 
-func (f *FSM) newExch(tx *bolt.Tx, now int64) *exch {
+func (f *FSM) newExch(tx *stx, now int64) *exch {
 	return &exch{f: f, tx: tx, now: now, accts: map[uint64]*trader.Account{}, pos: map[string]*trader.Position{}}
 }
 
@@ -157,7 +156,7 @@ type seqKey struct {
 // handed out is cached (entries are never deleted from these buckets, so
 // the cache always equals what lastSeq would find); the cache is dropped
 // whenever the state is reopened, restored or rolled back.
-func (f *FSM) nextSeq(kind byte, b *bolt.Bucket, acct uint64) uint64 {
+func (f *FSM) nextSeq(kind byte, b *sbucket, acct uint64) uint64 {
 	k := seqKey{kind, acct}
 	s, ok := f.seqs[k]
 	if !ok {
@@ -169,7 +168,7 @@ func (f *FSM) nextSeq(kind byte, b *bolt.Bucket, acct uint64) uint64 {
 }
 
 // lastSeq finds the highest sequence stored under an account prefix.
-func lastSeq(b *bolt.Bucket, acct uint64) uint64 {
+func lastSeq(b *sbucket, acct uint64) uint64 {
 	c := b.Cursor()
 	k, _ := c.Seek(u64key(acct + 1))
 	if k == nil {
@@ -308,7 +307,7 @@ func (x *exch) expire(b *market.Book) {
 	}
 }
 
-func (f *FSM) applySetInstrument(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applySetInstrument(tx *stx, c *Command) *Result {
 	if err := ValidateSymbol(c.Symbol); err != nil {
 		return reject(err)
 	}
@@ -347,7 +346,7 @@ func (f *FSM) book(sym string) (*market.Book, error) {
 	return b, nil
 }
 
-func (f *FSM) applyShares(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyShares(tx *stx, c *Command) *Result {
 	b, err := f.book(c.Symbol)
 	if err != nil {
 		return reject(err)
@@ -380,7 +379,7 @@ func (f *FSM) applyShares(tx *bolt.Tx, c *Command) *Result {
 	return &Result{Position: &cp}
 }
 
-func (f *FSM) applyPlace(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	tb := tx.Bucket(bTrader)
 	var cidKey []byte
 	if c.ClientID != "" {
@@ -446,7 +445,7 @@ func rejectMessage(o *market.Order) string {
 	return ""
 }
 
-func (f *FSM) loadOrder(tx *bolt.Tx, id uint64) *market.Order {
+func (f *FSM) loadOrder(tx *stx, id uint64) *market.Order {
 	v := tx.Bucket(bMarket).Bucket(bOrders).Get(u64key(id))
 	if v == nil {
 		return nil
@@ -466,7 +465,7 @@ func (f *FSM) loadOrder(tx *bolt.Tx, id uint64) *market.Order {
 // state file; only orders that are not open are loaded, to say why. The
 // loop ranges over a map, the one place Apply does: at most one book can
 // hold the order, so the order of the search cannot change the outcome.
-func (f *FSM) ownOpenOrder(tx *bolt.Tx, c *Command) (*market.Book, *market.Order, error) {
+func (f *FSM) ownOpenOrder(tx *stx, c *Command) (*market.Book, *market.Order, error) {
 	for _, b := range f.books {
 		if live, ok := b.Order(c.OrderID); ok {
 			if live.Account != c.Account {
@@ -495,7 +494,7 @@ func (f *FSM) ownOpenOrder(tx *bolt.Tx, c *Command) (*market.Book, *market.Order
 	return b, live, nil
 }
 
-func (f *FSM) applyCancel(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyCancel(tx *stx, c *Command) *Result {
 	b, o, err := f.ownOpenOrder(tx, c)
 	if err != nil {
 		return reject(err)
@@ -521,7 +520,7 @@ func (f *FSM) applyCancel(tx *bolt.Tx, c *Command) *Result {
 	return &Result{Order: &cp}
 }
 
-func (f *FSM) applyAmend(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyAmend(tx *stx, c *Command) *Result {
 	b, o, err := f.ownOpenOrder(tx, c)
 	if err != nil {
 		return reject(err)

@@ -63,10 +63,11 @@ type FSM struct {
 
 	// books are the in-memory order books, derived from the bbolt state
 	// (rebuilt on open and restore) and changed only inside ApplyBatch.
-	bookMu sync.Mutex
-	books  map[string]*market.Book
-	seqs   map[seqKey]uint64 // last per-account sequences (exchange.go); under bookMu
-	hot    *hot              // accounts, positions, book stats (hot.go); under bookMu
+	bookMu   sync.Mutex
+	books    map[string]*market.Book
+	seqs     map[seqKey]uint64 // last per-account sequences (exchange.go); under bookMu
+	hot      *hot              // accounts, positions, book stats (hot.go); under bookMu
+	idemHead []byte            // where idempotency pruning resumes (apply.go); under bookMu
 
 	walkMu      sync.Mutex // serializes RecentHash walks
 	hashMu      sync.Mutex // cache of the last Hash walk
@@ -81,19 +82,23 @@ type FSM struct {
 	applied  atomic.Uint64
 	commands atomic.Uint64 // commands applied since Open (not skipped replays)
 
-	// Deferred commit. Applied entries go into one open bbolt write
-	// transaction (pend) that is committed, with fsync, once it is older
-	// than opts.CommitInterval or holds opts.CommitMaxCommands commands,
-	// and before every snapshot, hash walk and close. Until then its
-	// changes are visible to View (which reads through pend under txMu)
-	// and durable only in the Raft log, which replays them after a crash
-	// because the applied index stored in the file is the committed one.
+	// Applying into memory (store.go, DESIGN.md). Applied entries change
+	// the active layer; once it is older than opts.CommitInterval or holds
+	// opts.CommitMaxCommands commands it is frozen and queued, and the
+	// checkpoint writer (flushLoop) commits frozen layers to the file in
+	// order, each with the applied index it ends at, then drops them.
+	// Reads see active, then frozen newest first, then the file. Until a
+	// layer is committed its entries are durable only in the Raft log,
+	// which replays them after a crash because the applied index stored
+	// in the file is the committed one.
 	opts      Options
-	txMu      sync.Mutex // guards pend and its counters
-	pend      *bolt.Tx
-	pendSince time.Time
-	pendCmds  int
+	txMu      sync.Mutex // guards active and frozen; held by ApplyBatch and View
+	flushed   *sync.Cond // on txMu: a frozen layer was committed or dropped
+	active    *layer
+	frozen    []*layer // oldest first
+	closed    bool     // Close ran; under txMu
 	commits   atomic.Uint64
+	kick      chan struct{}
 	stopFlush chan struct{}
 	flushDone chan struct{}
 
@@ -149,79 +154,154 @@ func OpenWith(path string, log *slog.Logger, opts Options) (*FSM, error) {
 	if opts.CommitMaxCommands <= 0 {
 		opts.CommitMaxCommands = DefaultCommitMaxCommands
 	}
-	f := &FSM{path: path, log: log, waitCh: make(chan struct{}), opts: opts}
+	f := &FSM{path: path, log: log, waitCh: make(chan struct{}), opts: opts,
+		kick: make(chan struct{}, 1), stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
+	f.flushed = sync.NewCond(&f.txMu)
 	if err := f.open(); err != nil {
 		return nil, err
 	}
-	if opts.CommitInterval > 0 {
-		f.stopFlush, f.flushDone = make(chan struct{}), make(chan struct{})
-		go f.flushLoop()
-	}
+	go f.flushLoop()
 	return f, nil
 }
 
-// flushLoop commits the open transaction once it is old enough, so a
-// quiet cluster's last commands reach the state file within about
+// maxFrozen bounds the layers waiting for the checkpoint writer; past it
+// applying waits, so memory stays bounded if the disk falls behind.
+const maxFrozen = 4
+
+// flushLoop is the checkpoint writer: it commits frozen layers to the
+// state file in order, and freezes the active layer once it is old
+// enough, so a quiet cluster's last commands reach the file within about
 // CommitInterval instead of waiting for the next write.
 func (f *FSM) flushLoop() {
 	defer close(f.flushDone)
-	t := time.NewTicker(f.opts.CommitInterval / 2)
-	defer t.Stop()
+	var tick <-chan time.Time
+	if f.opts.CommitInterval > 0 {
+		t := time.NewTicker(f.opts.CommitInterval / 2)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-f.stopFlush:
 			return
-		case <-t.C:
+		case <-f.kick:
+		case <-tick:
+			f.txMu.Lock()
+			if f.active != nil && time.Since(f.active.since) >= f.opts.CommitInterval {
+				f.freezeLocked()
+			}
+			f.txMu.Unlock()
 		}
-		f.mu.RLock()
-		f.txMu.Lock()
-		if f.pend != nil && time.Since(f.pendSince) >= f.opts.CommitInterval {
-			f.commitLocked()
+		for f.checkpointOne() {
 		}
-		f.txMu.Unlock()
-		f.mu.RUnlock()
 	}
 }
 
-// commitLocked commits the open transaction, if any. Callers hold txMu
-// and f.mu (either way). A failed commit leaves applied state that the
-// file does not hold; the node must stop (the Raft log replays it).
-func (f *FSM) commitLocked() {
-	if f.pend == nil {
+// freezeLocked queues the active layer for the checkpoint writer. Callers
+// hold txMu, at an entry boundary.
+func (f *FSM) freezeLocked() {
+	if f.active == nil {
 		return
 	}
-	tx := f.pend
-	f.pend, f.pendCmds = nil, 0
-	if err := tx.Commit(); err != nil {
-		panic(fmt.Sprintf("fsm: commit of applied state failed: %v", err))
+	f.frozen = append(f.frozen, f.active)
+	f.active = nil
+	select {
+	case f.kick <- struct{}{}:
+	default:
 	}
-	f.commits.Add(1)
+}
+
+// checkpointOne commits the oldest frozen layer (with the applied index it
+// ends at) to the state file, hands the snapshots waiting on it a read
+// transaction of exactly that state, and drops it. It reports whether
+// there was one. A failed commit stops the node: applied state the file
+// cannot hold must not be acknowledged again (the Raft log replays it).
+func (f *FSM) checkpointOne() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	f.txMu.Lock()
+	if f.db == nil || len(f.frozen) == 0 {
+		f.txMu.Unlock()
+		return false
+	}
+	l := f.frozen[0]
+	f.txMu.Unlock()
+	if len(l.buckets) > 0 {
+		tx, err := f.db.Begin(true)
+		if err != nil {
+			panic(fmt.Sprintf("fsm: begin checkpoint: %v", err))
+		}
+		packBuckets(tx)
+		if err := l.writeTo(tx); err != nil {
+			_ = tx.Rollback()
+			panic(fmt.Sprintf("fsm: checkpoint of applied state failed: %v", err))
+		}
+		if err := tx.Commit(); err != nil {
+			panic(fmt.Sprintf("fsm: commit of applied state failed: %v", err))
+		}
+		f.commits.Add(1)
+	}
+	f.txMu.Lock()
+	for _, s := range l.snaps {
+		// Before any newer layer commits: the read transaction is the
+		// state as of l.index, the snapshot's index.
+		s.tx, s.err = f.db.Begin(false)
+		close(s.ready)
+	}
+	l.snaps = nil
+	f.frozen[0] = nil
+	f.frozen = f.frozen[1:]
+	f.flushed.Broadcast()
+	f.txMu.Unlock()
+	return true
+}
+
+// discardLocked drops every layer not yet in the file (Restore replaces
+// the state; Close after a final Flush); snapshots waiting on them fail.
+// Callers hold txMu.
+func (f *FSM) discardLocked(err error) {
+	for _, l := range f.frozen {
+		for _, s := range l.snaps {
+			s.err = err
+			close(s.ready)
+		}
+	}
+	f.frozen, f.active = nil, nil
+	f.flushed.Broadcast()
+}
+
+// layersLocked lists the layers a transaction reads through, newest
+// first. Callers hold txMu.
+func (f *FSM) layersLocked() []*layer {
+	out := make([]*layer, 0, len(f.frozen)+1)
+	if f.active != nil {
+		out = append(out, f.active)
+	}
+	for i := len(f.frozen) - 1; i >= 0; i-- {
+		out = append(out, f.frozen[i])
+	}
+	return out
 }
 
 // abandonLocked is the panic path of ApplyBatch (rule 7: the node stops).
-// The open transaction may hold part of the failing batch, so it is rolled
-// back, and the applied index and books go back to what the file holds;
-// whatever else was applied but not committed is replayed from the Raft
-// log when the node starts again. Callers hold f.mu, txMu and bookMu.
+// The active layer may hold part of the failing batch, so it is dropped,
+// and the applied index and books go back to what the frozen layers and
+// the file hold; whatever else was applied is replayed from the Raft log
+// when the node starts again. Callers hold f.mu, txMu and bookMu.
 func (f *FSM) abandonLocked() {
-	// The caches may hold what the file lost, even when nothing is
-	// pending (a failed commit clears pend before committing).
 	f.resetCaches()
-	if f.pend == nil {
+	f.active = nil
+	base, err := f.db.Begin(false)
+	if err != nil {
+		f.log.Error("reloading state after a failed apply", "err", err)
 		return
 	}
-	_ = f.pend.Rollback()
-	f.pend, f.pendCmds = nil, 0
-	var idx uint64
-	var books map[string]*market.Book
-	err := f.db.View(func(tx *bolt.Tx) error {
-		idx = getU64(tx.Bucket(bMeta), kAppliedIndex)
-		var err error
-		books, err = loadBooks(tx)
-		return err
-	})
+	defer base.Rollback()
+	st := newStx(base, f.layersLocked(), false)
+	idx := getU64(st.Bucket(bMeta), kAppliedIndex)
+	books, err := loadBooks(st)
 	if err != nil {
-		f.log.Error("reloading committed state after a failed apply", "err", err)
+		f.log.Error("reloading state after a failed apply", "err", err)
 		return
 	}
 	f.books = books
@@ -233,6 +313,7 @@ func (f *FSM) abandonLocked() {
 func (f *FSM) resetCaches() {
 	f.seqs = map[seqKey]uint64{}
 	f.hot = newHot()
+	f.idemHead = nil
 }
 
 // appendFill is the fill factor of the buckets Apply writes. Their keys
@@ -255,20 +336,32 @@ func packBuckets(tx *bolt.Tx) {
 	})
 }
 
-// Flush commits applied commands still held in the open transaction.
+// Flush commits every applied command to the state file and returns once
+// it is there.
 func (f *FSM) Flush() error {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.db == nil {
+	f.txMu.Lock()
+	defer f.txMu.Unlock()
+	if f.closed {
 		return ErrClosed
 	}
-	f.txMu.Lock()
-	f.commitLocked()
-	f.txMu.Unlock()
+	f.freezeLocked()
+	for len(f.frozen) > 0 && !f.closed {
+		f.flushed.Wait()
+	}
 	return nil
 }
 
-// Commits counts bbolt commits of applied state since Open.
+// waitRoom holds applying back while maxFrozen layers wait for the
+// checkpoint writer.
+func (f *FSM) waitRoom() {
+	f.txMu.Lock()
+	for len(f.frozen) >= maxFrozen && !f.closed {
+		f.flushed.Wait()
+	}
+	f.txMu.Unlock()
+}
+
+// Commits counts checkpoint commits of applied state since Open.
 func (f *FSM) Commits() uint64 { return f.commits.Load() }
 
 func (f *FSM) open() error {
@@ -284,9 +377,10 @@ func (f *FSM) open() error {
 	var idx uint64
 	var books map[string]*market.Book
 	err = db.View(func(tx *bolt.Tx) error {
-		idx = getU64(tx.Bucket(bMeta), kAppliedIndex)
+		st := newStx(tx, nil, false)
+		idx = getU64(st.Bucket(bMeta), kAppliedIndex)
 		var err error
-		books, err = loadBooks(tx)
+		books, err = loadBooks(st)
 		return err
 	})
 	if err != nil {
@@ -328,28 +422,31 @@ func ensureBuckets(tx *bolt.Tx) error {
 
 // Close commits what is applied and closes the state file.
 func (f *FSM) Close() error {
-	if f.stopFlush != nil {
-		select {
-		case <-f.stopFlush:
-		default:
-			close(f.stopFlush)
-		}
-		<-f.flushDone
+	ferr := f.Flush()
+	select {
+	case <-f.stopFlush:
+	default:
+		close(f.stopFlush)
 	}
+	<-f.flushDone
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.txMu.Lock()
+	f.closed = true
+	f.discardLocked(ErrClosed)
+	f.txMu.Unlock()
 	if f.db == nil {
 		return nil
 	}
-	f.txMu.Lock()
-	f.commitLocked()
-	f.txMu.Unlock()
 	err := f.db.Close()
 	f.db = nil
+	if err == nil && !errors.Is(ferr, ErrClosed) {
+		err = ferr
+	}
 	return err
 }
 
-// AppliedIndex is the last log index whose effects are in the state file.
+// AppliedIndex is the last log index whose effects reads see.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
 // CommandsApplied counts commands applied since Open; replays skipped on
@@ -386,12 +483,22 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies a batch of committed entries in the open bbolt
-// transaction, which also records the last applied index and term
-// (rule 3), and commits it when it is due (see Options). Entries at or
-// below the stored index were applied before a restart and are skipped.
+// ApplyBatch applies a batch of committed entries into the active layer,
+// which also records the last applied index and term (rule 3); the
+// checkpoint writer commits it to the file later (see Options). Entries at
+// or below the stored index were applied before a restart and are
+// skipped.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
-	resps := make([]interface{}, len(logs))
+	f.waitRoom()
+	resps, syncCommit := f.applyBatch(logs)
+	if syncCommit {
+		_ = f.Flush()
+	}
+	return resps
+}
+
+func (f *FSM) applyBatch(logs []*raft.Log) (resps []interface{}, syncCommit bool) {
+	resps = make([]interface{}, len(logs))
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -401,21 +508,21 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	defer f.txMu.Unlock()
 	f.bookMu.Lock()
 	defer f.bookMu.Unlock()
+	base, err := f.db.Begin(false)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: begin state transaction: %v", err))
+	}
+	defer base.Rollback()
 	defer func() {
 		if r := recover(); r != nil {
 			f.abandonLocked()
 			panic(r)
 		}
 	}()
-	if f.pend == nil {
-		tx, err := f.db.Begin(true)
-		if err != nil {
-			panic(fmt.Sprintf("fsm: begin state transaction: %v", err))
-		}
-		packBuckets(tx)
-		f.pend, f.pendSince = tx, time.Now()
+	if f.active == nil {
+		f.active = newLayer()
 	}
-	tx := f.pend
+	tx := newStx(base, f.layersLocked(), true)
 	meta := tx.Bucket(bMeta)
 	applied := getU64(meta, kAppliedIndex)
 	last := applied
@@ -455,44 +562,63 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if last > applied {
 		putU64(meta, kAppliedIndex, last)
 		putU64(meta, kAppliedTerm, lastTerm)
+		f.active.index = last
 	}
-	f.pendCmds += int(n)
-	if f.opts.CommitInterval == 0 || f.pendCmds >= f.opts.CommitMaxCommands || time.Since(f.pendSince) >= f.opts.CommitInterval {
-		f.commitLocked()
+	f.active.cmds += int(n)
+	if f.opts.CommitInterval == 0 || f.active.cmds >= f.opts.CommitMaxCommands || time.Since(f.active.since) >= f.opts.CommitInterval {
+		f.freezeLocked()
+		syncCommit = f.opts.CommitInterval == 0
 	}
 	f.commands.Add(n)
 	if last > f.applied.Load() {
 		f.setApplied(last)
 	}
-	return resps
+	return resps, syncCommit
 }
 
-// Snapshot commits what is applied and captures a consistent read
-// transaction; Persist streams it. Committing first also keeps the stored
-// applied index at or past every snapshot's index, so the Raft log never
-// drops an entry the state file still needs.
+// Snapshot captures the applied state without waiting for it to reach the
+// file: the active layer is frozen, and Persist gets a read transaction the
+// checkpoint writer opens right after committing that layer (before any
+// newer one), so the snapshot is exactly the state at its index and the
+// stored applied index is never behind a snapshot (the Raft log never
+// drops an entry the state file still needs).
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
 		return nil, ErrClosed
 	}
+	s := &snapshot{ready: make(chan struct{})}
 	f.txMu.Lock()
-	f.commitLocked()
+	f.freezeLocked()
+	if n := len(f.frozen); n > 0 {
+		f.frozen[n-1].snaps = append(f.frozen[n-1].snaps, s)
+		f.txMu.Unlock()
+		return s, nil
+	}
 	f.txMu.Unlock()
 	tx, err := f.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	return &snapshot{tx: tx}, nil
+	s.tx = tx
+	close(s.ready)
+	return s, nil
 }
 
 type snapshot struct {
-	tx   *bolt.Tx
-	once sync.Once
+	ready chan struct{} // closed once tx or err is set
+	tx    *bolt.Tx
+	err   error
+	once  sync.Once
 }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	<-s.ready
+	if s.err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", s.err)
+	}
 	if _, err := s.tx.WriteTo(sink); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
@@ -500,7 +626,14 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
-func (s *snapshot) Release() { s.once.Do(func() { _ = s.tx.Rollback() }) }
+func (s *snapshot) Release() {
+	s.once.Do(func() {
+		<-s.ready
+		if s.tx != nil {
+			_ = s.tx.Rollback()
+		}
+	})
+}
 
 // Restore replaces the whole state with the snapshot's bbolt file (rule 4).
 func (f *FSM) Restore(rc io.ReadCloser) error {
@@ -555,13 +688,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.txMu.Lock()
+	f.discardLocked(ErrRestore) // replaced wholesale by the snapshot
+	f.txMu.Unlock()
 	if f.db != nil {
-		f.txMu.Lock()
-		if f.pend != nil { // replaced wholesale by the snapshot
-			_ = f.pend.Rollback()
-			f.pend, f.pendCmds = nil, 0
-		}
-		f.txMu.Unlock()
 		if err := f.db.Close(); err != nil {
 			return fmt.Errorf("%w: close current: %v", ErrRestore, err)
 		}
@@ -579,10 +709,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-// View runs fn on the local state as of the last applied entry. While
-// applied commands wait in the open transaction, fn reads through it
-// (holding off the apply loop for as long as fn runs); otherwise fn gets
-// a bbolt read transaction. fn must only read.
+// View runs fn on the local state as of the last applied entry: the
+// layers not yet in the file over a bbolt read transaction. It holds off
+// the apply loop for as long as fn runs. fn must only read.
 func (f *FSM) View(fn func(v *View) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -590,12 +719,13 @@ func (f *FSM) View(fn func(v *View) error) error {
 		return ErrClosed
 	}
 	f.txMu.Lock()
-	if f.pend != nil {
-		defer f.txMu.Unlock()
-		return fn(&View{tx: f.pend})
+	defer f.txMu.Unlock()
+	base, err := f.db.Begin(false)
+	if err != nil {
+		return err
 	}
-	f.txMu.Unlock()
-	return f.db.View(func(tx *bolt.Tx) error { return fn(&View{tx: tx}) })
+	defer base.Rollback()
+	return fn(&View{tx: newStx(base, f.layersLocked(), false)})
 }
 
 // RecentHash is Hash for status displays: while the state keeps changing
@@ -647,12 +777,17 @@ func (f *FSM) StatusHash(maxAge time.Duration) (hash string, index uint64, err e
 // viewCommitted runs fn in a read transaction on what is committed to the
 // state file, which may be behind the applied state.
 func (f *FSM) viewCommitted(fn func(v *View) error) error {
+	return f.viewFile(func(tx *bolt.Tx) error { return fn(&View{tx: newStx(tx, nil, false)}) })
+}
+
+// viewFile runs fn in a bbolt read transaction of the state file.
+func (f *FSM) viewFile(fn func(tx *bolt.Tx) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
 		return ErrClosed
 	}
-	return f.db.View(func(tx *bolt.Tx) error { return fn(&View{tx: tx}) })
+	return f.db.View(fn)
 }
 
 // Hash returns a digest over every bucket except the applied index and term,
@@ -661,13 +796,13 @@ func (f *FSM) viewCommitted(fn func(v *View) error) error {
 // The walk is cached per applied index, so status polling costs one walk
 // per change of state, not one per call.
 func (f *FSM) Hash() (hash string, index uint64, err error) {
-	// Walk a committed read transaction, not the open one: the walk is
-	// long and must not hold off the apply loop.
+	// Walk the file after a checkpoint, not the layers: the walk is long
+	// and must not hold off the apply loop.
 	if err := f.Flush(); err != nil {
 		return "", 0, err
 	}
-	err = f.viewCommitted(func(v *View) error {
-		index = getU64(v.tx.Bucket(bMeta), kAppliedIndex)
+	err = f.viewFile(func(tx *bolt.Tx) error {
+		index = getU64(tx.Bucket(bMeta), kAppliedIndex)
 		f.hashMu.Lock()
 		if f.hashIndex == index && f.hashValue != "" && f.hashGen == f.restores.Load() {
 			hash = f.hashValue
@@ -677,7 +812,7 @@ func (f *FSM) Hash() (hash string, index uint64, err error) {
 		f.hashMu.Unlock()
 		start := time.Now()
 		h := sha256.New()
-		werr := v.tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		werr := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			return hashBucket(h, [][]byte{name}, b)
 		})
 		hash = hex.EncodeToString(h.Sum(nil)[:16])
@@ -716,7 +851,7 @@ func writeLen(h io.Writer, p []byte) {
 	h.Write(p)
 }
 
-func getU64(b *bolt.Bucket, k []byte) uint64 {
+func getU64(b interface{ Get([]byte) []byte }, k []byte) uint64 {
 	v := b.Get(k)
 	if len(v) != 8 {
 		return 0
@@ -724,7 +859,7 @@ func getU64(b *bolt.Bucket, k []byte) uint64 {
 	return binary.BigEndian.Uint64(v)
 }
 
-func putU64(b *bolt.Bucket, k []byte, v uint64) {
+func putU64(b *sbucket, k []byte, v uint64) {
 	if err := b.Put(k, u64key(v)); err != nil {
 		panic(fmt.Sprintf("fsm: put %s: %v", k, err))
 	}

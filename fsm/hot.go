@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/hats-trading/hats/trader"
-	bolt "go.etcd.io/bbolt"
 )
 
 // hot caches the records nearly every order reads and rewrites: accounts,
@@ -44,7 +43,7 @@ func newHot() *hot {
 }
 
 // account returns a copy of account id.
-func (h *hot) account(tx *bolt.Tx, id uint64) (*trader.Account, bool) {
+func (h *hot) account(tx *stx, id uint64) (*trader.Account, bool) {
 	a, ok := h.accts[id]
 	if !ok {
 		if a, ok = getAccount(tx, id); !ok {
@@ -64,7 +63,7 @@ func (h *hot) putAccount(a *trader.Account) {
 }
 
 // position returns a copy of acct's position in sym (zero if none).
-func (h *hot) position(tx *bolt.Tx, acct uint64, sym string) *trader.Position {
+func (h *hot) position(tx *stx, acct uint64, sym string) *trader.Position {
 	k := string(acctKey(acct, []byte(sym)))
 	p, ok := h.pos[k]
 	if !ok {
@@ -88,7 +87,7 @@ func (h *hot) putPosition(acct uint64, p *trader.Position) {
 }
 
 // bookStats returns a copy of sym's book statistics (zero if none).
-func (h *hot) bookStats(tx *bolt.Tx, sym string) *BookStats {
+func (h *hot) bookStats(tx *stx, sym string) *BookStats {
 	st, ok := h.stats[sym]
 	if !ok {
 		st = &BookStats{}
@@ -108,7 +107,7 @@ func (h *hot) putBookStats(sym string, st *BookStats) {
 }
 
 // flush writes every dirty record into tx in key order.
-func (h *hot) flush(tx *bolt.Tx) {
+func (h *hot) flush(tx *stx) {
 	for _, id := range sortedKeys(h.dirtyAccts) {
 		putAccount(tx, h.accts[id])
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/hats-trading/hats/market"
 	"github.com/hats-trading/hats/trader"
-	bolt "go.etcd.io/bbolt"
 )
 
 // ErrStaleTick rejects a tick whose sequence is not the next one: a repeat,
@@ -52,7 +51,7 @@ func (v *View) Feed() FeedInfo {
 	}
 }
 
-func (f *FSM) applyTick(tx *bolt.Tx, c *Command) *Result {
+func (f *FSM) applyTick(tx *stx, c *Command) *Result {
 	m := tx.Bucket(bMeta)
 	if last := getU64(m, kTickSeq); c.TickSeq != last+1 {
 		return reject(fmt.Errorf("%w: tick %d, expected %d", ErrStaleTick, c.TickSeq, last+1))
@@ -88,7 +87,7 @@ func (f *FSM) applyTick(tx *bolt.Tx, c *Command) *Result {
 
 // house returns the house account, creating and funding it on first use;
 // each symbol's share inventory is funded the first time it is quoted.
-func (f *FSM) house(tx *bolt.Tx, now int64) uint64 {
+func (f *FSM) house(tx *stx, now int64) uint64 {
 	m := tx.Bucket(bMeta)
 	id := getU64(m, kHouse)
 	x := f.newExch(tx, now)
@@ -121,7 +120,7 @@ func (f *FSM) house(tx *bolt.Tx, now int64) uint64 {
 // order ID, so the order table does not grow with every tick); a finished
 // one is replaced. Quotes that the house cannot fund or that fall outside
 // the collar are skipped for this tick.
-func (f *FSM) makeMarkets(tx *bolt.Tx, c *Command) {
+func (f *FSM) makeMarkets(tx *stx, c *Command) {
 	house := f.house(tx, c.Time)
 	m := tx.Bucket(bMeta)
 	for _, in := range (&View{tx: tx}).Instruments() {
@@ -159,7 +158,7 @@ func (f *FSM) makeMarkets(tx *bolt.Tx, c *Command) {
 	}
 }
 
-func (f *FSM) houseCanFund(tx *bolt.Tx, house uint64, o *market.Order) bool {
+func (f *FSM) houseCanFund(tx *stx, house uint64, o *market.Order) bool {
 	a, ok := f.hot.account(tx, house)
 	if !ok {
 		return false

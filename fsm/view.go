@@ -4,12 +4,12 @@ import (
 	"encoding/binary"
 
 	"github.com/hats-trading/hats/trader"
-	bolt "go.etcd.io/bbolt"
 )
 
-// View is a read-only view of the state inside one bbolt read transaction.
+// View is a read-only view of the applied state: the layers not yet
+// checkpointed over a bbolt read transaction (store.go).
 // It must not be used after the View callback returns.
-type View struct{ tx *bolt.Tx }
+type View struct{ tx *stx }
 
 // AppliedIndex is the index this view reflects.
 func (v *View) AppliedIndex() uint64 { return getU64(v.tx.Bucket(bMeta), kAppliedIndex) }

@@ -1,0 +1,410 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/btree"
+	bolt "go.etcd.io/bbolt"
+)
+
+// The state machine applies into memory and checkpoints to bbolt in the
+// background (see DESIGN.md, "Applying into memory"). A layer holds the
+// changes of a run of applied entries that are not yet in the state file;
+// an stx reads through the layers, newest first, down to a bbolt read
+// transaction, and writes into the newest layer. The bucket set is fixed
+// (ensureBuckets), so layers only ever hold keys of existing buckets.
+
+// Errors of the layered store (programming errors: Apply panics on them).
+var (
+	errReadOnly    = errors.New("fsm: write in a read-only state transaction")
+	errKeyRequired = errors.New("fsm: empty key")
+	errKeyTooLarge = errors.New("fsm: key too large")
+)
+
+// maxKeySize is bbolt's limit, kept so a layer never accepts a key its
+// checkpoint could not write.
+const maxKeySize = 32768
+
+// kv is one key's newest change in a layer: a value or a deletion.
+type kv struct {
+	k, v []byte
+	del  bool
+}
+
+func kvLess(a, b kv) bool { return bytes.Compare(a.k, b.k) < 0 }
+
+// layer is a run of applied entries' changes, by bucket path ("top" or
+// "top/sub"). Once frozen it is never changed again: the checkpoint writer
+// and readers share it without locks.
+type layer struct {
+	buckets map[string]*btree.BTreeG[kv]
+	index   uint64 // last applied log index whose changes it holds
+	cmds    int
+	since   time.Time
+	keys    int
+	// snaps are snapshots waiting for a read transaction taken right after
+	// this layer is committed (and before any newer one is).
+	snaps []*snapshot
+}
+
+func newLayer() *layer {
+	return &layer{buckets: map[string]*btree.BTreeG[kv]{}, since: time.Now()}
+}
+
+// tree returns the layer's tree for a bucket path, creating it if asked.
+func (l *layer) tree(path string, create bool) *btree.BTreeG[kv] {
+	t := l.buckets[path]
+	if t == nil && create {
+		t = btree.NewG(32, kvLess)
+		l.buckets[path] = t
+	}
+	return t
+}
+
+// writeTo applies the layer to a bbolt write transaction, bucket by
+// bucket and key by key in order.
+func (l *layer) writeTo(tx *bolt.Tx) error {
+	paths := make([]string, 0, len(l.buckets))
+	for p := range l.buckets {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		b := boltBucket(tx, p)
+		if b == nil {
+			return errors.New("fsm: checkpoint of unknown bucket " + p)
+		}
+		var err error
+		l.buckets[p].Ascend(func(it kv) bool {
+			if it.del {
+				err = b.Delete(it.k)
+			} else {
+				err = b.Put(it.k, it.v)
+			}
+			return err == nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// boltBucket resolves a bucket path in a bbolt transaction.
+func boltBucket(tx *bolt.Tx, path string) *bolt.Bucket {
+	top, sub, nested := strings.Cut(path, "/")
+	b := tx.Bucket([]byte(top))
+	if b == nil || !nested {
+		return b
+	}
+	return b.Bucket([]byte(sub))
+}
+
+// stx is a state transaction: layers (newest first) over a bbolt read
+// transaction. Only ApplyBatch has a writable one; it writes into
+// layers[0].
+type stx struct {
+	base     *bolt.Tx
+	layers   []*layer
+	writable bool
+	tops     map[string]*sbucket
+}
+
+func newStx(base *bolt.Tx, layers []*layer, writable bool) *stx {
+	return &stx{base: base, layers: layers, writable: writable, tops: map[string]*sbucket{}}
+}
+
+// Bucket returns a top-level bucket, or nil if the state has none by that
+// name.
+func (t *stx) Bucket(name []byte) *sbucket {
+	if b, ok := t.tops[string(name)]; ok {
+		return b
+	}
+	bb := t.base.Bucket(name)
+	if bb == nil {
+		return nil
+	}
+	b := t.newBucket(string(name), bb)
+	t.tops[b.path] = b
+	return b
+}
+
+func (t *stx) newBucket(path string, bb *bolt.Bucket) *sbucket {
+	b := &sbucket{t: t, path: path, bb: bb, trees: make([]*btree.BTreeG[kv], len(t.layers))}
+	for i, l := range t.layers {
+		b.trees[i] = l.tree(path, false)
+	}
+	return b
+}
+
+// sbucket is a bucket seen through an stx. trees[i] is layers[i]'s tree
+// for this bucket (nil while that layer has none).
+type sbucket struct {
+	t     *stx
+	path  string
+	bb    *bolt.Bucket
+	trees []*btree.BTreeG[kv]
+	subs  map[string]*sbucket
+}
+
+// Tx returns the transaction the bucket belongs to.
+func (b *sbucket) Tx() *stx { return b.t }
+
+// Bucket returns a nested bucket, or nil.
+func (b *sbucket) Bucket(name []byte) *sbucket {
+	if s, ok := b.subs[string(name)]; ok {
+		return s
+	}
+	bb := b.bb.Bucket(name)
+	if bb == nil {
+		return nil
+	}
+	if b.subs == nil {
+		b.subs = map[string]*sbucket{}
+	}
+	s := b.t.newBucket(b.path+"/"+string(name), bb)
+	b.subs[string(name)] = s
+	return s
+}
+
+// Get returns a key's value, or nil if it has none. The slice must not be
+// changed and is valid for the life of the transaction.
+func (b *sbucket) Get(k []byte) []byte {
+	probe := kv{k: k}
+	for _, tr := range b.trees {
+		if tr == nil {
+			continue
+		}
+		if it, ok := tr.Get(probe); ok {
+			if it.del {
+				return nil
+			}
+			return it.v
+		}
+	}
+	return b.bb.Get(k)
+}
+
+// Put sets a key. As with bbolt, k and v must not change afterwards.
+func (b *sbucket) Put(k, v []byte) error {
+	if err := b.writable(k); err != nil {
+		return err
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	b.top().ReplaceOrInsert(kv{k: k, v: v})
+	return nil
+}
+
+// Delete removes a key (a no-op if it has none).
+func (b *sbucket) Delete(k []byte) error {
+	if err := b.writable(k); err != nil {
+		return err
+	}
+	b.top().ReplaceOrInsert(kv{k: k, del: true})
+	return nil
+}
+
+func (b *sbucket) writable(k []byte) error {
+	switch {
+	case !b.t.writable:
+		return errReadOnly
+	case len(k) == 0:
+		return errKeyRequired
+	case len(k) > maxKeySize:
+		return errKeyTooLarge
+	}
+	return nil
+}
+
+// top returns the writable layer's tree for this bucket.
+func (b *sbucket) top() *btree.BTreeG[kv] {
+	if b.trees[0] == nil {
+		b.trees[0] = b.t.layers[0].tree(b.path, true)
+	}
+	return b.trees[0]
+}
+
+// ForEach calls fn for every key in order; fn must not write to b.
+func (b *sbucket) ForEach(fn func(k, v []byte) error) error {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Cursor returns a cursor over the merged keys of the layers and the file.
+func (b *sbucket) Cursor() *scursor { return &scursor{b: b, bc: b.bb.Cursor()} }
+
+// scursor walks the merged view: at each step it takes the nearest key in
+// any source, the newest layer winning ties, and skips deletions. Layer
+// trees are searched afresh at every step (so writes between steps are
+// seen); the bbolt cursor is only re-positioned when forward iteration
+// cannot simply step it.
+type scursor struct {
+	b   *sbucket
+	bc  *bolt.Cursor
+	key []byte // the key last returned; nil when none
+
+	// Forward state of bc: when fwd is set, bk/bv is the smallest file
+	// key at or after the last forward search's bound (bk nil: none).
+	fwd    bool
+	bk, bv []byte
+}
+
+// First moves to the first key.
+func (c *scursor) First() ([]byte, []byte) { return c.ge(nil, false) }
+
+// Seek moves to the first key at or after k.
+func (c *scursor) Seek(k []byte) ([]byte, []byte) { return c.ge(k, false) }
+
+// Next moves to the key after the current one.
+func (c *scursor) Next() ([]byte, []byte) {
+	if c.key == nil {
+		return nil, nil
+	}
+	return c.ge(c.key, true)
+}
+
+// Last moves to the last key.
+func (c *scursor) Last() ([]byte, []byte) { return c.lt(nil) }
+
+// Prev moves to the key before the current one.
+func (c *scursor) Prev() ([]byte, []byte) {
+	if c.key == nil {
+		return nil, nil
+	}
+	return c.lt(c.key)
+}
+
+// ge finds the smallest live key at or after from (after it if strict;
+// from nil: the first key).
+func (c *scursor) ge(from []byte, strict bool) ([]byte, []byte) {
+	for {
+		var bk, bv []byte
+		var del, found bool
+		for _, tr := range c.b.trees {
+			if tr == nil {
+				continue
+			}
+			var hit kv
+			ok := false
+			tr.AscendGreaterOrEqual(kv{k: from}, func(it kv) bool {
+				if strict && bytes.Equal(it.k, from) {
+					return true
+				}
+				hit, ok = it, true
+				return false
+			})
+			if ok && (!found || bytes.Compare(hit.k, bk) < 0) {
+				bk, bv, del, found = hit.k, hit.v, hit.del, true
+			}
+		}
+		if k, v := c.baseGE(from, strict); k != nil && (!found || bytes.Compare(k, bk) < 0) {
+			bk, bv, del, found = k, v, false, true
+		}
+		if !found {
+			c.key = nil
+			return nil, nil
+		}
+		if !del {
+			c.key = bk
+			return bk, bv
+		}
+		from, strict = bk, true
+	}
+}
+
+// baseGE is the smallest file key at or after from (after it if strict).
+// Forward iteration only ever asks for bounds at or past the last one, so
+// the cursor's position is reused whenever it still answers.
+func (c *scursor) baseGE(from []byte, strict bool) ([]byte, []byte) {
+	if c.fwd && from != nil {
+		switch cmp := bytesCompareNil(c.bk, from); {
+		case c.bk == nil || cmp > 0:
+			return c.bk, c.bv
+		case cmp == 0 && !strict:
+			return c.bk, c.bv
+		case cmp == 0 && strict:
+			c.bk, c.bv = c.bc.Next()
+			return c.bk, c.bv
+		}
+	}
+	if from == nil {
+		c.bk, c.bv = c.bc.First()
+	} else {
+		c.bk, c.bv = c.bc.Seek(from)
+		if strict && c.bk != nil && bytes.Equal(c.bk, from) {
+			c.bk, c.bv = c.bc.Next()
+		}
+	}
+	c.fwd = true
+	return c.bk, c.bv
+}
+
+// bytesCompareNil compares a with b, where a nil a (an exhausted cursor)
+// sorts after everything.
+func bytesCompareNil(a, b []byte) int {
+	if a == nil {
+		return 1
+	}
+	return bytes.Compare(a, b)
+}
+
+// lt finds the largest live key before from (from nil: the last key).
+func (c *scursor) lt(from []byte) ([]byte, []byte) {
+	c.fwd = false
+	for {
+		var bk, bv []byte
+		var del, found bool
+		for _, tr := range c.b.trees {
+			if tr == nil {
+				continue
+			}
+			var hit kv
+			ok := false
+			if from == nil {
+				hit, ok = tr.Max()
+			} else {
+				tr.DescendLessOrEqual(kv{k: from}, func(it kv) bool {
+					if bytes.Equal(it.k, from) {
+						return true
+					}
+					hit, ok = it, true
+					return false
+				})
+			}
+			if ok && (!found || bytes.Compare(hit.k, bk) > 0) {
+				bk, bv, del, found = hit.k, hit.v, hit.del, true
+			}
+		}
+		var k, v []byte
+		if from == nil {
+			k, v = c.bc.Last()
+		} else if k, _ = c.bc.Seek(from); k == nil {
+			k, v = c.bc.Last()
+		} else {
+			k, v = c.bc.Prev()
+		}
+		if k != nil && (!found || bytes.Compare(k, bk) > 0) {
+			bk, bv, del, found = k, v, false, true
+		}
+		if !found {
+			c.key = nil
+			return nil, nil
+		}
+		if !del {
+			c.key = bk
+			return bk, bv
+		}
+		from = bk
+	}
+}
