@@ -97,6 +97,9 @@ type FSM struct {
 	active    *layer
 	frozen    []*layer // oldest first
 	closed    bool     // Close ran; under txMu
+	waiting   atomic.Int32 // ApplyBatch calls waiting for room (maxFrozen)
+
+	beforeCheckpoint func() // tests: runs before each layer is written
 	commits   atomic.Uint64
 	kick      chan struct{}
 	stopFlush chan struct{}
@@ -226,6 +229,9 @@ func (f *FSM) checkpointOne() bool {
 	}
 	l := f.frozen[0]
 	f.txMu.Unlock()
+	if f.beforeCheckpoint != nil {
+		f.beforeCheckpoint()
+	}
 	if len(l.buckets) > 0 {
 		tx, err := f.db.Begin(true)
 		if err != nil {
@@ -355,8 +361,12 @@ func (f *FSM) Flush() error {
 // checkpoint writer.
 func (f *FSM) waitRoom() {
 	f.txMu.Lock()
-	for len(f.frozen) >= maxFrozen && !f.closed {
-		f.flushed.Wait()
+	if len(f.frozen) >= maxFrozen && !f.closed {
+		f.waiting.Add(1)
+		for len(f.frozen) >= maxFrozen && !f.closed {
+			f.flushed.Wait()
+		}
+		f.waiting.Add(-1)
 	}
 	f.txMu.Unlock()
 }

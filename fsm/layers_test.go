@@ -1,0 +1,200 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// pollUntil polls cond until it holds or a generous deadline passes.
+func pollUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Applying never waits for the state file: with the checkpoint writer
+// held, commands keep applying and reads see them while nothing reaches
+// the file, until maxFrozen layers are queued; then applying waits, and it
+// resumes once the writer catches up, with everything in the file.
+func TestApplyDoesNotWaitForCheckpoint(t *testing.T) {
+	hold := make(chan struct{})
+	var held atomic.Int32
+	f := mustOpenOpts(t, Options{CommitInterval: time.Hour, CommitMaxCommands: 1})
+	f.beforeCheckpoint = func() { held.Add(1); <-hold }
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	ann := h.register("ann") // freezes the first layer; the writer takes it and is held
+	pollUntil(t, "the checkpoint writer to take the first layer", func() bool { return held.Load() == 1 })
+
+	for range maxFrozen - 1 {
+		h.apply(deposit(ann, 1))
+	}
+	if got := cash(t, f, ann); got != maxFrozen-1 {
+		t.Fatalf("cash = %d while the writer is held, want %d: applied commands must be readable", got, maxFrozen-1)
+	}
+	if got := committedIndex(t, f); got != 0 {
+		t.Fatalf("file holds index %d while the writer is held, want 0", got)
+	}
+
+	// The next batch finds maxFrozen layers queued and waits for room.
+	logs := h.logs(deposit(ann, 1))
+	done := make(chan struct{})
+	go func() { f.ApplyBatch(logs); close(done) }()
+	pollUntil(t, "ApplyBatch to wait for room", func() bool { return f.waiting.Load() == 1 })
+	select {
+	case <-done:
+		t.Fatal("ApplyBatch went past maxFrozen queued layers")
+	default:
+	}
+	close(hold)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ApplyBatch still waiting after the checkpoint writer was released")
+	}
+	if err := f.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := committedIndex(t, f), f.AppliedIndex(); got != want {
+		t.Fatalf("after Flush the file holds %d, applied %d", got, want)
+	}
+	if got := cash(t, f, ann); got != maxFrozen {
+		t.Fatalf("cash = %d, want %d", got, maxFrozen)
+	}
+}
+
+// A snapshot is the state exactly at the index it was taken at, even when
+// the checkpoint writer is behind and more entries are applied before it
+// is persisted; and taking it does not wait for the writer.
+func TestSnapshotIsExactWhileCheckpointLags(t *testing.T) {
+	hold := make(chan struct{})
+	f := mustOpenOpts(t, Options{CommitInterval: time.Hour})
+	f.beforeCheckpoint = func() { <-hold }
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	ref := newHarness(t) // the same commands, stopping at the snapshot
+	for _, x := range []*harness{h, ref} {
+		ann := x.register("ann")
+		x.apply(deposit(ann, 500), deposit(ann, 250))
+	}
+	at := f.AppliedIndex()
+
+	type snapOut struct {
+		s   raft.FSMSnapshot
+		err error
+	}
+	got := make(chan snapOut, 1)
+	go func() { s, err := f.Snapshot(); got <- snapOut{s, err} }()
+	var snap raft.FSMSnapshot
+	select {
+	case o := <-got:
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		snap = o.s
+	case <-time.After(10 * time.Second):
+		t.Fatal("Snapshot waited for the held checkpoint writer")
+	}
+	h.apply(deposit(1, 7), deposit(1, 11)) // after the snapshot, before it is persisted
+	close(hold)
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+
+	g := mustOpen(t)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if g.AppliedIndex() != at {
+		t.Fatalf("restored index %d, want the snapshot's %d", g.AppliedIndex(), at)
+	}
+	if hashOf(t, g) != hashOf(t, ref.f) {
+		t.Fatal("snapshot differs from the state at its index")
+	}
+	if c := cash(t, f, 1); c != 768 {
+		t.Fatalf("source cash = %d, want 768", c)
+	}
+}
+
+// Close commits every layer, so a reopened state file holds everything
+// applied, even with a checkpoint interval far in the future.
+func TestCloseCommitsLayers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	f, err := OpenWith(path, nil, Options{CommitInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	ann := h.register("ann")
+	for range 50 {
+		h.apply(deposit(ann, 3))
+	}
+	want, wantHash := f.AppliedIndex(), hashOf(t, f)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g := mustOpenPath(t, path)
+	if g.AppliedIndex() != want || hashOf(t, g) != wantHash || cash(t, g, ann) != 150 {
+		t.Fatalf("reopened at %d (want %d), cash %d (want 150)", g.AppliedIndex(), want, cash(t, g, ann))
+	}
+}
+
+// Idempotency pruning resumes where it stopped (a cache); a record that
+// lands before that point, when the leader clock stepped back, is still
+// pruned, and a replica without the cache (reopened) prunes exactly the
+// same records.
+func TestIdempotencyPruneResumeIsOnlyACache(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	f, err := OpenWith(path, nil, Options{CommitInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	ref := newHarness(t)
+	ttl := int64(IdempotencyTTL)
+	var ann uint64
+	for _, x := range []*harness{h, ref} {
+		ann = x.register("ann")
+		for i := range 3 * maxPrunePerCommand {
+			x.apply(keyed(at(deposit(ann, 1), t0+int64(i)), fmt.Sprintf("old-%d", i)))
+		}
+		// Prunes the oldest maxPrunePerCommand records.
+		x.apply(keyed(at(deposit(ann, 1), t0+ttl+int64(time.Hour)), "late-1"))
+	}
+	// The reference replica restarts here and loses its cache.
+	if err := ref.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened, err := OpenWith(ref.f.path, nil, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reopened.Close() })
+	ref.f = reopened
+	for _, x := range []*harness{h, ref} {
+		// A record from a clock that stepped back: before where pruning stopped.
+		x.apply(keyed(at(deposit(ann, 1), t0+1), "stepped-back"))
+		for i := range 4 {
+			x.apply(keyed(at(deposit(ann, 1), t0+ttl+2*int64(time.Hour)+int64(i)), fmt.Sprintf("late-%d", i+2)))
+		}
+	}
+	if hashOf(t, h.f) != hashOf(t, ref.f) {
+		t.Fatal("replica with the prune cache and replica without it differ")
+	}
+	r := h.apply1(keyed(at(deposit(ann, 1), t0+ttl+3*int64(time.Hour)), "stepped-back"))
+	if r.Replay {
+		t.Fatal("the record stamped before the prune point was never pruned")
+	}
+}
