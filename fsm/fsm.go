@@ -293,16 +293,12 @@ func (f *FSM) layersLocked() []*layer {
 // The active layer may hold part of the failing batch, so it is dropped,
 // and the applied index and books go back to what the frozen layers and
 // the file hold; whatever else was applied is replayed from the Raft log
-// when the node starts again. Callers hold f.mu, txMu and bookMu.
-func (f *FSM) abandonLocked() {
+// when the node starts again. Callers hold f.mu, txMu and bookMu, and
+// pass the batch's read transaction (opening a second one could wait
+// forever behind a checkpoint that waits for the first to end).
+func (f *FSM) abandonLocked(base *bolt.Tx) {
 	f.resetCaches()
 	f.active = nil
-	base, err := f.db.Begin(false)
-	if err != nil {
-		f.log.Error("reloading state after a failed apply", "err", err)
-		return
-	}
-	defer base.Rollback()
 	st := newStx(base, f.layersLocked(), false)
 	idx := getU64(st.Bucket(bMeta), kAppliedIndex)
 	books, err := loadBooks(st)
@@ -525,7 +521,7 @@ func (f *FSM) applyBatch(logs []*raft.Log) (resps []interface{}, syncCommit bool
 	defer base.Rollback()
 	defer func() {
 		if r := recover(); r != nil {
-			f.abandonLocked()
+			f.abandonLocked(base)
 			panic(r)
 		}
 	}()

@@ -264,7 +264,12 @@ type scursor struct {
 func (c *scursor) First() ([]byte, []byte) { return c.ge(nil, false) }
 
 // Seek moves to the first key at or after k.
-func (c *scursor) Seek(k []byte) ([]byte, []byte) { return c.ge(k, false) }
+func (c *scursor) Seek(k []byte) ([]byte, []byte) {
+	if c.key == nil || bytes.Compare(k, c.key) < 0 {
+		c.fwd = false // a bound behind the last one: the file cursor must move back
+	}
+	return c.ge(k, false)
+}
 
 // Next moves to the key after the current one.
 func (c *scursor) Next() ([]byte, []byte) {

@@ -702,6 +702,16 @@ func lstRunSeed(t *testing.T, seed uint64, steps int) {
 		active:  newLayer(),
 		putBias: 60,
 	}
+	// On failure, end the read transactions still open so the file can
+	// close (cleanups run newest first: before lstOpenDB's Close).
+	t.Cleanup(func() {
+		if r.w != nil {
+			r.w.base.Rollback()
+		}
+		if r.snap != nil {
+			r.snap.base.Rollback()
+		}
+	})
 	// Start with some keys already in the file.
 	err := r.db.Update(func(tx *bolt.Tx) error {
 		for _, path := range lstPaths {
@@ -796,6 +806,19 @@ func lstRunSeed(t *testing.T, seed uint64, steps int) {
 	if err := r.snap.base.Rollback(); err != nil {
 		t.Fatalf("seed %d: rollback snapshot: %v", seed, err)
 	}
+	r.snap = nil
+}
+
+// lstBegin starts a read transaction ended at the test's cleanup at the
+// latest (before the file is closed).
+func lstBegin(t *testing.T, db *bolt.DB) *bolt.Tx {
+	t.Helper()
+	tx, err := db.Begin(false)
+	if err != nil {
+		t.Fatalf("begin read tx: %v", err)
+	}
+	t.Cleanup(func() { tx.Rollback() })
+	return tx
 }
 
 func TestLayeredStoreMatchesModel(t *testing.T) {
@@ -826,10 +849,7 @@ func TestLayeredStoreWriteDuringWalk(t *testing.T) {
 		t.Fatal(err)
 	}
 	frozen := newLayer()
-	base, err := db.Begin(false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := lstBegin(t, db)
 	w := newStx(base, []*layer{frozen}, true)
 	b := w.Bucket([]byte("aux"))
 	for _, k := range []string{"b", "d"} {
@@ -843,11 +863,7 @@ func TestLayeredStoreWriteDuringWalk(t *testing.T) {
 	base.Rollback()
 
 	active := newLayer()
-	base, err = db.Begin(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer base.Rollback()
+	base = lstBegin(t, db)
 	w = newStx(base, []*layer{active, frozen}, true)
 	b = w.Bucket([]byte("aux"))
 	// Live keys: a c g (file), b d (frozen); e deleted in the frozen layer.
@@ -925,11 +941,7 @@ func TestLayeredStoreWriteDuringWalk(t *testing.T) {
 // errors outside the random run.
 func TestLayeredStoreErrors(t *testing.T) {
 	db := lstOpenDB(t)
-	base, err := db.Begin(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer base.Rollback()
+	base := lstBegin(t, db)
 	l := newLayer()
 
 	ro := newStx(base, []*layer{l}, false)
@@ -977,7 +989,7 @@ func TestLayeredStoreErrors(t *testing.T) {
 	if err := db.Update(l.writeTo); err != nil {
 		t.Fatalf("checkpoint of a %d-byte key: %v", len(big), err)
 	}
-	err = db.View(func(tx *bolt.Tx) error {
+	err := db.View(func(tx *bolt.Tx) error {
 		if got := boltBucket(tx, "top/"+lstSubs[0]).Get(big); got == nil || len(got) != 0 {
 			return fmt.Errorf("file value of the big key = %q (nil: %v), want empty non-nil", got, got == nil)
 		}
@@ -992,5 +1004,50 @@ func TestLayeredStoreErrors(t *testing.T) {
 	bad.tree("nope/sub", true).ReplaceOrInsert(kv{k: []byte("k"), v: []byte("v")})
 	if err := db.Update(bad.writeTo); err == nil {
 		t.Fatal("checkpoint of a layer with an unknown bucket succeeded")
+	}
+}
+
+// TestLayeredStoreCursorSeekBack: Seek moves to the first key at or after
+// its bound wherever the cursor is, as a bbolt cursor's does; in
+// particular to a key the cursor has already stepped past, and after it
+// has run off the end.
+func TestLayeredStoreCursorSeekBack(t *testing.T) {
+	db := lstOpenDB(t)
+	err := db.Update(func(tx *bolt.Tx) error {
+		b := boltBucket(tx, "aux")
+		for _, k := range []string{"a", "b", "c"} {
+			if err := b.Put([]byte(k), []byte("file-"+k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLayer()
+	l.tree("aux", true).ReplaceOrInsert(kv{k: []byte("bb"), v: []byte("layer-bb")})
+	for _, layers := range [][]*layer{nil, {l}} {
+		s := newStx(lstBegin(t, db), layers, false)
+		seek := func(c *scursor, moves string, bound, want string) {
+			t.Helper()
+			k, _ := c.Seek([]byte(bound))
+			if string(k) != want {
+				t.Fatalf("%d layers: after %s, Seek(%q) = %q, want %q", len(layers), moves, bound, k, want)
+			}
+		}
+		c := s.Bucket([]byte("aux")).Cursor()
+		c.Seek([]byte("c"))
+		seek(c, `Seek("c")`, "a", "a")
+
+		c = s.Bucket([]byte("aux")).Cursor()
+		c.First()
+		c.Next()
+		seek(c, "First, Next", "a", "a")
+
+		c = s.Bucket([]byte("aux")).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		}
+		seek(c, "a walk off the end", "b", "b")
 	}
 }
