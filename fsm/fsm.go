@@ -91,19 +91,19 @@ type FSM struct {
 	// layer is committed its entries are durable only in the Raft log,
 	// which replays them after a crash because the applied index stored
 	// in the file is the committed one.
-	opts      Options
-	txMu      sync.Mutex // guards active and frozen; held by ApplyBatch and View
-	flushed   *sync.Cond // on txMu: a frozen layer was committed or dropped
-	active    *layer
-	frozen    []*layer // oldest first
-	closed    bool     // Close ran; under txMu
-	waiting   atomic.Int32 // ApplyBatch calls waiting for room (maxFrozen)
+	opts    Options
+	txMu    sync.Mutex // guards active and frozen; held by ApplyBatch and View
+	flushed *sync.Cond // on txMu: a frozen layer was committed or dropped
+	active  *layer
+	frozen  []*layer     // oldest first
+	closed  bool         // Close ran; under txMu
+	waiting atomic.Int32 // ApplyBatch calls waiting for room (maxFrozen)
 
 	beforeCheckpoint func() // tests: runs before each layer is written
-	commits   atomic.Uint64
-	kick      chan struct{}
-	stopFlush chan struct{}
-	flushDone chan struct{}
+	commits          atomic.Uint64
+	kick             chan struct{}
+	stopFlush        chan struct{}
+	flushDone        chan struct{}
 
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied advances
