@@ -3,11 +3,12 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/google/btree"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -35,13 +36,105 @@ type kv struct {
 	del  bool
 }
 
-func kvLess(a, b kv) bool { return bytes.Compare(a.k, b.k) < 0 }
+// ltree is one bucket's changes in a layer: a hash index for point reads
+// and writes, and a key order built lazily for cursors and checkpoints.
+// Keys that arrive in increasing order (sequence numbers, times) extend
+// the order as they come; others wait in ents[sorted:] until the next
+// ordered read merges them in. A frozen layer is never written again, but
+// its order may still be completed by whichever of the apply loop and the
+// checkpoint writer asks first, hence mu.
+type ltree struct {
+	idx    map[string]int32 // key -> position in ents
+	ents   []kv             // in arrival order
+	mu     sync.Mutex       // guards order and sorted while they are completed
+	order  []int32          // positions of ents[:sorted] in key order
+	sorted int
+}
+
+func newLtree() *ltree { return &ltree{idx: map[string]int32{}} }
+
+// get returns the key's change in this layer, if it has one.
+func (t *ltree) get(k []byte) (kv, bool) {
+	if i, ok := t.idx[string(k)]; ok {
+		return t.ents[i], true
+	}
+	return kv{}, false
+}
+
+// put records a change (only on the active layer).
+func (t *ltree) put(it kv) {
+	if i, ok := t.idx[string(it.k)]; ok {
+		t.ents[i].v, t.ents[i].del = it.v, it.del
+		return
+	}
+	i := int32(len(t.ents))
+	t.ents = append(t.ents, it)
+	t.idx[string(it.k)] = i
+	if t.sorted == int(i) && (i == 0 || bytes.Compare(it.k, t.ents[t.order[i-1]].k) > 0) {
+		t.order = append(t.order, i)
+		t.sorted++
+	}
+}
+
+// ordered returns the positions of every change in key order.
+func (t *ltree) ordered() []int32 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sorted == len(t.ents) {
+		return t.order
+	}
+	cmp := func(a, b int32) int { return bytes.Compare(t.ents[a].k, t.ents[b].k) }
+	late := make([]int32, 0, len(t.ents)-t.sorted)
+	for i := t.sorted; i < len(t.ents); i++ {
+		late = append(late, int32(i))
+	}
+	slices.SortFunc(late, cmp)
+	merged := make([]int32, 0, len(t.ents))
+	a, b := t.order, late
+	for len(a) > 0 && len(b) > 0 {
+		if cmp(a[0], b[0]) < 0 {
+			merged, a = append(merged, a[0]), a[1:]
+		} else {
+			merged, b = append(merged, b[0]), b[1:]
+		}
+	}
+	merged = append(append(merged, a...), b...)
+	t.order, t.sorted = merged, len(t.ents)
+	return merged
+}
+
+// ge is the first change at or after from (after it if strict; from nil:
+// the first).
+func (t *ltree) ge(from []byte, strict bool) (kv, bool) {
+	ord := t.ordered()
+	i := sort.Search(len(ord), func(i int) bool {
+		c := bytes.Compare(t.ents[ord[i]].k, from)
+		return c > 0 || (c == 0 && !strict)
+	})
+	if i == len(ord) {
+		return kv{}, false
+	}
+	return t.ents[ord[i]], true
+}
+
+// lt is the last change before from (from nil: the last).
+func (t *ltree) lt(from []byte) (kv, bool) {
+	ord := t.ordered()
+	i := len(ord)
+	if from != nil {
+		i = sort.Search(len(ord), func(i int) bool { return bytes.Compare(t.ents[ord[i]].k, from) >= 0 })
+	}
+	if i == 0 {
+		return kv{}, false
+	}
+	return t.ents[ord[i-1]], true
+}
 
 // layer is a run of applied entries' changes, by bucket path ("top" or
 // "top/sub"). Once frozen it is never changed again: the checkpoint writer
-// and readers share it without locks.
+// and readers share it (ltree.mu covers completing a key order).
 type layer struct {
-	buckets map[string]*btree.BTreeG[kv]
+	buckets map[string]*ltree
 	index   uint64 // last applied log index whose changes it holds
 	cmds    int
 	since   time.Time
@@ -52,14 +145,15 @@ type layer struct {
 }
 
 func newLayer() *layer {
-	return &layer{buckets: map[string]*btree.BTreeG[kv]{}, since: time.Now()}
+	return &layer{buckets: map[string]*ltree{}, since: time.Now()}
 }
 
-// tree returns the layer's tree for a bucket path, creating it if asked.
-func (l *layer) tree(path string, create bool) *btree.BTreeG[kv] {
+// tree returns the layer's changes for a bucket path, creating them if
+// asked.
+func (l *layer) tree(path string, create bool) *ltree {
 	t := l.buckets[path]
 	if t == nil && create {
-		t = btree.NewG(32, kvLess)
+		t = newLtree()
 		l.buckets[path] = t
 	}
 	return t
@@ -78,17 +172,17 @@ func (l *layer) writeTo(tx *bolt.Tx) error {
 		if b == nil {
 			return errors.New("fsm: checkpoint of unknown bucket " + p)
 		}
-		var err error
-		l.buckets[p].Ascend(func(it kv) bool {
-			if it.del {
+		t := l.buckets[p]
+		for _, i := range t.ordered() {
+			var err error
+			if it := t.ents[i]; it.del {
 				err = b.Delete(it.k)
 			} else {
 				err = b.Put(it.k, it.v)
 			}
-			return err == nil
-		})
-		if err != nil {
-			return err
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -134,7 +228,7 @@ func (t *stx) Bucket(name []byte) *sbucket {
 }
 
 func (t *stx) newBucket(path string, bb *bolt.Bucket) *sbucket {
-	b := &sbucket{t: t, path: path, bb: bb, trees: make([]*btree.BTreeG[kv], len(t.layers))}
+	b := &sbucket{t: t, path: path, bb: bb, trees: make([]*ltree, len(t.layers))}
 	for i, l := range t.layers {
 		b.trees[i] = l.tree(path, false)
 	}
@@ -147,7 +241,7 @@ type sbucket struct {
 	t     *stx
 	path  string
 	bb    *bolt.Bucket
-	trees []*btree.BTreeG[kv]
+	trees []*ltree
 	subs  map[string]*sbucket
 }
 
@@ -174,12 +268,11 @@ func (b *sbucket) Bucket(name []byte) *sbucket {
 // Get returns a key's value, or nil if it has none. The slice must not be
 // changed and is valid for the life of the transaction.
 func (b *sbucket) Get(k []byte) []byte {
-	probe := kv{k: k}
 	for _, tr := range b.trees {
 		if tr == nil {
 			continue
 		}
-		if it, ok := tr.Get(probe); ok {
+		if it, ok := tr.get(k); ok {
 			if it.del {
 				return nil
 			}
@@ -197,7 +290,7 @@ func (b *sbucket) Put(k, v []byte) error {
 	if v == nil {
 		v = []byte{}
 	}
-	b.top().ReplaceOrInsert(kv{k: k, v: v})
+	b.top().put(kv{k: k, v: v})
 	return nil
 }
 
@@ -206,7 +299,7 @@ func (b *sbucket) Delete(k []byte) error {
 	if err := b.writable(k); err != nil {
 		return err
 	}
-	b.top().ReplaceOrInsert(kv{k: k, del: true})
+	b.top().put(kv{k: k, del: true})
 	return nil
 }
 
@@ -223,7 +316,7 @@ func (b *sbucket) writable(k []byte) error {
 }
 
 // top returns the writable layer's tree for this bucket.
-func (b *sbucket) top() *btree.BTreeG[kv] {
+func (b *sbucket) top() *ltree {
 	if b.trees[0] == nil {
 		b.trees[0] = b.t.layers[0].tree(b.path, true)
 	}
@@ -300,15 +393,7 @@ func (c *scursor) ge(from []byte, strict bool) ([]byte, []byte) {
 			if tr == nil {
 				continue
 			}
-			var hit kv
-			ok := false
-			tr.AscendGreaterOrEqual(kv{k: from}, func(it kv) bool {
-				if strict && bytes.Equal(it.k, from) {
-					return true
-				}
-				hit, ok = it, true
-				return false
-			})
+			hit, ok := tr.ge(from, strict)
 			if ok && (!found || bytes.Compare(hit.k, bk) < 0) {
 				bk, bv, del, found = hit.k, hit.v, hit.del, true
 			}
@@ -374,19 +459,7 @@ func (c *scursor) lt(from []byte) ([]byte, []byte) {
 			if tr == nil {
 				continue
 			}
-			var hit kv
-			ok := false
-			if from == nil {
-				hit, ok = tr.Max()
-			} else {
-				tr.DescendLessOrEqual(kv{k: from}, func(it kv) bool {
-					if bytes.Equal(it.k, from) {
-						return true
-					}
-					hit, ok = it, true
-					return false
-				})
-			}
+			hit, ok := tr.lt(from)
 			if ok && (!found || bytes.Compare(hit.k, bk) > 0) {
 				bk, bv, del, found = hit.k, hit.v, hit.del, true
 			}

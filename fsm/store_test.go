@@ -1001,7 +1001,7 @@ func TestLayeredStoreErrors(t *testing.T) {
 
 	// A layer holding a bucket the file lacks fails its checkpoint.
 	bad := newLayer()
-	bad.tree("nope/sub", true).ReplaceOrInsert(kv{k: []byte("k"), v: []byte("v")})
+	bad.tree("nope/sub", true).put(kv{k: []byte("k"), v: []byte("v")})
 	if err := db.Update(bad.writeTo); err == nil {
 		t.Fatal("checkpoint of a layer with an unknown bucket succeeded")
 	}
@@ -1026,7 +1026,7 @@ func TestLayeredStoreCursorSeekBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := newLayer()
-	l.tree("aux", true).ReplaceOrInsert(kv{k: []byte("bb"), v: []byte("layer-bb")})
+	l.tree("aux", true).put(kv{k: []byte("bb"), v: []byte("layer-bb")})
 	for _, layers := range [][]*layer{nil, {l}} {
 		s := newStx(lstBegin(t, db), layers, false)
 		seek := func(c *scursor, moves string, bound, want string) {
