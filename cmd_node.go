@@ -43,7 +43,7 @@ func nodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "election-timeout", Value: node.DefaultElectionTimeout, Usage: "Raft election timeout", EnvVars: []string{"HATS_ELECTION_TIMEOUT"}},
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: node.DefaultSnapshotThreshold, Usage: "log entries between snapshots", EnvVars: []string{"HATS_SNAPSHOT_THRESHOLD"}},
 		&cli.StringFlag{Name: "raft-log-store", Usage: "Raft log format for a new data dir: wal (default; one fsync per append) or boltdb; an existing data dir keeps the format it holds", EnvVars: []string{"HATS_RAFT_LOG_STORE"}},
-		&cli.DurationFlag{Name: "state-commit-interval", Value: fsm.DefaultCommitInterval, Usage: "how long applied commands may wait before the state file is committed and fsynced (they are in the fsynced Raft log meanwhile; 0: commit every batch)", EnvVars: []string{"HATS_STATE_COMMIT_INTERVAL"}},
+		&cli.DurationFlag{Name: "state-commit-interval", Value: fsm.DefaultCommitInterval, Usage: "how long applied commands stay in memory before a background checkpoint commits and fsyncs them to the state file (they are in the fsynced Raft log meanwhile; 0: wait for a checkpoint after every batch)", EnvVars: []string{"HATS_STATE_COMMIT_INTERVAL"}},
 		&cli.IntFlag{Name: "join-attempts", Value: 10, Usage: "join rounds before giving up", EnvVars: []string{"HATS_JOIN_ATTEMPTS"}},
 		&cli.DurationFlag{Name: "session-ttl", Value: node.DefaultSessionTTL, Usage: "lifetime of a login session", EnvVars: []string{"HATS_SESSION_TTL"}},
 		&cli.StringFlag{Name: "feed", Value: "sim", Usage: "Market Engine price feed: sim, none, http(s)://URL or file:PATH", EnvVars: []string{"HATS_FEED"}},

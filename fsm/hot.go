@@ -13,7 +13,7 @@ import (
 // same few records through the B+tree once per order; here each is read
 // once, changed in memory and written once per Raft entry.
 //
-// Determinism: dirty records are written to the open transaction at the
+// Determinism: dirty records are written to the active layer at the
 // end of every Raft entry (ApplyBatch calls flush per entry), a point that
 // is the same on every replica, so the transaction between entries (what
 // View, Hash and Snapshot see) is exactly what per-command writes would

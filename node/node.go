@@ -97,10 +97,11 @@ type Config struct {
 	// tests use small segments to make snapshot catch-up happen.
 	RaftWALSegmentSize int
 
-	// StateCommitInterval is how long applied commands may wait in the
-	// state machine's open bbolt transaction before it is committed
-	// (fsm.Options.CommitInterval); the Raft log holds them meanwhile.
-	// 0 means fsm.DefaultCommitInterval; negative commits every batch.
+	// StateCommitInterval is how long applied commands stay in the state
+	// machine's memory layer before the background checkpoint commits
+	// them to state.db (fsm.Options.CommitInterval); the Raft log holds
+	// them meanwhile. 0 means fsm.DefaultCommitInterval; negative waits
+	// for a checkpoint after every batch.
 	StateCommitInterval time.Duration
 
 	// MaxBatch bounds the commands the leader packs into one Raft entry
