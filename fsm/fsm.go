@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,8 +97,11 @@ type FSM struct {
 	flushed *sync.Cond // on txMu: a frozen layer was committed or dropped
 	active  *layer
 	frozen  []*layer     // oldest first
+	frozenN uint64       // layers frozen so far (a layer's number is its count)
+	doneN   uint64       // layers checkpointed or discarded so far, in order
 	closed  bool         // Close ran; under txMu
 	waiting atomic.Int32 // ApplyBatch calls waiting for room (maxFrozen)
+	flushes atomic.Int32 // Flush calls waiting for the writer
 
 	beforeCheckpoint func() // tests: runs before each layer is written
 	commits          atomic.Uint64
@@ -111,12 +115,19 @@ type FSM struct {
 
 var _ raft.BatchingFSM = (*FSM)(nil)
 
+// initialMmap is the address space mapped for the state file up front: 16
+// GiB on 64-bit systems (address space only; pages are read in as used).
+// Growing past the mapping makes a checkpoint remap the file, which waits
+// for every open read transaction, including a snapshot being streamed;
+// meanwhile new reads (and so applying) wait behind it. A mapping larger
+// than any state a node will hold keeps that from ever happening.
+const initialMmap = 1 << (30 + 4*(strconv.IntSize/64))
+
 func boltOptions() *bolt.Options {
-	// A large initial mmap avoids remapping, which would make Apply wait for
-	// a long snapshot read transaction to finish. The freelist is not
+	// See initialMmap for the mapping's size. The freelist is not
 	// written on every commit (bbolt rebuilds it on open by scanning), which
 	// trims each commit's writes; data and meta pages are still fsynced.
-	return &bolt.Options{Timeout: 2 * time.Second, InitialMmapSize: 1 << 30, FreelistType: bolt.FreelistMapType, NoFreelistSync: true}
+	return &bolt.Options{Timeout: 2 * time.Second, InitialMmapSize: initialMmap, FreelistType: bolt.FreelistMapType, NoFreelistSync: true}
 }
 
 // Options tune how the state file is written.
@@ -208,6 +219,7 @@ func (f *FSM) freezeLocked() {
 	}
 	f.frozen = append(f.frozen, f.active)
 	f.active = nil
+	f.frozenN++
 	select {
 	case f.kick <- struct{}{}:
 	default:
@@ -257,6 +269,7 @@ func (f *FSM) checkpointOne() bool {
 	l.snaps = nil
 	f.frozen[0] = nil
 	f.frozen = f.frozen[1:]
+	f.doneN++
 	f.flushed.Broadcast()
 	f.txMu.Unlock()
 	return true
@@ -273,6 +286,7 @@ func (f *FSM) discardLocked(err error) {
 		}
 	}
 	f.frozen, f.active = nil, nil
+	f.doneN = f.frozenN
 	f.flushed.Broadcast()
 }
 
@@ -338,8 +352,9 @@ func packBuckets(tx *bolt.Tx) {
 	})
 }
 
-// Flush commits every applied command to the state file and returns once
-// it is there.
+// Flush commits every command applied so far to the state file and
+// returns once it is there. It waits for the layers that hold them, not
+// for an empty queue, which under sustained load may never come.
 func (f *FSM) Flush() error {
 	f.txMu.Lock()
 	defer f.txMu.Unlock()
@@ -347,7 +362,9 @@ func (f *FSM) Flush() error {
 		return ErrClosed
 	}
 	f.freezeLocked()
-	for len(f.frozen) > 0 && !f.closed {
+	f.flushes.Add(1)
+	defer f.flushes.Add(-1)
+	for want := f.frozenN; f.doneN < want && !f.closed; {
 		f.flushed.Wait()
 	}
 	return nil

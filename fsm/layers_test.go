@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -196,5 +197,102 @@ func TestIdempotencyPruneResumeIsOnlyACache(t *testing.T) {
 	r := h.apply1(keyed(at(deposit(ann, 1), t0+ttl+3*int64(time.Hour)), "stepped-back"))
 	if r.Replay {
 		t.Fatal("the record stamped before the prune point was never pruned")
+	}
+}
+
+// The key order of a layer's bucket stays exact through thousands of keys
+// arriving out of order, read between writes (the late-key run is merged
+// into the main run many times over), in the active layer and once it is
+// frozen.
+func TestLayerKeyOrderWithManyLateKeys(t *testing.T) {
+	tr := newLtree()
+	model := map[string]bool{} // key -> deleted
+	rng := uint64(12345)
+	next := func() uint64 { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng }
+	check := func(step int) {
+		keys := make([]string, 0, len(model))
+		for k := range model {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		ord := tr.ordered()
+		if len(ord) != len(keys) {
+			t.Fatalf("step %d: %d keys in order, want %d", step, len(ord), len(keys))
+		}
+		for i, p := range ord {
+			if it := tr.ents[p]; string(it.k) != keys[i] || it.del != model[keys[i]] {
+				t.Fatalf("step %d: position %d is %q (del %v), want %q (del %v)", step, i, it.k, it.del, keys[i], model[keys[i]])
+			}
+		}
+		for range 20 {
+			probe := []byte(fmt.Sprintf("%06d", next()%1_000_000))
+			j, _ := slices.BinarySearch(keys, string(probe))
+			got, ok := tr.ge(probe, false)
+			if want := j < len(keys); ok != want || (ok && string(got.k) != keys[j]) {
+				t.Fatalf("step %d: ge(%s) = %q %v", step, probe, got.k, ok)
+			}
+			got, ok = tr.lt(probe)
+			if want := j > 0; ok != want || (ok && string(got.k) != keys[j-1]) {
+				t.Fatalf("step %d: lt(%s) = %q %v", step, probe, got.k, ok)
+			}
+		}
+	}
+	inc := 500_000
+	for step := range 6000 {
+		var k string
+		switch r := next() % 10; {
+		case r < 4: // increasing, like sequence numbers
+			inc++
+			k = fmt.Sprintf("%06d", inc)
+		default:
+			k = fmt.Sprintf("%06d", next()%500_000)
+		}
+		del := next()%5 == 0
+		tr.put(kv{k: []byte(k), v: []byte("v"), del: del})
+		model[k] = del
+		if step%7 == 0 {
+			check(step)
+		}
+	}
+	check(-1)
+	frozen := &layer{buckets: map[string]*ltree{"b": tr}}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = frozen.buckets["b"].ordered() }() // writer and reader share a frozen layer
+	check(-2)
+	<-done
+}
+
+// Flush waits for the layers holding what was applied when it was called,
+// not for an empty queue: with newer layers still queued behind a slow
+// writer it returns as soon as its own are in the file.
+func TestFlushDoesNotWaitForNewerLayers(t *testing.T) {
+	tokens := make(chan struct{}) // one per layer the writer may commit
+	f := mustOpenOpts(t, Options{CommitInterval: time.Hour, CommitMaxCommands: 1})
+	f.beforeCheckpoint = func() { <-tokens }
+	t.Cleanup(func() { close(tokens) })
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	ann := h.register("ann") // layer 1, frozen; the writer waits for a token
+	want := f.AppliedIndex()
+	flushed := make(chan error, 1)
+	go func() { flushed <- f.Flush() }()
+	pollUntil(t, "Flush to wait", func() bool { return f.flushes.Load() == 1 })
+	h.apply(deposit(ann, 1)) // layer 2, queued behind layer 1
+	tokens <- struct{}{}     // layer 1 only
+	select {
+	case err := <-flushed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Flush still waiting with its layer in the file and a newer one queued")
+	}
+	if got := committedIndex(t, f); got != want {
+		t.Fatalf("file holds %d, want %d (layer 1)", got, want)
+	}
+	f.txMu.Lock()
+	queued := len(f.frozen)
+	f.txMu.Unlock()
+	if queued != 1 {
+		t.Fatalf("%d layers queued, want layer 2 still waiting", queued)
 	}
 }

@@ -37,19 +37,28 @@ type kv struct {
 }
 
 // ltree is one bucket's changes in a layer: a hash index for point reads
-// and writes, and a key order built lazily for cursors and checkpoints.
-// Keys that arrive in increasing order (sequence numbers, times) extend
-// the order as they come; others wait in ents[sorted:] until the next
-// ordered read merges them in. A frozen layer is never written again, but
-// its order may still be completed by whichever of the apply loop and the
-// checkpoint writer asks first, hence mu.
+// and writes, and the keys in order for cursors and checkpoints, kept as
+// two sorted runs of positions in ents. Keys that arrive in increasing
+// order (sequence numbers, times) extend main as they come; the others are
+// placed into tail, a short run, by the next ordered read, and tail is
+// merged into main whenever it outgrows tailMax, so no read ever sorts or
+// copies the whole layer for one new key. A frozen layer is never written
+// again, but its late keys may still be placed by whichever of the apply
+// loop and the checkpoint writer reads first, hence mu.
 type ltree struct {
-	idx    map[string]int32 // key -> position in ents
-	ents   []kv             // in arrival order
-	mu     sync.Mutex       // guards order and sorted while they are completed
-	order  []int32          // positions of ents[:sorted] in key order
-	sorted int
+	idx  map[string]int32 // key -> position in ents
+	ents []kv             // in arrival order
+	mu   sync.Mutex       // guards main, tail and placed
+	main []int32          // positions in key order
+	tail []int32          // positions in key order, merged into main past tailMax
+	// placed counts the ents already in main or tail; the rest are late.
+	placed int
 }
+
+// tailMax bounds the short run: placing a late key costs a search and a
+// copy of at most this many positions, and merging the runs (a pass over
+// the layer) happens at most once per tailMax late keys.
+const tailMax = 1024
 
 func newLtree() *ltree { return &ltree{idx: map[string]int32{}} }
 
@@ -70,64 +79,98 @@ func (t *ltree) put(it kv) {
 	i := int32(len(t.ents))
 	t.ents = append(t.ents, it)
 	t.idx[string(it.k)] = i
-	if t.sorted == int(i) && (i == 0 || bytes.Compare(it.k, t.ents[t.order[i-1]].k) > 0) {
-		t.order = append(t.order, i)
-		t.sorted++
+	if t.placed == int(i) && (len(t.main) == 0 || bytes.Compare(it.k, t.ents[t.main[len(t.main)-1]].k) > 0) {
+		t.main = append(t.main, i)
+		t.placed++
 	}
+}
+
+func (t *ltree) less(a, b int32) int { return bytes.Compare(t.ents[a].k, t.ents[b].k) }
+
+// runs places the late keys and returns the two sorted runs.
+func (t *ltree) runs() (main, tail []int32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for ; t.placed < len(t.ents); t.placed++ {
+		p := int32(t.placed)
+		j, _ := slices.BinarySearchFunc(t.tail, p, t.less)
+		t.tail = slices.Insert(t.tail, j, p)
+	}
+	if len(t.tail) > tailMax {
+		t.main, t.tail = t.merge(t.main, t.tail), nil
+	}
+	return t.main, t.tail
+}
+
+// merge returns the union of two sorted runs, in order.
+func (t *ltree) merge(a, b []int32) []int32 {
+	out := make([]int32, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if t.less(a[0], b[0]) < 0 {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
 
 // ordered returns the positions of every change in key order.
 func (t *ltree) ordered() []int32 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.sorted == len(t.ents) {
-		return t.order
+	main, tail := t.runs()
+	if len(tail) == 0 {
+		return main
 	}
-	cmp := func(a, b int32) int { return bytes.Compare(t.ents[a].k, t.ents[b].k) }
-	late := make([]int32, 0, len(t.ents)-t.sorted)
-	for i := t.sorted; i < len(t.ents); i++ {
-		late = append(late, int32(i))
-	}
-	slices.SortFunc(late, cmp)
-	merged := make([]int32, 0, len(t.ents))
-	a, b := t.order, late
-	for len(a) > 0 && len(b) > 0 {
-		if cmp(a[0], b[0]) < 0 {
-			merged, a = append(merged, a[0]), a[1:]
-		} else {
-			merged, b = append(merged, b[0]), b[1:]
-		}
-	}
-	merged = append(append(merged, a...), b...)
-	t.order, t.sorted = merged, len(t.ents)
-	return merged
+	return t.merge(main, tail)
 }
 
 // ge is the first change at or after from (after it if strict; from nil:
 // the first).
 func (t *ltree) ge(from []byte, strict bool) (kv, bool) {
-	ord := t.ordered()
-	i := sort.Search(len(ord), func(i int) bool {
-		c := bytes.Compare(t.ents[ord[i]].k, from)
-		return c > 0 || (c == 0 && !strict)
-	})
-	if i == len(ord) {
-		return kv{}, false
+	main, tail := t.runs()
+	first := func(run []int32) (int32, bool) {
+		i := sort.Search(len(run), func(i int) bool {
+			c := bytes.Compare(t.ents[run[i]].k, from)
+			return c > 0 || (c == 0 && !strict)
+		})
+		if i == len(run) {
+			return 0, false
+		}
+		return run[i], true
 	}
-	return t.ents[ord[i]], true
+	a, aok := first(main)
+	b, bok := first(tail)
+	switch {
+	case aok && (!bok || t.less(a, b) < 0):
+		return t.ents[a], true
+	case bok:
+		return t.ents[b], true
+	}
+	return kv{}, false
 }
 
 // lt is the last change before from (from nil: the last).
 func (t *ltree) lt(from []byte) (kv, bool) {
-	ord := t.ordered()
-	i := len(ord)
-	if from != nil {
-		i = sort.Search(len(ord), func(i int) bool { return bytes.Compare(t.ents[ord[i]].k, from) >= 0 })
+	main, tail := t.runs()
+	last := func(run []int32) (int32, bool) {
+		i := len(run)
+		if from != nil {
+			i = sort.Search(len(run), func(i int) bool { return bytes.Compare(t.ents[run[i]].k, from) >= 0 })
+		}
+		if i == 0 {
+			return 0, false
+		}
+		return run[i-1], true
 	}
-	if i == 0 {
-		return kv{}, false
+	a, aok := last(main)
+	b, bok := last(tail)
+	switch {
+	case aok && (!bok || t.less(a, b) > 0):
+		return t.ents[a], true
+	case bok:
+		return t.ents[b], true
 	}
-	return t.ents[ord[i-1]], true
+	return kv{}, false
 }
 
 // layer is a run of applied entries' changes, by bucket path ("top" or
@@ -294,10 +337,14 @@ func (b *sbucket) Put(k, v []byte) error {
 	return nil
 }
 
-// Delete removes a key (a no-op if it has none).
+// Delete removes a key (a no-op if it has none, including keys no bucket
+// could hold: empty or too large, as in bbolt).
 func (b *sbucket) Delete(k []byte) error {
-	if err := b.writable(k); err != nil {
-		return err
+	if !b.t.writable {
+		return errReadOnly
+	}
+	if len(k) == 0 || len(k) > maxKeySize {
+		return nil
 	}
 	b.top().put(kv{k: k, del: true})
 	return nil

@@ -575,16 +575,16 @@ func (r *lstRun) checkWritableErrors() {
 		if err := b.Put(k, []byte("x")); !errors.Is(err, errKeyRequired) {
 			r.fatalf("writable Put of key %q (nil: %v): err %v, want errKeyRequired", k, k == nil, err)
 		}
-		if err := b.Delete(k); !errors.Is(err, errKeyRequired) {
-			r.fatalf("writable Delete of key %q (nil: %v): err %v, want errKeyRequired", k, k == nil, err)
+		if err := b.Delete(k); err != nil { // a no-op, as in bbolt
+			r.fatalf("writable Delete of key %q (nil: %v): err %v, want nil", k, k == nil, err)
 		}
 	}
 	big := bytes.Repeat([]byte{'a'}, maxKeySize+1)
 	if err := b.Put(big, []byte("x")); !errors.Is(err, errKeyTooLarge) {
 		r.fatalf("writable Put of a %d-byte key: err %v, want errKeyTooLarge", len(big), err)
 	}
-	if err := b.Delete(big); !errors.Is(err, errKeyTooLarge) {
-		r.fatalf("writable Delete of a %d-byte key: err %v, want errKeyTooLarge", len(big), err)
+	if err := b.Delete(big); err != nil { // a no-op, as in bbolt
+		r.fatalf("writable Delete of a %d-byte key: err %v, want nil", len(big), err)
 	}
 }
 
@@ -964,8 +964,8 @@ func TestLayeredStoreErrors(t *testing.T) {
 	if err := wb.Put([]byte{}, []byte("v")); !errors.Is(err, errKeyRequired) {
 		t.Fatalf("Put of an empty key: err %v, want errKeyRequired", err)
 	}
-	if err := wb.Delete([]byte{}); !errors.Is(err, errKeyRequired) {
-		t.Fatalf("Delete of an empty key: err %v, want errKeyRequired", err)
+	if err := wb.Delete([]byte{}); err != nil {
+		t.Fatalf("Delete of an empty key: err %v, want nil (a no-op, as in bbolt)", err)
 	}
 	if err := wb.Put(make([]byte, maxKeySize+1), []byte("v")); !errors.Is(err, errKeyTooLarge) {
 		t.Fatalf("Put of a too large key: err %v, want errKeyTooLarge", err)

@@ -187,6 +187,10 @@ type Node struct {
 	gossip *gossip
 
 	readyTerm atomic.Uint64 // term in which this leader's barrier completed
+	// clusterKey caches the cluster key once it is applied: it is set by
+	// the cluster's first entry and never changes, and every forwarded
+	// request reads it.
+	clusterKey atomic.Pointer[string]
 	leaders   *leaderWatch
 	// leaderObs receives Raft's leader observations (leaderwatch.go).
 	leaderObs      chan raft.Observation
@@ -494,8 +498,14 @@ func (n *Node) ensureInstruments(ctx context.Context) {
 
 // ClusterKey implements transport.Backend.
 func (n *Node) ClusterKey() string {
+	if k := n.clusterKey.Load(); k != nil {
+		return *k
+	}
 	var k string
 	_ = n.fsm.View(func(v *fsm.View) error { k = v.ClusterKey(); return nil })
+	if k != "" {
+		n.clusterKey.Store(&k)
+	}
 	return k
 }
 
