@@ -103,6 +103,9 @@ type FSM struct {
 	waiting atomic.Int32 // ApplyBatch calls waiting for room (maxFrozen)
 	flushes atomic.Int32 // Flush calls waiting for the writer
 
+	checkpointed atomic.Uint64 // applied index the state file holds
+	applyWaits   atomic.Uint64 // ApplyBatch calls that waited for room, since Open
+
 	beforeCheckpoint func() // tests: runs before each layer is written
 	commits          atomic.Uint64
 	kick             chan struct{}
@@ -258,6 +261,9 @@ func (f *FSM) checkpointOne() bool {
 			panic(fmt.Sprintf("fsm: commit of applied state failed: %v", err))
 		}
 		f.commits.Add(1)
+		if l.index > 0 {
+			f.checkpointed.Store(l.index)
+		}
 	}
 	f.txMu.Lock()
 	for _, s := range l.snaps {
@@ -375,6 +381,7 @@ func (f *FSM) Flush() error {
 func (f *FSM) waitRoom() {
 	f.txMu.Lock()
 	if len(f.frozen) >= maxFrozen && !f.closed {
+		f.applyWaits.Add(1)
 		f.waiting.Add(1)
 		for len(f.frozen) >= maxFrozen && !f.closed {
 			f.flushed.Wait()
@@ -386,6 +393,17 @@ func (f *FSM) waitRoom() {
 
 // Commits counts checkpoint commits of applied state since Open.
 func (f *FSM) Commits() uint64 { return f.commits.Load() }
+
+// CheckpointStats says how far the state file lags what is applied: the
+// applied index the file holds, the layers queued for the checkpoint
+// writer, and how many times applying waited because too many were
+// queued (since Open). Operators watch it through /v1/status.
+func (f *FSM) CheckpointStats() (index uint64, queued int, waits uint64) {
+	f.txMu.Lock()
+	queued = len(f.frozen)
+	f.txMu.Unlock()
+	return f.checkpointed.Load(), queued, f.applyWaits.Load()
+}
 
 func (f *FSM) open() error {
 	db, err := bolt.Open(f.path, 0o600, boltOptions())
@@ -416,6 +434,7 @@ func (f *FSM) open() error {
 	f.bookMu.Unlock()
 	f.db = db
 	f.applied.Store(idx)
+	f.checkpointed.Store(idx)
 	return nil
 }
 

@@ -53,6 +53,9 @@ func TestApplyDoesNotWaitForCheckpoint(t *testing.T) {
 	done := make(chan struct{})
 	go func() { f.ApplyBatch(logs); close(done) }()
 	pollUntil(t, "ApplyBatch to wait for room", func() bool { return f.waiting.Load() == 1 })
+	if idx, queued, waits := f.CheckpointStats(); idx != 0 || queued != maxFrozen || waits != 1 {
+		t.Fatalf("checkpoint stats while held: index %d, queued %d, waits %d; want 0, %d, 1", idx, queued, waits, maxFrozen)
+	}
 	select {
 	case <-done:
 		t.Fatal("ApplyBatch went past maxFrozen queued layers")
@@ -69,6 +72,9 @@ func TestApplyDoesNotWaitForCheckpoint(t *testing.T) {
 	}
 	if got, want := committedIndex(t, f), f.AppliedIndex(); got != want {
 		t.Fatalf("after Flush the file holds %d, applied %d", got, want)
+	}
+	if idx, queued, _ := f.CheckpointStats(); idx != f.AppliedIndex() || queued != 0 {
+		t.Fatalf("checkpoint stats after Flush: index %d, queued %d; want %d, 0", idx, queued, f.AppliedIndex())
 	}
 	if got := cash(t, f, ann); got != maxFrozen {
 		t.Fatalf("cash = %d, want %d", got, maxFrozen)

@@ -32,6 +32,7 @@ func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus 
 		State: n.raft.State().String(), Term: n.raft.CurrentTerm(),
 		AppliedIndex: n.fsm.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastIndex: n.raft.LastIndex(), RaftLogStore: n.logStore,
 	}
+	st.CheckpointIndex, st.CheckpointQueue, st.ApplyWaits = n.fsm.CheckpointStats()
 	_, lid := n.raft.LeaderWithID()
 	st.Leader = string(lid)
 	if f := n.raft.GetConfiguration(); f.Error() == nil {

@@ -208,9 +208,16 @@ type NodeStatus struct {
 	CommitIndex  uint64 `json:"commit_index"`
 	LastIndex    uint64 `json:"last_index"`
 	RaftLogStore string `json:"raft_log_store,omitempty"` // wal or boltdb
-	StateHash    string `json:"state_hash"`
-	HashIndex    uint64 `json:"hash_index"` // applied index the hash was taken at
-	Error        string `json:"error,omitempty"`
+	// The state file's checkpoint: the applied index it holds (reads see
+	// applied_index; the Raft log holds the rest until the checkpoint),
+	// layers queued for the checkpoint writer, and how often applying
+	// waited for it since the node started (non-zero: the disk is behind).
+	CheckpointIndex uint64 `json:"checkpoint_index,omitempty"`
+	CheckpointQueue int    `json:"checkpoint_queue"`
+	ApplyWaits      uint64 `json:"apply_waits"`
+	StateHash       string `json:"state_hash"`
+	HashIndex       uint64 `json:"hash_index"` // applied index the hash was taken at
+	Error           string `json:"error,omitempty"`
 
 	Roles        []string      `json:"roles,omitempty"`  // LDS, TS, ME
 	Sessions     int64         `json:"sessions"`         // client sessions assigned to this Trading Server

@@ -469,3 +469,35 @@ func Test_Client_OrderStreamOpenSurvivesDroppedConnection(t *testing.T) {
 		t.Fatal("OpenOrderStream still waiting 10 s after the first node dropped the connection")
 	}
 }
+
+// Keys and client order IDs made later sort later (the state machine's
+// per-account indexes then grow at the end), and stay unique and of the
+// same shape.
+func TestGeneratedKeysIncreaseOverTime(t *testing.T) {
+	seen := map[string]bool{}
+	var prevKey, prevCID string
+	for i := range 200 {
+		k, c := NewIdempotencyKey(), NewClientID()
+		if len(k) != 32 || len(c) != 26 || c[:2] != "c-" {
+			t.Fatalf("shapes: key %q, client id %q", k, c)
+		}
+		if seen[k] || seen[c] {
+			t.Fatalf("repeat: %q %q", k, c)
+		}
+		seen[k], seen[c] = true, true
+		if i > 0 && (k[:12] < prevKey[:12] || c[2:14] < prevCID[2:14]) {
+			t.Fatalf("time prefix went back: %q after %q, %q after %q", k, prevKey, c, prevCID)
+		}
+		prevKey, prevCID = k, c
+		if i == 100 {
+			before := k[:12]
+			deadline := time.Now().Add(5 * time.Second)
+			for NewIdempotencyKey()[:12] == before && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if got := NewIdempotencyKey(); got <= k {
+				t.Fatalf("a key a millisecond later %q does not sort after %q", got, k)
+			}
+		}
+	}
+}

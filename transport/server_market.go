@@ -115,8 +115,13 @@ func ValidateClientID(id string) error {
 	return nil
 }
 
-// NewClientID returns a fresh random client order ID.
-func NewClientID() string { return "c-" + NewIdempotencyKey()[:24] }
+// NewClientID returns a fresh client order ID: "c-", 12 hex digits of
+// the time in milliseconds and 12 random ones (48 bits), increasing over
+// time like NewIdempotencyKey.
+func NewClientID() string {
+	k := NewIdempotencyKey() // 12 digits of time, then random ones
+	return "c-" + k[:12] + k[20:]
+}
 
 func badRequest(field, format string, args ...any) *APIError {
 	return &APIError{Status: 400, Code: CodeBadRequest, Message: field + ": " + fmt.Sprintf(format, args...)}
