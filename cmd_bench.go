@@ -1037,7 +1037,9 @@ func sortedKeys(m map[string]int64) []string {
 
 // ---- setup and the conservation check ----
 
-func newRunID() string { return transport.NewIdempotencyKey()[:6] }
+// newRunID is six random hex digits (the tail of a key: its head is the
+// time).
+func newRunID() string { return transport.NewIdempotencyKey()[26:] }
 
 // setupTraders registers, logs in and funds every trader, a few at a time.
 func setupTraders(ctx context.Context, newClient func(token string) (*transport.Client, error), runID string, symbols []string, n int) ([]*benchTrader, error) {

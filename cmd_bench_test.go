@@ -578,3 +578,17 @@ func Test_bench_Smoke(t *testing.T) {
 		t.Errorf("unknown symbol: exit %d, %q", code, stderr)
 	}
 }
+
+// Run IDs name the bench's traders, so two runs against one cluster must
+// not share one; they come from the random tail of a key, not its time
+// head (which repeats for hours).
+func TestRunIDsDiffer(t *testing.T) {
+	seen := map[string]bool{}
+	for range 50 {
+		id := newRunID()
+		if len(id) != 6 || seen[id] {
+			t.Fatalf("run id %q: repeated or not six digits", id)
+		}
+		seen[id] = true
+	}
+}
