@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -96,12 +97,13 @@ type FSM struct {
 	txMu    sync.Mutex // guards active and frozen; held by ApplyBatch and View
 	flushed *sync.Cond // on txMu: a frozen layer was committed or dropped
 	active  *layer
-	frozen  []*layer     // oldest first
-	frozenN uint64       // layers frozen so far (a layer's number is its count)
-	doneN   uint64       // layers checkpointed or discarded so far, in order
-	closed  bool         // Close ran; under txMu
-	waiting atomic.Int32 // ApplyBatch calls waiting for room (maxFrozen)
-	flushes atomic.Int32 // Flush calls waiting for the writer
+	frozen  []*layer       // oldest first
+	frozenN uint64         // layers frozen so far (a layer's number is its count)
+	sizes   map[string]int // key counts of the last frozen layer (newLayer)
+	doneN   uint64         // layers checkpointed or discarded so far, in order
+	closed  bool           // Close ran; under txMu
+	waiting atomic.Int32   // ApplyBatch calls waiting for room (maxFrozen)
+	flushes atomic.Int32   // Flush calls waiting for the writer
 
 	checkpointed atomic.Uint64 // applied index the state file holds
 	applyWaits   atomic.Uint64 // ApplyBatch calls that waited for room, since Open
@@ -123,14 +125,18 @@ var _ raft.BatchingFSM = (*FSM)(nil)
 // Growing past the mapping makes a checkpoint remap the file, which waits
 // for every open read transaction, including a snapshot being streamed;
 // meanwhile new reads (and so applying) wait behind it. A mapping larger
-// than any state a node will hold keeps that from ever happening.
-const initialMmap = 1 << (30 + 4*(strconv.IntSize/64))
+// than any state a node will hold keeps that from ever happening. Where
+// the address space is limited (ulimit -v) and the mapping fails, open
+// falls back to fallbackMmap and says so. A variable for tests.
+var initialMmap = 1 << (30 + 4*(strconv.IntSize/64))
 
-func boltOptions() *bolt.Options {
+const fallbackMmap = 1 << 30
+
+func boltOptions(mmapSize int) *bolt.Options {
 	// See initialMmap for the mapping's size. The freelist is not
 	// written on every commit (bbolt rebuilds it on open by scanning), which
 	// trims each commit's writes; data and meta pages are still fsynced.
-	return &bolt.Options{Timeout: 2 * time.Second, InitialMmapSize: initialMmap, FreelistType: bolt.FreelistMapType, NoFreelistSync: true}
+	return &bolt.Options{Timeout: 2 * time.Second, InitialMmapSize: mmapSize, FreelistType: bolt.FreelistMapType, NoFreelistSync: true}
 }
 
 // Options tune how the state file is written.
@@ -221,6 +227,7 @@ func (f *FSM) freezeLocked() {
 		return
 	}
 	f.frozen = append(f.frozen, f.active)
+	f.sizes = f.active.keyCounts()
 	f.active = nil
 	f.frozenN++
 	select {
@@ -406,7 +413,12 @@ func (f *FSM) CheckpointStats() (index uint64, queued int, waits uint64) {
 }
 
 func (f *FSM) open() error {
-	db, err := bolt.Open(f.path, 0o600, boltOptions())
+	db, err := bolt.Open(f.path, 0o600, boltOptions(initialMmap))
+	if errors.Is(err, syscall.ENOMEM) && initialMmap > fallbackMmap {
+		f.log.Warn("could not map the state file's address space up front (ulimit -v?); mapping 1 GiB instead: once the file outgrows it, a checkpoint waits for open reads, including a snapshot being sent",
+			"path", f.path, "wanted_bytes", initialMmap, "err", err)
+		db, err = bolt.Open(f.path, 0o600, boltOptions(fallbackMmap))
+	}
 	if err != nil {
 		return fmt.Errorf("open state %s: %w", f.path, err)
 	}
@@ -562,7 +574,7 @@ func (f *FSM) applyBatch(logs []*raft.Log) (resps []interface{}, syncCommit bool
 		}
 	}()
 	if f.active == nil {
-		f.active = newLayer()
+		f.active = newLayer(f.sizes)
 	}
 	tx := newStx(base, f.layersLocked(), true)
 	meta := tx.Bucket(bMeta)

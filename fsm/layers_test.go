@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -206,12 +208,21 @@ func TestIdempotencyPruneResumeIsOnlyACache(t *testing.T) {
 	}
 }
 
+// ordered returns the positions of every change in key order.
+func (t *ltree) ordered() []int32 {
+	main, tail := t.runs()
+	if len(tail) == 0 {
+		return main
+	}
+	return t.merge(main, tail)
+}
+
 // The key order of a layer's bucket stays exact through thousands of keys
 // arriving out of order, read between writes (the late-key run is merged
 // into the main run many times over), in the active layer and once it is
 // frozen.
 func TestLayerKeyOrderWithManyLateKeys(t *testing.T) {
-	tr := newLtree()
+	tr := newLtree(0)
 	model := map[string]bool{} // key -> deleted
 	rng := uint64(12345)
 	next := func() uint64 { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng }
@@ -300,5 +311,31 @@ func TestFlushDoesNotWaitForNewerLayers(t *testing.T) {
 	f.txMu.Unlock()
 	if queued != 1 {
 		t.Fatalf("%d layers queued, want layer 2 still waiting", queued)
+	}
+}
+
+// Where the address space cannot hold the up-front mapping, the state
+// file still opens, with the smaller one.
+func TestOpenFallsBackToASmallerMapping(t *testing.T) {
+	old := initialMmap
+	initialMmap = 1 << 47 // past the user address space of amd64 and arm64 Linux
+	t.Cleanup(func() { initialMmap = old })
+	var logs bytes.Buffer
+	f, err := OpenWith(filepath.Join(t.TempDir(), "state.db"), slog.New(slog.NewTextHandler(&logs, nil)), DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if !strings.Contains(logs.String(), "mapping 1 GiB instead") {
+		t.Fatalf("no fallback logged; logs: %s", logs.String())
+	}
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	ann := h.register("ann")
+	h.apply(deposit(ann, 5))
+	if err := f.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if cash(t, f, ann) != 5 || committedIndex(t, f) != f.AppliedIndex() {
+		t.Fatal("state file opened with the fallback mapping does not work")
 	}
 }

@@ -60,7 +60,9 @@ type ltree struct {
 // the layer) happens at most once per tailMax late keys.
 const tailMax = 1024
 
-func newLtree() *ltree { return &ltree{idx: map[string]int32{}} }
+func newLtree(size int) *ltree {
+	return &ltree{idx: make(map[string]int32, size), ents: make([]kv, 0, size)}
+}
 
 // get returns the key's change in this layer, if it has one.
 func (t *ltree) get(k []byte) (kv, bool) {
@@ -113,15 +115,6 @@ func (t *ltree) merge(a, b []int32) []int32 {
 		}
 	}
 	return append(append(out, a...), b...)
-}
-
-// ordered returns the positions of every change in key order.
-func (t *ltree) ordered() []int32 {
-	main, tail := t.runs()
-	if len(tail) == 0 {
-		return main
-	}
-	return t.merge(main, tail)
 }
 
 // ge is the first change at or after from (after it if strict; from nil:
@@ -181,14 +174,27 @@ type layer struct {
 	index   uint64 // last applied log index whose changes it holds
 	cmds    int
 	since   time.Time
-	keys    int
+	// sizes are the previous layer's key counts per bucket, to size this
+	// one's indexes up front instead of growing them key by key.
+	sizes map[string]int
 	// snaps are snapshots waiting for a read transaction taken right after
 	// this layer is committed (and before any newer one is).
 	snaps []*snapshot
 }
 
-func newLayer() *layer {
-	return &layer{buckets: map[string]*ltree{}, since: time.Now()}
+// newLayer starts a layer whose bucket indexes are sized by sizes (the
+// key counts of the layer before it; nil: none).
+func newLayer(sizes map[string]int) *layer {
+	return &layer{buckets: map[string]*ltree{}, since: time.Now(), sizes: sizes}
+}
+
+// keyCounts is how many keys each bucket of the layer holds.
+func (l *layer) keyCounts() map[string]int {
+	out := make(map[string]int, len(l.buckets))
+	for p, t := range l.buckets {
+		out[p] = len(t.ents)
+	}
+	return out
 }
 
 // tree returns the layer's changes for a bucket path, creating them if
@@ -196,14 +202,14 @@ func newLayer() *layer {
 func (l *layer) tree(path string, create bool) *ltree {
 	t := l.buckets[path]
 	if t == nil && create {
-		t = newLtree()
+		t = newLtree(l.sizes[path])
 		l.buckets[path] = t
 	}
 	return t
 }
 
 // writeTo applies the layer to a bbolt write transaction, bucket by
-// bucket and key by key in order.
+// bucket in order.
 func (l *layer) writeTo(tx *bolt.Tx) error {
 	paths := make([]string, 0, len(l.buckets))
 	for p := range l.buckets {
@@ -215,10 +221,12 @@ func (l *layer) writeTo(tx *bolt.Tx) error {
 		if b == nil {
 			return errors.New("fsm: checkpoint of unknown bucket " + p)
 		}
-		t := l.buckets[p]
-		for _, i := range t.ordered() {
+		// In arrival order: bbolt takes keys in any order, and sorting
+		// them here would cost more than the locality it buys (most keys
+		// extend one of a few per-account or per-symbol ranges anyway).
+		for _, it := range l.buckets[p].ents {
 			var err error
-			if it := t.ents[i]; it.del {
+			if it.del {
 				err = b.Delete(it.k)
 			} else {
 				err = b.Put(it.k, it.v)

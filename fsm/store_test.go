@@ -326,7 +326,7 @@ func (r *lstRun) freeze() {
 	r.note("freeze (active layer becomes frozen #%d)", len(r.frozen)+1)
 	r.closeW()
 	r.frozen = append([]*layer{r.active}, r.frozen...)
-	r.active = newLayer()
+	r.active = newLayer(nil)
 	r.frozenModel = r.model.clone()
 	if r.snap != nil {
 		if err := r.snap.base.Rollback(); err != nil {
@@ -699,7 +699,7 @@ func lstRunSeed(t *testing.T, seed uint64, steps int) {
 		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		db:      lstOpenDB(t),
 		model:   newLstModel(),
-		active:  newLayer(),
+		active:  newLayer(nil),
 		putBias: 60,
 	}
 	// On failure, end the read transactions still open so the file can
@@ -848,7 +848,7 @@ func TestLayeredStoreWriteDuringWalk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	frozen := newLayer()
+	frozen := newLayer(nil)
 	base := lstBegin(t, db)
 	w := newStx(base, []*layer{frozen}, true)
 	b := w.Bucket([]byte("aux"))
@@ -862,7 +862,7 @@ func TestLayeredStoreWriteDuringWalk(t *testing.T) {
 	}
 	base.Rollback()
 
-	active := newLayer()
+	active := newLayer(nil)
 	base = lstBegin(t, db)
 	w = newStx(base, []*layer{active, frozen}, true)
 	b = w.Bucket([]byte("aux"))
@@ -942,7 +942,7 @@ func TestLayeredStoreWriteDuringWalk(t *testing.T) {
 func TestLayeredStoreErrors(t *testing.T) {
 	db := lstOpenDB(t)
 	base := lstBegin(t, db)
-	l := newLayer()
+	l := newLayer(nil)
 
 	ro := newStx(base, []*layer{l}, false)
 	rb := ro.Bucket([]byte("aux"))
@@ -1000,7 +1000,7 @@ func TestLayeredStoreErrors(t *testing.T) {
 	}
 
 	// A layer holding a bucket the file lacks fails its checkpoint.
-	bad := newLayer()
+	bad := newLayer(nil)
 	bad.tree("nope/sub", true).put(kv{k: []byte("k"), v: []byte("v")})
 	if err := db.Update(bad.writeTo); err == nil {
 		t.Fatal("checkpoint of a layer with an unknown bucket succeeded")
@@ -1025,7 +1025,7 @@ func TestLayeredStoreCursorSeekBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newLayer()
+	l := newLayer(nil)
 	l.tree("aux", true).put(kv{k: []byte("bb"), v: []byte("layer-bb")})
 	for _, layers := range [][]*layer{nil, {l}} {
 		s := newStx(lstBegin(t, db), layers, false)
