@@ -35,8 +35,10 @@ func (f *FSM) applyCommand(tx *stx, c *Command, index uint64) *Result {
 		res = applyInitCluster(tx, c)
 	case TypeSetNode:
 		res = applySetNode(tx, c)
+		f.members.Add(1)
 	case TypeRemoveNode:
 		res = applyRemoveNode(tx, c)
+		f.members.Add(1)
 	case TypeRegister:
 		res = f.applyRegister(tx, c)
 	case TypeCreateSession:

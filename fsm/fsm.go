@@ -80,6 +80,7 @@ type FSM struct {
 	hashWalking bool          // a background walk for StatusHash is running
 	hashTook    time.Duration // how long the last walk took
 	restores    atomic.Uint64 // bumped by Restore: same index, new state is possible
+	members     atomic.Uint64 // bumped by every applied member change (MembersGen)
 
 	applied  atomic.Uint64
 	commands atomic.Uint64 // commands applied since Open (not skipped replays)
@@ -326,6 +327,7 @@ func (f *FSM) layersLocked() []*layer {
 func (f *FSM) abandonLocked(base *bolt.Tx) {
 	f.resetCaches()
 	f.active = nil
+	f.members.Add(1) // the dropped layer may have held a member change
 	st := newStx(base, f.layersLocked(), false)
 	idx := getU64(st.Bucket(bMeta), kAppliedIndex)
 	books, err := loadBooks(st)
@@ -499,6 +501,12 @@ func (f *FSM) Close() error {
 	}
 	return err
 }
+
+// MembersGen changes whenever the member table (View.Node) may have
+// changed: a member command was applied, the state was restored or
+// reloaded. Callers that cache member addresses read it before their View
+// and keep the cache only while it stays the same.
+func (f *FSM) MembersGen() uint64 { return f.members.Load() + f.restores.Load() }
 
 // AppliedIndex is the last log index whose effects reads see.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }

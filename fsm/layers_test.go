@@ -339,3 +339,33 @@ func TestOpenFallsBackToASmallerMapping(t *testing.T) {
 		t.Fatal("state file opened with the fallback mapping does not work")
 	}
 }
+
+// The member generation moves with every member change, restore or
+// reload, and only then (callers cache member addresses on it).
+func TestMembersGenMovesWithMemberChanges(t *testing.T) {
+	h := newHarness(t)
+	f := h.f
+	g0 := f.MembersGen()
+	h.apply1(&Command{Type: TypeSetNode, NodeID: "n1", RaftAddr: "127.0.0.1:1", HTTPAddr: "127.0.0.1:2"})
+	g1 := f.MembersGen()
+	if g1 == g0 {
+		t.Fatal("set-node did not move the member generation")
+	}
+	ann := h.register("ann")
+	h.apply(deposit(ann, 1), deposit(ann, 2))
+	if f.MembersGen() != g1 {
+		t.Fatal("non-member commands moved the member generation")
+	}
+	h.apply1(&Command{Type: TypeRemoveNode, NodeID: "n1"})
+	g2 := f.MembersGen()
+	if g2 == g1 {
+		t.Fatal("remove-node did not move the member generation")
+	}
+	snap := snapshotBytes(t, f)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	if f.MembersGen() == g2 {
+		t.Fatal("restore did not move the member generation")
+	}
+}

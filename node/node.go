@@ -191,6 +191,7 @@ type Node struct {
 	// the cluster's first entry and never changes, and every forwarded
 	// request reads it.
 	clusterKey atomic.Pointer[string]
+	leaderAddr atomic.Pointer[memberAddr] // leaderHTTP's cache
 	leaders   *leaderWatch
 	// leaderObs receives Raft's leader observations (leaderwatch.go).
 	leaderObs      chan raft.Observation

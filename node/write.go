@@ -91,6 +91,13 @@ func (n *Node) leaderHTTP() (string, error) {
 	if id == "" {
 		return "", fmt.Errorf("%w: none known to %s", ErrNoLeader, n.cfg.ID)
 	}
+	// Every forwarded request asks; the member table rarely changes, so
+	// the answer is cached while the state machine's member generation
+	// (read before the lookup) stays the same.
+	gen := n.fsm.MembersGen()
+	if c := n.leaderAddr.Load(); c != nil && c.gen == gen && c.id == string(id) {
+		return c.addr, nil
+	}
 	var addr string
 	_ = n.fsm.View(func(v *fsm.View) error {
 		if na, ok := v.Node(string(id)); ok {
@@ -101,5 +108,12 @@ func (n *Node) leaderHTTP() (string, error) {
 	if addr == "" {
 		return "", fmt.Errorf("%w: leader %s has no recorded HTTP address yet", ErrNoLeader, id)
 	}
+	n.leaderAddr.Store(&memberAddr{gen: gen, id: string(id), addr: addr})
 	return addr, nil
+}
+
+// memberAddr is a cached member HTTP address (leaderHTTP).
+type memberAddr struct {
+	gen      uint64
+	id, addr string
 }
