@@ -192,7 +192,7 @@ type Node struct {
 	// request reads it.
 	clusterKey atomic.Pointer[string]
 	leaderAddr atomic.Pointer[memberAddr] // leaderHTTP's cache
-	leaders   *leaderWatch
+	leaders    *leaderWatch
 	// leaderObs receives Raft's leader observations (leaderwatch.go).
 	leaderObs      chan raft.Observation
 	leaderObserver *raft.Observer
