@@ -15,7 +15,7 @@ import (
 )
 
 // committedIndex reads the applied index stored in the file, bypassing the
-// open transaction.
+// memory layers.
 func committedIndex(t *testing.T, f *FSM) uint64 {
 	t.Helper()
 	var idx uint64
@@ -26,7 +26,7 @@ func committedIndex(t *testing.T, f *FSM) uint64 {
 }
 
 // copyFile copies the state file as a crash would leave it: what bbolt
-// committed, nothing of the open transaction.
+// committed, nothing of the memory layers.
 func copyFile(t *testing.T, src, dst string) {
 	t.Helper()
 	in, err := os.Open(src)

@@ -142,11 +142,12 @@ func boltOptions(mmapSize int) *bolt.Options {
 
 // Options tune how the state file is written.
 type Options struct {
-	// CommitInterval is how long applied commands may stay in the open
-	// bbolt transaction before it is committed and fsynced. Zero commits
-	// at the end of every ApplyBatch.
+	// CommitInterval is how long applied commands may stay in the active
+	// memory layer before it is frozen and checkpointed (committed and
+	// fsynced to the file in the background). Zero makes every ApplyBatch
+	// wait for its checkpoint.
 	CommitInterval time.Duration
-	// CommitMaxCommands commits earlier once the open transaction holds
+	// CommitMaxCommands freezes the active layer earlier once it holds
 	// this many commands; 0 means DefaultCommitMaxCommands.
 	CommitMaxCommands int
 }
