@@ -98,12 +98,13 @@ type FSM struct {
 	txMu    sync.Mutex // guards active and frozen; held by ApplyBatch and View
 	flushed *sync.Cond // on txMu: a frozen layer was committed or dropped
 	active  *layer
-	frozen  []*layer       // oldest first
-	frozenN uint64         // layers frozen so far (a layer's number is its count)
+	frozen  []*layer // oldest first
+	// frozenN counts the layers frozen so far; a layer's number is the
+	// count after it, and those up to frozenN-len(frozen) are done
+	// (checkpointed or discarded: they leave frozen in order).
+	frozenN uint64
 	sizes   map[string]int // key counts of the last frozen layer (newLayer)
-	doneN   uint64         // layers checkpointed or discarded so far, in order
 	closed  bool           // Close ran; under txMu
-	waiting atomic.Int32   // ApplyBatch calls waiting for room (maxFrozen)
 	flushes atomic.Int32   // Flush calls waiting for the writer
 
 	checkpointed atomic.Uint64 // applied index the state file holds
@@ -284,7 +285,6 @@ func (f *FSM) checkpointOne() bool {
 	l.snaps = nil
 	f.frozen[0] = nil
 	f.frozen = f.frozen[1:]
-	f.doneN++
 	f.flushed.Broadcast()
 	f.txMu.Unlock()
 	return true
@@ -301,7 +301,6 @@ func (f *FSM) discardLocked(err error) {
 		}
 	}
 	f.frozen, f.active = nil, nil
-	f.doneN = f.frozenN
 	f.flushed.Broadcast()
 }
 
@@ -380,7 +379,7 @@ func (f *FSM) Flush() error {
 	f.freezeLocked()
 	f.flushes.Add(1)
 	defer f.flushes.Add(-1)
-	for want := f.frozenN; f.doneN < want && !f.closed; {
+	for want := f.frozenN; f.frozenN-uint64(len(f.frozen)) < want && !f.closed; {
 		f.flushed.Wait()
 	}
 	return nil
@@ -392,11 +391,9 @@ func (f *FSM) waitRoom() {
 	f.txMu.Lock()
 	if len(f.frozen) >= maxFrozen && !f.closed {
 		f.applyWaits.Add(1)
-		f.waiting.Add(1)
 		for len(f.frozen) >= maxFrozen && !f.closed {
 			f.flushed.Wait()
 		}
-		f.waiting.Add(-1)
 	}
 	f.txMu.Unlock()
 }

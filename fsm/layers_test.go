@@ -54,7 +54,7 @@ func TestApplyDoesNotWaitForCheckpoint(t *testing.T) {
 	logs := h.logs(deposit(ann, 1))
 	done := make(chan struct{})
 	go func() { f.ApplyBatch(logs); close(done) }()
-	pollUntil(t, "ApplyBatch to wait for room", func() bool { return f.waiting.Load() == 1 })
+	pollUntil(t, "ApplyBatch to wait for room", func() bool { return f.applyWaits.Load() == 1 })
 	if idx, queued, waits := f.CheckpointStats(); idx != 0 || queued != maxFrozen || waits != 1 {
 		t.Fatalf("checkpoint stats while held: index %d, queued %d, waits %d; want 0, %d, 1", idx, queued, waits, maxFrozen)
 	}

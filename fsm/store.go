@@ -133,13 +133,7 @@ func (t *ltree) ge(from []byte, strict bool) (kv, bool) {
 	}
 	a, aok := first(main)
 	b, bok := first(tail)
-	switch {
-	case aok && (!bok || t.less(a, b) < 0):
-		return t.ents[a], true
-	case bok:
-		return t.ents[b], true
-	}
-	return kv{}, false
+	return t.pick(a, aok, b, bok, false)
 }
 
 // lt is the last change before from (from nil: the last).
@@ -157,8 +151,20 @@ func (t *ltree) lt(from []byte) (kv, bool) {
 	}
 	a, aok := last(main)
 	b, bok := last(tail)
+	return t.pick(a, aok, b, bok, true)
+}
+
+// pick returns the nearer of the two runs' candidates: the smaller key
+// going forward, the larger going back.
+func (t *ltree) pick(a int32, aok bool, b int32, bok bool, back bool) (kv, bool) {
+	if aok && bok {
+		if c := t.less(a, b); (c < 0) == back {
+			a = b
+		}
+		return t.ents[a], true
+	}
 	switch {
-	case aok && (!bok || t.less(a, b) > 0):
+	case aok:
 		return t.ents[a], true
 	case bok:
 		return t.ents[b], true
@@ -441,30 +447,58 @@ func (c *scursor) Prev() ([]byte, []byte) {
 // ge finds the smallest live key at or after from (after it if strict;
 // from nil: the first key).
 func (c *scursor) ge(from []byte, strict bool) ([]byte, []byte) {
+	return c.find(from, strict, false)
+}
+
+// lt finds the largest live key before from (from nil: the last key).
+func (c *scursor) lt(from []byte) ([]byte, []byte) { return c.find(from, true, true) }
+
+// find is ge (back false) or lt (back true): the nearest key in any
+// source in that direction, the newest layer winning ties, stepping over
+// deletions.
+func (c *scursor) find(from []byte, strict, back bool) ([]byte, []byte) {
+	nearer := func(k, than []byte) bool {
+		if back {
+			return bytes.Compare(k, than) > 0
+		}
+		return bytes.Compare(k, than) < 0
+	}
 	for {
-		var bk, bv []byte
-		var del, found bool
+		var best kv
+		found := false
 		for _, tr := range c.b.trees {
 			if tr == nil {
 				continue
 			}
-			hit, ok := tr.ge(from, strict)
-			if ok && (!found || bytes.Compare(hit.k, bk) < 0) {
-				bk, bv, del, found = hit.k, hit.v, hit.del, true
+			var hit kv
+			var ok bool
+			if back {
+				hit, ok = tr.lt(from)
+			} else {
+				hit, ok = tr.ge(from, strict)
+			}
+			if ok && (!found || nearer(hit.k, best.k)) {
+				best, found = hit, true
 			}
 		}
-		if k, v := c.baseGE(from, strict); k != nil && (!found || bytes.Compare(k, bk) < 0) {
-			bk, bv, del, found = k, v, false, true
+		var k, v []byte
+		if back {
+			k, v = c.baseLT(from)
+		} else {
+			k, v = c.baseGE(from, strict)
+		}
+		if k != nil && (!found || nearer(k, best.k)) {
+			best, found = kv{k: k, v: v}, true
 		}
 		if !found {
 			c.key = nil
 			return nil, nil
 		}
-		if !del {
-			c.key = bk
-			return bk, bv
+		if !best.del {
+			c.key = best.k
+			return best.k, best.v
 		}
-		from, strict = bk, true
+		from, strict = best.k, true
 	}
 }
 
@@ -504,40 +538,14 @@ func bytesCompareNil(a, b []byte) int {
 	return bytes.Compare(a, b)
 }
 
-// lt finds the largest live key before from (from nil: the last key).
-func (c *scursor) lt(from []byte) ([]byte, []byte) {
-	c.fwd = false
-	for {
-		var bk, bv []byte
-		var del, found bool
-		for _, tr := range c.b.trees {
-			if tr == nil {
-				continue
-			}
-			hit, ok := tr.lt(from)
-			if ok && (!found || bytes.Compare(hit.k, bk) > 0) {
-				bk, bv, del, found = hit.k, hit.v, hit.del, true
-			}
-		}
-		var k, v []byte
-		if from == nil {
-			k, v = c.bc.Last()
-		} else if k, _ = c.bc.Seek(from); k == nil {
-			k, v = c.bc.Last()
-		} else {
-			k, v = c.bc.Prev()
-		}
-		if k != nil && (!found || bytes.Compare(k, bk) > 0) {
-			bk, bv, del, found = k, v, false, true
-		}
-		if !found {
-			c.key = nil
-			return nil, nil
-		}
-		if !del {
-			c.key = bk
-			return bk, bv
-		}
-		from = bk
+// baseLT is the largest file key before from (from nil: the last).
+func (c *scursor) baseLT(from []byte) ([]byte, []byte) {
+	c.fwd = false // the file cursor no longer sits where baseGE left it
+	if from == nil {
+		return c.bc.Last()
 	}
+	if k, _ := c.bc.Seek(from); k == nil {
+		return c.bc.Last()
+	}
+	return c.bc.Prev()
 }

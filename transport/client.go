@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -112,11 +113,9 @@ func NewIdempotencyKey() string {
 	if _, err := rand.Read(b[6:]); err != nil {
 		panic("transport: crypto/rand failed: " + err.Error())
 	}
-	ms := uint64(time.Now().UnixMilli())
-	for i := 5; i >= 0; i-- {
-		b[i] = byte(ms)
-		ms >>= 8
-	}
+	var ms [8]byte
+	binary.BigEndian.PutUint64(ms[:], uint64(time.Now().UnixMilli()))
+	copy(b[:6], ms[2:]) // the low 48 bits
 	return hex.EncodeToString(b[:])
 }
 
