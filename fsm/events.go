@@ -54,7 +54,11 @@ func decodeQuote(r *reader) *Quote {
 }
 
 func (x *exch) orderEvent(o *market.Order) {
-	if o.Account == getU64(x.tx.Bucket(bMeta), kHouse) {
+	if x.house == nil {
+		h := getU64(x.tx.Bucket(bMeta), kHouse)
+		x.house = &h
+	}
+	if o.Account == *x.house {
 		return
 	}
 	b := x.tx.Bucket(bTrader).Bucket(bOrderEvents)

@@ -101,6 +101,12 @@ type exch struct {
 	now   int64
 	accts map[uint64]*trader.Account
 	pos   map[string]*trader.Position
+	// fresh is the order this command creates until it is stored as open:
+	// an order that never rested was never in the open set, so finishing
+	// it needs no delete there (which would cost a tombstone in the layer
+	// and a B+tree search at the checkpoint).
+	fresh uint64
+	house *uint64 // the house account, read once per command (orderEvent)
 }
 
 func (f *FSM) newExch(tx *stx, now int64) *exch {
@@ -197,9 +203,13 @@ func (x *exch) putOrder(o *market.Order) {
 	mb := x.tx.Bucket(bMarket)
 	id := u64key(o.ID)
 	must(mb.Bucket(bOrders).Put(id, encodeWith(o, encodeOrder)))
-	if o.Status.Active() {
+	switch {
+	case o.Status.Active():
 		must(mb.Bucket(bOpen).Put(id, []byte(o.Symbol)))
-	} else {
+		if o.ID == x.fresh {
+			x.fresh = 0
+		}
+	case o.ID != x.fresh:
 		must(mb.Bucket(bOpen).Delete(id))
 	}
 	x.orderEvent(o)
@@ -320,6 +330,7 @@ func (f *FSM) applySetInstrument(tx *stx, c *Command) *Result {
 		b.Ref = c.Price
 	} else {
 		f.books[c.Symbol] = market.NewBook(c.Symbol, c.Price)
+		f.publishSymbols()
 	}
 	return &Result{}
 }
@@ -401,6 +412,7 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 		Side: market.Side(c.Side), Type: market.Type(c.OrdType), TIF: market.TIF(c.TIF), PostOnly: c.PostOnly,
 		Qty: c.Qty, Limit: c.Limit, Stop: c.Stop, Created: c.Time, Updated: c.Time,
 	}
+	x.fresh = id
 	if cidKey != nil {
 		must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
 	}

@@ -81,6 +81,10 @@ type FSM struct {
 	hashTook    time.Duration // how long the last walk took
 	restores    atomic.Uint64 // bumped by Restore: same index, new state is possible
 	members     atomic.Uint64 // bumped by every applied member change (MembersGen)
+	// symbols is the set of listed instruments, republished (never
+	// changed in place) whenever books gain a symbol, so the API can check
+	// an order's symbol without a read transaction (HasSymbol).
+	symbols atomic.Pointer[map[string]struct{}]
 
 	applied  atomic.Uint64
 	commands atomic.Uint64 // commands applied since Open (not skipped replays)
@@ -335,8 +339,36 @@ func (f *FSM) abandonLocked(base *bolt.Tx) {
 		f.log.Error("reloading state after a failed apply", "err", err)
 		return
 	}
-	f.books = books
+	f.setBooks(books)
 	f.applied.Store(idx)
+}
+
+// setBooks installs books rebuilt from the state and publishes their
+// symbols. Callers hold bookMu.
+func (f *FSM) setBooks(books map[string]*market.Book) {
+	f.books = books
+	f.publishSymbols()
+}
+
+// publishSymbols republishes the symbol set from books (bookMu held).
+func (f *FSM) publishSymbols() {
+	set := make(map[string]struct{}, len(f.books))
+	for sym := range f.books {
+		set[sym] = struct{}{}
+	}
+	f.symbols.Store(&set)
+}
+
+// HasSymbol reports whether sym is listed in the state applied so far. It
+// takes no lock: instruments are never removed, and the set is replaced
+// whole when one is added.
+func (f *FSM) HasSymbol(sym string) bool {
+	set := f.symbols.Load()
+	if set == nil {
+		return false
+	}
+	_, ok := (*set)[sym]
+	return ok
 }
 
 // resetCaches drops the caches of what the file holds (per-account
@@ -441,7 +473,7 @@ func (f *FSM) open() error {
 		return fmt.Errorf("load books from %s: %w", f.path, err)
 	}
 	f.bookMu.Lock()
-	f.books = books
+	f.setBooks(books)
 	f.resetCaches()
 	f.bookMu.Unlock()
 	f.db = db

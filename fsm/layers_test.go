@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/hats-trading/hats/market"
 )
 
 // pollUntil polls cond until it holds or a generous deadline passes.
@@ -368,4 +370,70 @@ func TestMembersGenMovesWithMemberChanges(t *testing.T) {
 	if f.MembersGen() == g2 {
 		t.Fatal("restore did not move the member generation")
 	}
+}
+
+// HasSymbol follows the applied state without a transaction: a listed
+// instrument shows at once, and a restore to a state without it (or a
+// reopen of the file) publishes the set that state holds.
+func TestHasSymbolFollowsState(t *testing.T) {
+	h := newHarness(t)
+	f := h.f
+	if f.HasSymbol("AAA") {
+		t.Fatal("empty state lists AAA")
+	}
+	empty := snapshotBytes(t, f)
+	wantCode(t, h.apply1(setInstrument("AAA", 10_000)), CodeOK)
+	if !f.HasSymbol("AAA") || f.HasSymbol("BBB") {
+		t.Fatalf("after listing AAA: AAA %v, BBB %v", f.HasSymbol("AAA"), f.HasSymbol("BBB"))
+	}
+	wantCode(t, h.apply1(setInstrument("AAA", 12_000)), CodeOK) // re-pricing keeps it
+	if !f.HasSymbol("AAA") {
+		t.Fatal("re-pricing AAA dropped it")
+	}
+	listed := snapshotBytes(t, f)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(empty))); err != nil {
+		t.Fatal(err)
+	}
+	if f.HasSymbol("AAA") {
+		t.Fatal("restore to a state without AAA still lists it")
+	}
+	if err := f.Restore(io.NopCloser(bytes.NewReader(listed))); err != nil {
+		t.Fatal(err)
+	}
+	if !f.HasSymbol("AAA") {
+		t.Fatal("restore to a state with AAA does not list it")
+	}
+}
+
+// An order that never rested leaves nothing in the open set, not even a
+// deletion: only orders that were open are taken out of it.
+func TestOpenSetDeletesOnlyOrdersThatRested(t *testing.T) {
+	h, ids, l := exHarness(t)
+	ann, bob := ids[0], ids[1]
+	maker := h.exApply1(limitCmd(bob, "AAA", market.Sell, 5, 10_000))
+	wantCode(t, maker, CodeOK)
+	h.f.txMu.Lock()
+	h.f.freezeLocked() // the next commands land in a fresh layer
+	h.f.txMu.Unlock()
+	taker := h.exApply1(placeCmd(ann, "AAA", market.Buy, market.Market, market.IOC, 5, 0, 0))
+	wantCode(t, taker, CodeOK)
+	rejected := h.exApply1(limitCmd(ann, "AAA", market.Buy, 0, 10_000))
+	if taker.Order.Status != market.Filled || rejected.Order == nil || rejected.Order.Status != market.Rejected {
+		t.Fatalf("taker %+v, rejected %+v", taker.Order, rejected.Order)
+	}
+	h.f.txMu.Lock()
+	var got []uint64
+	if tr := h.f.active.buckets["market/open"]; tr != nil {
+		for _, e := range tr.ents {
+			if !e.del {
+				t.Errorf("open set gained order %d", binary.BigEndian.Uint64(e.k))
+			}
+			got = append(got, binary.BigEndian.Uint64(e.k))
+		}
+	}
+	h.f.txMu.Unlock()
+	if len(got) != 1 || got[0] != maker.Order.ID {
+		t.Fatalf("open-set deletions %v, want only the maker %d", got, maker.Order.ID)
+	}
+	checkExchange(t, h.f, l)
 }

@@ -102,5 +102,8 @@ func (n *Node) MarketBook(symbol string, depth int) (*fsm.BookSnapshot, bool) {
 	return n.fsm.Book(symbol, depth)
 }
 
+// HasSymbol implements transport.Backend.
+func (n *Node) HasSymbol(symbol string) bool { return n.fsm.HasSymbol(symbol) }
+
 // MarketDataStale implements transport.Backend.
 func (n *Node) MarketDataStale() bool { return n.eng.status().Stale }

@@ -93,7 +93,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		if raw = strings.TrimSpace(raw); raw == "" {
 			continue
 		}
-		sym, e := s.checkSymbol(r, raw)
+		sym, e := s.checkSymbol(raw)
 		if e != nil {
 			writeError(w, e)
 			return

@@ -155,7 +155,7 @@ func (s *Server) streamCommand(r *http.Request, p Principal, req *StreamRequest)
 		if e != nil {
 			return nil, e
 		}
-		if _, e := s.checkSymbol(r, o.Symbol); e != nil {
+		if _, e := s.checkSymbol(o.Symbol); e != nil {
 			return nil, e
 		}
 		return &fsm.Command{

@@ -69,6 +69,9 @@ type Backend interface {
 	// MarketBook returns the top depth levels of a symbol's in-memory book
 	// as of this node's last applied batch.
 	MarketBook(symbol string, depth int) (*fsm.BookSnapshot, bool)
+	// HasSymbol reports whether an instrument is listed in the state this
+	// node has applied (no read transaction: checked on every order).
+	HasSymbol(symbol string) bool
 	// MarketDataStale reports that the Market Engine has not ticked for
 	// several feed intervals (or runs no feed at all).
 	MarketDataStale() bool

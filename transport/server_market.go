@@ -295,19 +295,12 @@ func unknownSymbol(sym string) *APIError {
 
 // checkSymbol normalizes a symbol from a request body and checks, on this
 // node's state, that it is listed. Unknown symbols are a 400: bad input.
-func (s *Server) checkSymbol(r *http.Request, raw string) (string, *APIError) {
+func (s *Server) checkSymbol(raw string) (string, *APIError) {
 	sym, err := NormalizeSymbol(raw)
 	if err != nil {
 		return "", badRequest("symbol", "%v", err)
 	}
-	known := false
-	if err := s.b.Read(r.Context(), Stale, func(v *fsm.View) error {
-		_, known = v.Instrument(sym)
-		return nil
-	}); err != nil {
-		return "", toAPIError(err)
-	}
-	if !known {
+	if !s.b.HasSymbol(sym) {
 		e := unknownSymbol(sym)
 		e.Status = 400
 		return "", e
@@ -357,7 +350,7 @@ func (s *Server) shares(t fsm.Type) authed {
 			writeError(w, e)
 			return
 		}
-		sym, e := s.checkSymbol(r, req.Symbol)
+		sym, e := s.checkSymbol(req.Symbol)
 		if e != nil {
 			writeError(w, e)
 			return
@@ -385,7 +378,7 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, p Principal)
 		writeError(w, e)
 		return
 	}
-	if _, e := s.checkSymbol(r, o.Symbol); e != nil {
+	if _, e := s.checkSymbol(o.Symbol); e != nil {
 		writeError(w, e)
 		return
 	}
