@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -24,11 +25,19 @@ type OrderStream struct {
 	resp *http.Response
 
 	mu      sync.Mutex
-	enc     *json.Encoder
 	next    uint64
 	waiting map[string]chan StreamReply
 	err     error
-	done    chan struct{}
+	done    chan struct{} // closed when read ends
+
+	// Requests are encoded into pending and written by one goroutine
+	// (write): whatever queued while the previous write was on its way
+	// goes out in the next one, so pipelined requests share a chunk and a
+	// system call instead of costing one each.
+	pending []byte // under mu
+	closing bool   // under mu: Close was called; write exits once pending is out
+	kick    chan struct{}
+	wrote   chan struct{} // closed when write ends
 }
 
 var errStreamOpenTimeout = errors.New("order stream: no response in time")
@@ -83,11 +92,47 @@ func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
 			lastErr = ae
 			continue
 		}
-		s := &OrderStream{pw: pw, resp: resp, enc: json.NewEncoder(pw), waiting: map[string]chan StreamReply{}, done: make(chan struct{})}
+		s := &OrderStream{pw: pw, resp: resp, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
+			kick: make(chan struct{}, 1), wrote: make(chan struct{})}
 		go s.read()
+		go s.write()
 		return s, nil
 	}
 	return nil, fmt.Errorf("%w: order stream: %v", ErrNoNodes, lastErr)
+}
+
+// write hands queued requests to the connection, all that queued in one
+// write. A failed write means the connection is gone: closing the
+// response ends read, which fails every request still waiting.
+func (s *OrderStream) write() {
+	defer close(s.wrote)
+	var buf []byte
+	for {
+		<-s.kick
+		// Let the goroutines woken by the same batch of replies queue
+		// their next requests first: they then share this write.
+		runtime.Gosched()
+		s.mu.Lock()
+		buf, s.pending = s.pending, buf[:0]
+		closing := s.closing
+		s.mu.Unlock()
+		if len(buf) > 0 {
+			if _, err := s.pw.Write(buf); err != nil {
+				s.resp.Body.Close()
+				return
+			}
+		}
+		if closing {
+			return
+		}
+	}
+}
+
+func (s *OrderStream) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (s *OrderStream) read() {
@@ -163,14 +208,21 @@ func (s *OrderStream) roundTrip(ctx context.Context, req StreamRequest, clientID
 		s.mu.Unlock()
 		return StreamReply{}, fmt.Errorf("%w: order stream closed: %v", ErrUnavailable, err)
 	}
+	if s.closing {
+		s.mu.Unlock()
+		return StreamReply{}, fmt.Errorf("%w: order stream closed", ErrUnavailable)
+	}
 	s.next++
 	req.Tag = strconv.FormatUint(s.next, 10)
-	s.waiting[req.Tag] = ch
-	err := s.enc.Encode(req)
-	s.mu.Unlock()
+	line, err := json.Marshal(req)
 	if err != nil {
-		return StreamReply{}, &OutcomeUnknownError{Key: clientID, Err: fmt.Errorf("order stream write: %w", err)}
+		s.mu.Unlock()
+		return StreamReply{}, fmt.Errorf("%w: order stream: %v", ErrBadRequest, err)
 	}
+	s.waiting[req.Tag] = ch
+	s.pending = append(append(s.pending, line...), '\n')
+	s.mu.Unlock()
+	s.wake()
 	select {
 	case rep, ok := <-ch:
 		if !ok {
@@ -184,6 +236,14 @@ func (s *OrderStream) roundTrip(ctx context.Context, req StreamRequest, clientID
 
 // Close ends the stream after the server has answered what was sent.
 func (s *OrderStream) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.wake()
+	select {
+	case <-s.wrote: // everything queued was handed to the connection
+	case <-s.done: // the connection is gone; closing the pipe ends a stuck write
+	}
 	s.pw.Close()
 	<-s.done
 	return s.resp.Body.Close()

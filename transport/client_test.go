@@ -1,13 +1,16 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -499,5 +502,96 @@ func TestGeneratedKeysIncreaseOverTime(t *testing.T) {
 				t.Fatalf("a key a millisecond later %q does not sort after %q", got, k)
 			}
 		}
+	}
+}
+
+// Pipelined stream requests, written together by the stream's writer,
+// are each answered by their own tag; when the connection breaks with
+// requests in flight, each of them fails as outcome unknown with its
+// client order ID, later ones fail at once, and Close returns.
+func Test_Client_OrderStreamPipelinesAndBreaks(t *testing.T) {
+	const answered = 40 // the server answers this many, then drops the connection
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		sc := bufio.NewScanner(r.Body)
+		for n := 0; sc.Scan(); n++ {
+			var req StreamRequest
+			if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+				t.Errorf("server: bad line %q: %v", sc.Bytes(), err)
+				return
+			}
+			if n == answered { // drop the connection
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					t.Errorf("hijack: %v", err)
+					return
+				}
+				conn.Close()
+				return
+			}
+			id, _ := strconv.ParseUint(strings.TrimPrefix(req.Order.ClientID, "cid-"), 10, 64)
+			b, _ := json.Marshal(StreamReply{Tag: req.Tag, Status: 200, Order: &Order{OrderID: id + 1000, ClientID: req.Order.ClientID}})
+			_, _ = w.Write(append(b, '\n'))
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	c := clMustNewClient(t, ClientConfig{Nodes: []string{srv.URL}, Token: "tok", Timeout: 5 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// First the answered ones, 8 in flight at a time.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := range answered {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cid := fmt.Sprintf("cid-%d", i)
+			o, err := s.Place(ctx, OrderRequest{ClientID: cid, Symbol: "AAPL", Side: "buy", Type: "limit", Quantity: 1, LimitPrice: "1.00"})
+			if err != nil || o.ClientID != cid || o.OrderID != uint64(i)+1000 {
+				t.Errorf("%s: got %+v, %v", cid, o, err)
+			}
+		}()
+	}
+	wg.Wait()
+	// The next one breaks the connection: it and the ones behind it have an
+	// unknown outcome, each with its own client ID.
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cid := fmt.Sprintf("cid-late-%d", i)
+			_, err := s.Place(ctx, OrderRequest{ClientID: cid, Symbol: "AAPL", Side: "buy", Type: "limit", Quantity: 1, LimitPrice: "1.00"})
+			var ou *OutcomeUnknownError
+			if !errors.As(err, &ou) {
+				if !errors.Is(err, ErrUnavailable) { // sent after the break was seen
+					t.Errorf("%s: %v, want outcome unknown", cid, err)
+				}
+				return
+			}
+			if ou.Key != cid {
+				t.Errorf("outcome unknown names %q, want %q", ou.Key, cid)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := s.Place(ctx, OrderRequest{ClientID: "after", Symbol: "AAPL", Side: "buy", Type: "limit", Quantity: 1, LimitPrice: "1.00"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("place on a broken stream: %v, want ErrUnavailable", err)
+	}
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still waiting 10 s after the connection broke")
 	}
 }
