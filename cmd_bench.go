@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -85,6 +86,7 @@ func benchCommand() *cli.Command {
 		&cli.IntFlag{Name: "pipeline", Value: 1, Usage: "with --stream: `P` clients share each order stream (of one trader), so each connection carries up to P requests in flight, as a program pipelining orders would"},
 		&cli.StringFlag{Name: "via", Value: benchViaAssigned, Usage: "which Trading Server each client talks to: assigned (the one the LDS assigns at login), leader, or followers (round robin)"},
 		&cli.StringFlag{Name: "histogram", Usage: "write the latency histogram to `FILE`: PNG if it ends in .png, else a self-contained HTML page"},
+		&cli.StringFlag{Name: "cpu-profile", Usage: "write a Go CPU profile of hats bench itself to `FILE` (go tool pprof reads it), to see what the load generator costs on a shared machine"},
 	)...)
 	return &cli.Command{
 		Name:  "bench",
@@ -1587,6 +1589,17 @@ func benchAction(cCtx *cli.Context) error {
 	setup, err := e.client() // validates --cluster and --insecure
 	if err != nil {
 		return err
+	}
+	if path := cCtx.String("cpu-profile"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx := cCtx.Context
 	newClient := func(token string) (*transport.Client, error) {
