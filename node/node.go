@@ -53,7 +53,7 @@ const (
 	DefaultCommitTimeout      = 5 * time.Millisecond
 	DefaultApplyTimeout       = 5 * time.Second
 	DefaultSessionTTL         = 24 * time.Hour
-	DefaultSnapshotThreshold  = 8192
+	DefaultSnapshotThreshold  = 65536
 	DefaultSnapshotInterval   = 30 * time.Second
 	DefaultTrailingLogs       = 10240
 )

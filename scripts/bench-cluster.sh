@@ -12,7 +12,7 @@
 # gets SIGKILL; it is restarted on its data dir after the run (the gap
 # shows in hats bench's "longest gap" line).
 #
-# Environment: HATS_BIN (default: build ./hats), NODE_ARGS (extra flags
+# Environment: KEEP_DATA=1 (leave the data dirs), HATS_BIN (default: build ./hats), NODE_ARGS (extra flags
 # for every node), PORT_BASE (default 7100: HTTP 7101-3, Raft 7201-3,
 # gossip 7301-3), PPROF_BASE (serve Go profiles on PPROF_BASE+1..3).
 set -euo pipefail
@@ -28,7 +28,7 @@ cleanup() {
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	if [[ -n "${KEEP_LOGS:-}" ]]; then cp "$DIR"/n*.log "$KEEP_LOGS"/ 2>/dev/null; fi
-	rm -rf "$DIR"
+	if [[ -n "${KEEP_DATA:-}" ]]; then echo "# data dirs kept in $DIR"; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
 
