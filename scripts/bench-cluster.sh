@@ -65,7 +65,12 @@ for args in "$@"; do
 	echo "# $(date -u +%FT%TZ)  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "\$ hats bench $args"
 	before=()
-	for p in "${PIDS[@]}"; do before+=("$(cpu "$p")"); done
+	before_r=() before_w=()
+	for p in "${PIDS[@]}"; do
+		before+=("$(cpu "$p")")
+		before_r+=("$(awk '/^syscr/{print $2}' "/proc/$p/io")")
+		before_w+=("$(awk '/^syscw/{print $2}' "/proc/$p/io")")
+	done
 	killer=
 	if [[ -n "${KILL_LEADER_AFTER:-}" ]]; then
 		(
@@ -110,6 +115,16 @@ for args in "$@"; do
 	line="# node CPU s during the run:"
 	for k in 0 1 2; do
 		line+=" n$((k + 1)) $(awk -v a="${before[$k]}" -v b="$(cpu "${PIDS[$k]}")" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}')"
+	done
+	echo "$line"
+	line="# node read/write system calls during the run:"
+	for k in 0 1 2; do
+		line+=" n$((k + 1)) $(awk -v r="${before_r[$k]}" -v w="${before_w[$k]}" '/^syscr/{cr=$2} /^syscw/{cw=$2} END{printf "%d/%d", cr-r, cw-w}' "/proc/${PIDS[$k]}/io")"
+	done
+	echo "$line"
+	line="# node peak RSS MB so far:"
+	for k in 0 1 2; do
+		line+=" n$((k + 1)) $(awk '/^VmHWM/{printf "%d", $2/1024}' "/proc/${PIDS[$k]}/status" 2>/dev/null)"
 	done
 	echo "$line"
 	echo "# n1 data dir: $(du -sh "$DIR/n1/state.db" | cut -f1) state.db, $(du -sh "$DIR/n1/snapshots" 2>/dev/null | cut -f1) snapshots, $(du -sh "$DIR/n1/raft-wal" "$DIR/n1/raft.db" 2>/dev/null | cut -f1 | head -1) Raft log"

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -54,13 +55,16 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 
 	// One writer goroutine sends the replies; it flushes when no other
 	// reply is waiting, so replies that complete together (a group
-	// commit's worth) share one write to the connection.
+	// commit's worth) share one write to the connection. Before it
+	// flushes it yields once: the other requests of the same batch are
+	// woken together, and most are then done encoding their replies.
 	out := make(chan []byte, maxStreamInflight)
 	written := make(chan struct{})
 	go func() {
 		defer close(written)
 		for b := range out {
 			_, _ = w.Write(b)
+			yielded := false
 		more:
 			for {
 				select {
@@ -70,7 +74,11 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 					}
 					_, _ = w.Write(b)
 				default:
-					break more
+					if yielded {
+						break more
+					}
+					yielded = true
+					runtime.Gosched()
 				}
 			}
 			_ = rc.Flush()
