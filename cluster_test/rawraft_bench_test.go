@@ -113,9 +113,9 @@ func newRawCluster(b *testing.B, kind string) []*rawNode {
 		rc.ElectionTimeout = node.DefaultElectionTimeout
 		rc.LeaderLeaseTimeout = node.DefaultLeaderLeaseTimeout
 		rc.CommitTimeout = node.DefaultCommitTimeout
-		rc.SnapshotThreshold = 8192
-		rc.SnapshotInterval = 30 * time.Second
-		rc.TrailingLogs = 10240
+		rc.SnapshotThreshold = node.DefaultSnapshotThreshold
+		rc.SnapshotInterval = node.DefaultSnapshotInterval
+		rc.TrailingLogs = node.DefaultTrailingLogs
 		rc.MaxAppendEntries = 256
 		rc.BatchApplyCh = true
 		rc.Logger = hclog.NewNullLogger()
