@@ -3,7 +3,6 @@ package fsm
 import (
 	"fmt"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -126,11 +125,11 @@ func benchApplyOrders(b *testing.B, noSync, packed bool) {
 	trades0 := book.TradeSeq
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	cpu0, gen := cpuTime(syscall.RUSAGE_SELF), time.Duration(0)
+	cpu0, gen := cpuTime(cpuProcess), time.Duration(0)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		g0 := cpuTime(syscall.RUSAGE_THREAD)
+		g0 := cpuTime(cpuThread)
 		logs := genBatch()
 		if packed {
 			parts := make([][]byte, len(logs))
@@ -139,7 +138,7 @@ func benchApplyOrders(b *testing.B, noSync, packed bool) {
 			}
 			logs = []*raft.Log{{Index: logs[len(logs)-1].Index, Term: 1, Type: raft.LogCommand, Data: EncodeBatch(parts)}}
 		}
-		gen += cpuTime(syscall.RUSAGE_THREAD) - g0
+		gen += cpuTime(cpuThread) - g0
 		b.StartTimer()
 		h.f.ApplyBatch(logs)
 	}
@@ -147,10 +146,12 @@ func benchApplyOrders(b *testing.B, noSync, packed bool) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	cpu := cpuTime(syscall.RUSAGE_SELF) - cpu0 - gen
+	cpu := cpuTime(cpuProcess) - cpu0 - gen
 	runtime.ReadMemStats(&ms1)
 	n := float64(b.N * batch)
-	b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/cmd")
+	if cpu > 0 { // measured where the platform can (cputime_*_test.go)
+		b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/cmd")
+	}
 	b.ReportMetric(n/b.Elapsed().Seconds(), "cmds/s")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/cmd")
 	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "allocs/cmd")
@@ -158,13 +159,4 @@ func benchApplyOrders(b *testing.B, noSync, packed bool) {
 	if msg := exchangeViolation(h.f, ledger); msg != "" {
 		b.Fatal(msg)
 	}
-}
-
-// cpuTime is the user+system CPU time of the process or the calling thread.
-func cpuTime(who int) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(who, &ru); err != nil {
-		panic(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

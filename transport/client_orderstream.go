@@ -103,12 +103,19 @@ func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
 
 // write hands queued requests to the connection, all that queued in one
 // write. A failed write means the connection is gone: closing the
-// response ends read, which fails every request still waiting.
+// response ends read, which fails every request still waiting. It ends
+// when Close has had everything sent, or when read ends.
 func (s *OrderStream) write() {
 	defer close(s.wrote)
 	var buf []byte
 	for {
-		<-s.kick
+		select {
+		case <-s.kick:
+		case <-s.done:
+			// The connection is gone and read has failed every request
+			// still waiting: nothing queued can be sent any more.
+			return
+		}
 		// Let the goroutines woken by the same batch of replies queue
 		// their next requests first: they then share this write.
 		runtime.Gosched()

@@ -587,6 +587,12 @@ func Test_Client_OrderStreamPipelinesAndBreaks(t *testing.T) {
 	if _, err := s.Place(ctx, OrderRequest{ClientID: "after", Symbol: "AAPL", Side: "buy", Type: "limit", Quantity: 1, LimitPrice: "1.00"}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("place on a broken stream: %v, want ErrUnavailable", err)
 	}
+	// The writer goroutine ends with the connection, Close or not.
+	select {
+	case <-s.wrote:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream's writer still runs 10 s after the connection broke")
+	}
 	closed := make(chan struct{})
 	go func() { s.Close(); close(closed) }()
 	select {
