@@ -107,6 +107,9 @@ type FSM struct {
 	// count after it, and those up to frozenN-len(frozen) are done
 	// (checkpointed or discarded: they leave frozen in order).
 	frozenN uint64
+	// frozenLen is len(frozen), readable without txMu (CheckpointStats:
+	// a status poll must not wait out an apply batch).
+	frozenLen atomic.Int32
 	sizes   map[string]int // key counts of the last frozen layer (newLayer)
 	closed  bool           // Close ran; under txMu
 	flushes atomic.Int32   // Flush calls waiting for the writer
@@ -238,6 +241,7 @@ func (f *FSM) freezeLocked() {
 		return
 	}
 	f.frozen = append(f.frozen, f.active)
+	f.frozenLen.Store(int32(len(f.frozen)))
 	f.sizes = f.active.keyCounts()
 	f.active = nil
 	f.frozenN++
@@ -293,6 +297,7 @@ func (f *FSM) checkpointOne() bool {
 	l.snaps = nil
 	f.frozen[0] = nil
 	f.frozen = f.frozen[1:]
+	f.frozenLen.Store(int32(len(f.frozen)))
 	f.flushed.Broadcast()
 	f.txMu.Unlock()
 	return true
@@ -442,10 +447,7 @@ func (f *FSM) Commits() uint64 { return f.commits.Load() }
 // writer, and how many times applying waited because too many were
 // queued (since Open). Operators watch it through /v1/status.
 func (f *FSM) CheckpointStats() (index uint64, queued int, waits uint64) {
-	f.txMu.Lock()
-	queued = len(f.frozen)
-	f.txMu.Unlock()
-	return f.checkpointed.Load(), queued, f.applyWaits.Load()
+	return f.checkpointed.Load(), int(f.frozenLen.Load()), f.applyWaits.Load()
 }
 
 func (f *FSM) open() error {

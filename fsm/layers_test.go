@@ -60,6 +60,19 @@ func TestApplyDoesNotWaitForCheckpoint(t *testing.T) {
 	if idx, queued, waits := f.CheckpointStats(); idx != 0 || queued != maxFrozen || waits != 1 {
 		t.Fatalf("checkpoint stats while held: index %d, queued %d, waits %d; want 0, %d, 1", idx, queued, waits, maxFrozen)
 	}
+	// A status poll does not wait for the apply lock.
+	f.txMu.Lock()
+	stats := make(chan int, 1)
+	go func() { _, q, _ := f.CheckpointStats(); stats <- q }()
+	select {
+	case q := <-stats:
+		if q != maxFrozen {
+			t.Errorf("queued %d under the apply lock, want %d", q, maxFrozen)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("CheckpointStats waited for the apply lock")
+	}
+	f.txMu.Unlock()
 	select {
 	case <-done:
 		t.Fatal("ApplyBatch went past maxFrozen queued layers")
