@@ -54,11 +54,10 @@ func decodeQuote(r *reader) *Quote {
 }
 
 func (x *exch) orderEvent(o *market.Order) {
-	if x.house == nil {
-		h := getU64(x.tx.Bucket(bMeta), kHouse)
-		x.house = &h
+	if !x.houseRead {
+		x.house, x.houseRead = getU64(x.tx.Bucket(bMeta), kHouse), true
 	}
-	if o.Account == *x.house {
+	if o.Account == x.house {
 		return
 	}
 	b := x.tx.Bucket(bTrader).Bucket(bOrderEvents)

@@ -110,9 +110,9 @@ type FSM struct {
 	// frozenLen is len(frozen), readable without txMu (CheckpointStats:
 	// a status poll must not wait out an apply batch).
 	frozenLen atomic.Int32
-	sizes   map[string]int // key counts of the last frozen layer (newLayer)
-	closed  bool           // Close ran; under txMu
-	flushes atomic.Int32   // Flush calls waiting for the writer
+	sizes     map[string]int // key counts of the last frozen layer (newLayer)
+	closed    bool           // Close ran; under txMu
+	flushes   atomic.Int32   // Flush calls waiting for the writer
 
 	checkpointed atomic.Uint64 // applied index the state file holds
 	applyWaits   atomic.Uint64 // ApplyBatch calls that waited for room, since Open
@@ -369,8 +369,9 @@ func (f *FSM) publishSymbols() {
 }
 
 // HasSymbol reports whether sym is listed in the state applied so far. It
-// takes no lock: instruments are never removed, and the set is replaced
-// whole when one is added.
+// takes no lock: the set is never changed in place, only replaced whole
+// when a symbol is listed or the books are rebuilt (open, restore, a
+// failed apply).
 func (f *FSM) HasSymbol(sym string) bool {
 	set := f.symbols.Load()
 	if set == nil {
