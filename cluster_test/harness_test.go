@@ -45,6 +45,7 @@ type TNode struct {
 	HTTPAddr string
 	Node     *node.Node
 	srv      *http.Server
+	api      *transport.Server
 	alive    bool
 }
 
@@ -185,7 +186,8 @@ func (c *Cluster) startWith(tn *TNode, cfg node.Config) error {
 		return err
 	}
 	tn.Node = n
-	tn.srv = transport.NewHTTPServer(transport.NewServer(n, nil))
+	tn.api = transport.NewServer(n, nil)
+	tn.srv = transport.NewHTTPServer(tn.api)
 	go tn.srv.Serve(hln)
 	tn.alive = true
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -203,6 +205,7 @@ func (c *Cluster) stop(tn *TNode, graceful bool) {
 	}
 	tn.alive = false
 	tn.srv.Close()
+	tn.api.CloseStreams() // hijacked forward streams: srv.Close does not see them
 	if graceful {
 		tn.Node.Close()
 	} else {

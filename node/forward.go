@@ -5,19 +5,27 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hats-trading/hats/fsm"
 	"github.com/hats-trading/hats/transport"
 )
 
 // Batched forwarding. A follower's Trading Server sends the writes it
-// receives to the leader. One HTTP request per command would cost the
-// follower and the leader far more CPU than the command itself, so
-// commands queued behind requests in flight travel together: one request
-// carries up to maxBatch encoded commands, the leader submits them all to
-// its group commit and answers each with its own outcome. As with group
-// commit, nothing waits on purpose: a lone command goes at once.
+// receives to the leader. One request per command would cost the follower
+// and the leader far more CPU than the command itself, so commands queued
+// behind requests in flight travel together: one request carries up to
+// maxBatch encoded commands, the leader submits them all to its group
+// commit and answers each with its own outcome. As with group commit,
+// nothing waits on purpose: a lone command goes at once.
+//
+// Requests travel on one persistent forward stream to the leader
+// (transport.ForwardStream), opened on first use and replaced when the
+// leader moves or the stream breaks; a leader that does not serve forward
+// streams gets plain HTTP requests instead.
 
 const (
 	maxInflightForwards = 4
@@ -36,6 +44,12 @@ type forwarder struct {
 	q        *coalescer
 	requests atomic.Uint64 // batches sent to a leader
 	commands atomic.Uint64 // commands in them
+	streams  atomic.Uint64 // forward streams opened
+	plain    atomic.Uint64 // batches sent as plain HTTP requests
+
+	smu    sync.Mutex
+	stream *transport.ForwardStream // to the last leader used; under smu
+	closed bool                     // under smu: the node is stopping
 }
 
 func newForwarder(n *Node, maxBatch int) *forwarder {
@@ -76,6 +90,60 @@ func (fw *forwarder) run() {
 			fw.send(context.Background(), batch)
 		}()
 	})
+	fw.smu.Lock()
+	fw.closed = true
+	if fw.stream != nil {
+		_ = fw.stream.Close()
+		fw.stream = nil
+	}
+	fw.smu.Unlock()
+}
+
+// streamTo returns the forward stream to the leader at addr, opening one
+// if there is none or the current one has stopped. A stream to a former
+// leader is left to finish what it carries and closed after ApplyTimeout.
+func (fw *forwarder) streamTo(ctx context.Context, addr, key string) (*transport.ForwardStream, error) {
+	fw.smu.Lock()
+	defer fw.smu.Unlock()
+	if fw.closed {
+		return nil, ErrClosed
+	}
+	if fs := fw.stream; fs != nil {
+		select {
+		case <-fs.Done():
+		default:
+			if fs.Addr() == addr {
+				return fs, nil
+			}
+			time.AfterFunc(fw.n.cfg.ApplyTimeout, func() { _ = fs.Close() })
+		}
+		fw.stream = nil
+	}
+	fs, err := fw.n.peer.OpenForwardStream(ctx, addr, key)
+	if err != nil {
+		return nil, err
+	}
+	fw.streams.Add(1)
+	fw.stream = fs
+	return fs, nil
+}
+
+// apply sends one encoded batch to the leader at addr, on the forward
+// stream, or as a plain request to a leader without forward streams. Its
+// errors follow transport.Peer.ForwardApplyBatch's.
+func (fw *forwarder) apply(ctx context.Context, addr, key string, batch []byte) ([]byte, error) {
+	fs, err := fw.streamTo(ctx, addr, key)
+	var ae *transport.APIError
+	switch {
+	case err == nil:
+		return fs.Apply(ctx, batch)
+	case errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusMethodNotAllowed):
+		fw.plain.Add(1)
+		return fw.n.peer.ForwardApplyBatch(ctx, addr, key, batch)
+	case errors.Is(err, ErrClosed):
+		return nil, fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
+	}
+	return nil, err
 }
 
 // send makes one request for the batch, bounded by ctx and ApplyTimeout,
@@ -105,7 +173,7 @@ func (fw *forwarder) send(ctx context.Context, batch []*pending) {
 	defer cancel()
 	fw.requests.Add(1)
 	fw.commands.Add(uint64(len(batch)))
-	reply, err := n.peer.ForwardApplyBatch(ctx, addr, key, fsm.EncodeBatch(parts))
+	reply, err := fw.apply(ctx, addr, key, fsm.EncodeBatch(parts))
 	if err != nil {
 		var ae *transport.APIError
 		switch {
@@ -132,10 +200,18 @@ func (fw *forwarder) send(ctx context.Context, batch []*pending) {
 	}
 }
 
-// ForwardStats reports how many batched requests this node has sent to a
-// leader and how many commands they carried.
-func (n *Node) ForwardStats() (requests, commands uint64) {
-	return n.fwd.requests.Load(), n.fwd.commands.Load()
+// ForwardStats counts this node's forwarding to leaders.
+type ForwardStats struct {
+	Requests uint64 // batches sent
+	Commands uint64 // commands in them
+	Streams  uint64 // forward streams opened
+	Plain    uint64 // batches sent as plain HTTP requests (a leader without forward streams)
+}
+
+// ForwardStats reports this node's forwarding counts so far.
+func (n *Node) ForwardStats() ForwardStats {
+	return ForwardStats{Requests: n.fwd.requests.Load(), Commands: n.fwd.commands.Load(),
+		Streams: n.fwd.streams.Load(), Plain: n.fwd.plain.Load()}
 }
 
 // ApplyForwardedBatch implements transport.Backend: the leader's side of a

@@ -26,6 +26,7 @@ const (
 // to the leader, joins, and status probes.
 type Peer struct {
 	hc     *http.Client
+	stream *http.Client // same transport, no overall timeout: forward streams
 	scheme string
 }
 
@@ -41,7 +42,7 @@ func NewPeer(timeout time.Duration, dial DialFunc) *Peer {
 	} else {
 		tr.DialContext = (&net.Dialer{Timeout: timeout}).DialContext
 	}
-	return &Peer{hc: &http.Client{Timeout: timeout, Transport: tr}, scheme: "http"}
+	return &Peer{hc: &http.Client{Timeout: timeout, Transport: tr}, stream: &http.Client{Transport: tr}, scheme: "http"}
 }
 
 // CloseIdle drops pooled connections (used when the leader changes).

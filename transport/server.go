@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hats-trading/hats/fsm"
@@ -82,6 +84,10 @@ type Server struct {
 	b   Backend
 	log *slog.Logger
 	mux *http.ServeMux
+
+	connMu  sync.Mutex
+	conns   map[net.Conn]struct{} // hijacked forward streams (forwardstream.go)
+	closing bool
 }
 
 // NewServer builds the API handler for b.
@@ -95,8 +101,9 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 }
 
 // NewHTTPServer wraps h in an http.Server with timeouts on every phase.
+// Forward streams, which it does not track, are closed on Shutdown.
 func NewHTTPServer(h http.Handler) *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -104,6 +111,10 @@ func NewHTTPServer(h http.Handler) *http.Server {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+	if s, ok := h.(*Server); ok {
+		srv.RegisterOnShutdown(s.CloseStreams)
+	}
+	return srv
 }
 
 // ServeHTTP implements http.Handler.
@@ -132,6 +143,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/cluster/remove", s.remove)
 	m.HandleFunc("POST /v1/cluster/transfer-leadership", s.transfer)
 	m.HandleFunc("POST "+PathInternalApplyMany, s.internal(s.internalApply))
+	m.HandleFunc("POST "+PathInternalForwardStream, s.internal(s.forwardStream))
 	m.HandleFunc("GET "+PathInternalReadIndex, s.internal(s.internalReadIndex))
 	s.marketRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,383 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The forward stream: a follower's persistent connection to the leader for
+// the batches of commands it forwards (PathInternalApplyMany's body and
+// reply, unchanged). One plain HTTP request per batch costs two processes
+// a request parse, a response and several goroutine hand-offs each; on
+// this path they are a visible part of a follower client's round trip.
+// The stream is opened with an HTTP/1.1 upgrade that carries the cluster
+// key, and then carries length-prefixed binary frames both ways:
+//
+//	request: uvarint tag | uvarint timeout (µs, 0: the leader's default) | uvarint length | batch
+//	reply:   uvarint tag | kind byte | uvarint length | payload
+//
+// A reply's kind is fwdFrameReply (the payload is the backend's reply) or
+// fwdFrameError (the payload is the HTTP status the plain endpoint would
+// have answered, as a uvarint, then its ErrorBody as JSON).
+// Batches on one stream are applied concurrently and answered in
+// completion order, so the leader's group commit can pack them together.
+const (
+	PathInternalForwardStream = "/v1/internal/forward-stream"
+	forwardProto              = "hats-forward/1"
+
+	fwdFrameReply byte = 0
+	fwdFrameError byte = 1
+
+	maxForwardInflight = 64               // batches in flight per stream, on the leader
+	maxForwardTimeout  = time.Minute      // cap on a request's timeout field
+	maxForwardReply    = maxResponseBytes // cap on a reply frame, on the follower
+)
+
+// ErrStreamBroken reports a forward stream that has stopped: requests sent
+// on it before it stopped have unknown outcomes (they wrap
+// ErrOutcomeUnknown); requests made after it has stopped were not sent
+// (they wrap ErrUnavailable).
+var ErrStreamBroken = errors.New("forward stream broken")
+
+// forwardStream serves the leader's side of a forward stream.
+func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), forwardProto) {
+		writeError(w, &APIError{Status: 400, Code: CodeBadRequest, Message: "forward stream: Upgrade must be " + forwardProto})
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, &APIError{Status: 500, Code: CodeInternal, Message: "forward stream: " + err.Error()})
+		return
+	}
+	defer conn.Close()
+	if !s.trackConn(conn) {
+		return // the server is shutting down
+	}
+	defer s.untrackConn(conn)
+	_ = conn.SetDeadline(time.Time{})
+	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + forwardProto + "\r\n\r\n")
+	if brw.Flush() != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		wmu sync.Mutex
+		wg  sync.WaitGroup
+	)
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	write := func(tag uint64, kind byte, payload []byte) {
+		b := make([]byte, 0, 2*binary.MaxVarintLen64+1+len(payload))
+		b = binary.AppendUvarint(b, tag)
+		b = append(b, kind)
+		b = binary.AppendUvarint(b, uint64(len(payload)))
+		b = append(b, payload...)
+		wmu.Lock()
+		defer wmu.Unlock()
+		if _, err := conn.Write(b); err != nil {
+			_ = conn.Close() // ends the read loop below
+		}
+	}
+	sem := make(chan struct{}, maxForwardInflight)
+	br := brw.Reader
+	for {
+		tag, tmo, batch, err := readForwardRequest(br)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("forward stream ended", "remote", conn.RemoteAddr().String(), "err", err)
+			}
+			return
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			bctx := ctx
+			if tmo > 0 {
+				var c context.CancelFunc
+				bctx, c = context.WithTimeout(ctx, tmo)
+				defer c()
+			}
+			out, err := s.b.ApplyForwardedBatch(bctx, batch)
+			if err != nil {
+				ae := toAPIError(err)
+				body, _ := json.Marshal(ErrorBody{Error: *ae})
+				write(tag, fwdFrameError, append(binary.AppendUvarint(nil, uint64(ae.Status)), body...))
+				return
+			}
+			write(tag, fwdFrameReply, out)
+		}()
+	}
+}
+
+var errForwardFrame = errors.New("malformed forward frame")
+
+func readForwardRequest(br *bufio.Reader) (tag uint64, tmo time.Duration, batch []byte, err error) {
+	if tag, err = binary.ReadUvarint(br); err != nil {
+		return
+	}
+	us, err := binary.ReadUvarint(br)
+	if err != nil {
+		return
+	}
+	tmo = time.Duration(min(us, uint64(maxForwardTimeout/time.Microsecond))) * time.Microsecond
+	n, err := binary.ReadUvarint(br)
+	if err != nil {
+		return
+	}
+	if n > MaxForwardedBatchBody {
+		return 0, 0, nil, fmt.Errorf("%w: batch of %d bytes (limit %d)", errForwardFrame, n, MaxForwardedBatchBody)
+	}
+	batch = make([]byte, n)
+	_, err = io.ReadFull(br, batch)
+	return
+}
+
+// trackConn records a hijacked connection so CloseStreams can end it; it
+// reports false once the server is closing.
+func (s *Server) trackConn(c net.Conn) bool {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.closing {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrackConn(c net.Conn) {
+	s.connMu.Lock()
+	delete(s.conns, c)
+	s.connMu.Unlock()
+}
+
+// CloseStreams closes every forward stream this server has accepted and
+// refuses new ones. http.Server does not track hijacked connections:
+// NewHTTPServer registers this to run on Shutdown; call it after
+// http.Server.Close.
+func (s *Server) CloseStreams() {
+	s.connMu.Lock()
+	s.closing = true
+	conns := make([]net.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.connMu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// ForwardStream is a follower's side of a forward stream to one leader.
+// Apply is safe for concurrent use; each call waits only for its own
+// reply.
+type ForwardStream struct {
+	addr string
+	conn io.ReadWriteCloser
+
+	wmu sync.Mutex // serialises frame writes
+
+	mu       sync.Mutex
+	next     uint64
+	waiting  map[uint64]chan forwardReply
+	err      error         // why the stream stopped; set once
+	done     chan struct{} // closed when the stream has stopped
+	received atomic.Uint64 // replies read so far
+}
+
+type forwardReply struct {
+	kind    byte
+	payload []byte
+}
+
+// OpenForwardStream opens a forward stream to the leader at addr. An error
+// means nothing was sent: it wraps ErrUnavailable, or is the leader's
+// *APIError refusing the stream (a wrong cluster key, a node that is not
+// the leader any more is not refused here: each batch is answered).
+func (p *Peer) OpenForwardStream(ctx context.Context, addr, clusterKey string) (*ForwardStream, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.scheme+"://"+addr+PathInternalForwardStream, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", forwardProto)
+	req.Header.Set(HeaderClusterKey, clusterKey)
+	// Not p.hc: its Timeout would end the stream after one request's
+	// time. The transport's dial and response-header timeouts bound the
+	// open; ctx bounds it too.
+	resp, err := p.stream.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: opening forward stream to %s: %v", ErrUnavailable, addr, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+		resp.Body.Close()
+		return nil, parseAPIError(resp.StatusCode, data)
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: forward stream to %s: upgraded body is not writable", ErrUnavailable, addr)
+	}
+	fs := &ForwardStream{addr: addr, conn: rwc, waiting: map[uint64]chan forwardReply{}, done: make(chan struct{})}
+	go fs.read()
+	return fs, nil
+}
+
+// Addr is the leader address the stream is connected to.
+func (fs *ForwardStream) Addr() string { return fs.addr }
+
+// Done is closed once the stream has stopped.
+func (fs *ForwardStream) Done() <-chan struct{} { return fs.done }
+
+// Close stops the stream; requests still waiting fail with an unknown
+// outcome.
+func (fs *ForwardStream) Close() error {
+	fs.stop(errors.New("closed"))
+	return nil
+}
+
+// stop records why the stream stopped (the first reason wins), closes the
+// connection and fails every request still waiting.
+func (fs *ForwardStream) stop(why error) {
+	fs.mu.Lock()
+	if fs.err != nil {
+		fs.mu.Unlock()
+		return
+	}
+	fs.err = why
+	waiting := fs.waiting
+	fs.waiting = nil
+	close(fs.done)
+	fs.mu.Unlock()
+	_ = fs.conn.Close()
+	for _, ch := range waiting {
+		close(ch)
+	}
+}
+
+func (fs *ForwardStream) read() {
+	br := bufio.NewReaderSize(fs.conn, 64<<10)
+	for {
+		tag, err := binary.ReadUvarint(br)
+		if err != nil {
+			fs.stop(err)
+			return
+		}
+		kind, err := br.ReadByte()
+		if err != nil {
+			fs.stop(err)
+			return
+		}
+		n, err := binary.ReadUvarint(br)
+		if err == nil && n > maxForwardReply {
+			err = fmt.Errorf("%w: reply of %d bytes", errForwardFrame, n)
+		}
+		if err != nil {
+			fs.stop(err)
+			return
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			fs.stop(err)
+			return
+		}
+		fs.received.Add(1)
+		fs.mu.Lock()
+		ch := fs.waiting[tag]
+		delete(fs.waiting, tag)
+		fs.mu.Unlock()
+		if ch != nil {
+			ch <- forwardReply{kind: kind, payload: payload}
+		}
+	}
+}
+
+// Apply sends one batch (fsm.EncodeBatch) and waits for the leader's
+// reply, exactly as Peer.ForwardApplyBatch does over plain HTTP: an error
+// wrapping ErrUnavailable (without an *APIError) means the batch was not
+// sent; an *APIError is the leader's answer; an error wrapping
+// ErrOutcomeUnknown means any command in it may have been applied.
+//
+// A request whose deadline passes while nothing at all has come back on the
+// stream since it was sent stops the stream: a connection that answers
+// nothing is treated as dead, and the next batch opens a new one.
+func (fs *ForwardStream) Apply(ctx context.Context, batch []byte) ([]byte, error) {
+	var tmo time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		if tmo = time.Until(dl); tmo <= 0 {
+			return nil, fmt.Errorf("%w: deadline passed before forwarding", ErrUnavailable)
+		}
+	}
+	ch := make(chan forwardReply, 1)
+	fs.mu.Lock()
+	if fs.err != nil {
+		err := fs.err
+		fs.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w to %s: %v", ErrUnavailable, ErrStreamBroken, fs.addr, err)
+	}
+	fs.next++
+	tag := fs.next
+	fs.waiting[tag] = ch
+	fs.mu.Unlock()
+
+	frame := make([]byte, 0, 3*binary.MaxVarintLen64+len(batch))
+	frame = binary.AppendUvarint(frame, tag)
+	frame = binary.AppendUvarint(frame, uint64(tmo/time.Microsecond))
+	frame = binary.AppendUvarint(frame, uint64(len(batch)))
+	frame = append(frame, batch...)
+	seen := fs.received.Load()
+	fs.wmu.Lock()
+	_, err := fs.conn.Write(frame)
+	fs.wmu.Unlock()
+	if err != nil {
+		fs.stop(err)
+		return nil, fmt.Errorf("%w: %w: writing to %s: %v", ErrOutcomeUnknown, ErrStreamBroken, fs.addr, err)
+	}
+	select {
+	case rep, ok := <-ch:
+		if !ok {
+			return nil, fmt.Errorf("%w: %w: %s: %v", ErrOutcomeUnknown, ErrStreamBroken, fs.addr, fs.stopErr())
+		}
+		if rep.kind == fwdFrameError {
+			status, k := binary.Uvarint(rep.payload)
+			if k <= 0 {
+				return nil, fmt.Errorf("%w: malformed error reply from %s", ErrOutcomeUnknown, fs.addr)
+			}
+			return nil, parseAPIError(int(status), rep.payload[k:])
+		}
+		return rep.payload, nil
+	case <-ctx.Done():
+		fs.mu.Lock()
+		delete(fs.waiting, tag)
+		fs.mu.Unlock()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && fs.received.Load() == seen {
+			fs.stop(fmt.Errorf("no reply from %s before a deadline", fs.addr))
+		}
+		return nil, fmt.Errorf("%w: waiting for %s: %v", ErrOutcomeUnknown, fs.addr, ctx.Err())
+	}
+}
+
+func (fs *ForwardStream) stopErr() error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.err
+}
