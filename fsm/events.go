@@ -53,7 +53,9 @@ func decodeQuote(r *reader) *Quote {
 	return &Quote{Symbol: r.str(), TickSeq: r.u(), Time: r.i(), Bid: r.i(), BidSize: r.i(), Ask: r.i(), AskSize: r.i(), Last: r.i(), Ref: r.i()}
 }
 
-func (x *exch) orderEvent(o *market.Order) {
+// orderEvent appends the order's new state (enc, its encoded record) to
+// its trader's order events; the house account's are not kept.
+func (x *exch) orderEvent(o *market.Order, enc []byte) {
 	if !x.houseRead {
 		x.house, x.houseRead = getU64(x.tx.Bucket(bMeta), kHouse), true
 	}
@@ -62,7 +64,7 @@ func (x *exch) orderEvent(o *market.Order) {
 	}
 	b := x.tx.Bucket(bTrader).Bucket(bOrderEvents)
 	seq := x.f.nextSeq(seqOrderEvents, b, o.Account)
-	must(b.Put(acctKey(o.Account, u64key(seq)), encodeWith(o, encodeOrder)))
+	must(b.Put(acctKey(o.Account, u64key(seq)), enc))
 }
 
 // recordQuotes stores every book's top at this tick and drops snapshots

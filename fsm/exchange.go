@@ -203,7 +203,8 @@ func (x *exch) flush() {
 func (x *exch) putOrder(o *market.Order) {
 	mb := x.tx.Bucket(bMarket)
 	id := u64key(o.ID)
-	must(mb.Bucket(bOrders).Put(id, encodeWith(o, encodeOrder)))
+	enc := encodeWith(o, encodeOrder) // the record and the event share it
+	must(mb.Bucket(bOrders).Put(id, enc))
 	switch {
 	case o.Status.Active():
 		must(mb.Bucket(bOpen).Put(id, []byte(o.Symbol)))
@@ -213,7 +214,7 @@ func (x *exch) putOrder(o *market.Order) {
 	case o.ID != x.fresh:
 		must(mb.Bucket(bOpen).Delete(id))
 	}
-	x.orderEvent(o)
+	x.orderEvent(o, enc)
 }
 
 func (x *exch) putBook(b *market.Book) {
