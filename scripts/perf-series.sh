@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The measurement series behind docs/performance.md, one run after the
-# other on an idle machine (about 25 minutes); raw outputs go to
-# docs/perf/. Then, as in session 5, the extra fixed-rate runs:
-#   scripts/bench-cluster.sh "--clients 64 --duration 60s --stream --pipeline 8 --rate 7000"
+# other on an idle machine (about 30 minutes); raw outputs go to
+# docs/perf/.
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p tmp && go build -o tmp/hats-perf . || exit 1
@@ -18,6 +17,9 @@ scripts/bench-cluster.sh "--clients 256 --duration 60s --stream --pipeline 8 --h
 scripts/bench-cluster.sh "--clients 256 --duration 60s --stream --pipeline 8 --histogram $P/hats-bench-60s-2.html" > $P/hats-bench-60s-2.txt 2>&1
 scripts/bench-cluster.sh "--clients 64 --duration 60s --stream --pipeline 8 --rate 4000" > $P/hats-bench-60s-open-4k.txt 2>&1
 scripts/bench-cluster.sh "--clients 64 --duration 60s --stream --pipeline 8 --rate 6000" > $P/hats-bench-60s-open-6k.txt 2>&1
+scripts/bench-cluster.sh "--clients 64 --duration 60s --stream --pipeline 8 --rate 7000" > $P/hats-bench-60s-open-7k.txt 2>&1
+scripts/bench-cluster.sh "--clients 64 --duration 60s --stream --pipeline 8 --rate 8000" > $P/hats-bench-60s-open-8k.txt 2>&1
+scripts/bench-cluster.sh "--clients 128 --duration 60s --stream --pipeline 8" > $P/hats-bench-60s-128.txt 2>&1
 scripts/bench-cluster.sh "--clients 1 --duration 10s --via leader" "--clients 1 --duration 10s --via followers" "--clients 1 --duration 10s --stream --via leader" "--clients 1 --duration 10s --stream --via followers" "--clients 1 --duration 10s --via leader" "--clients 1 --duration 10s --via followers" > $P/hats-bench-1client.txt 2>&1
 go test -run XXX -bench 'ApplyOrders' -benchtime 2000x -count 3 ./fsm > $P/fsm-bench.txt 2>&1
 A="--clients 256 --duration 10s --stream --pipeline 8"
