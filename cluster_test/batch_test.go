@@ -205,3 +205,25 @@ func Test_ForwardStream_FollowsTheLeader(t *testing.T) {
 	}
 	c.EnsureSame()
 }
+
+// Test_ForwardStream_PlainFallback: a leader that answers 404 to the
+// forward-stream upgrade (a node from before forward streams) gets plain
+// apply-batch requests, with the same results and nothing applied twice.
+func Test_ForwardStream_PlainFallback(t *testing.T) {
+	c := NewCluster(t, 3, nil)
+	for _, tn := range c.Nodes {
+		tn.Hide.Store(transport.PathInternalForwardStream, true)
+	}
+	cl := c.Client(c.Leader())
+	acct := Trader(t, cl, "plain")
+	fol := c.Followers()[0]
+	before := fol.Node.ForwardStats()
+	depositConcurrently(t, fol, acct.AccountID, 16, 10)
+	st := fol.Node.ForwardStats()
+	t.Logf("%+v", st)
+	if st.Streams != before.Streams || st.Plain-before.Plain != st.Requests-before.Requests || st.Plain == before.Plain {
+		t.Fatalf("before %+v, after %+v: want every request plain and no stream", before, st)
+	}
+	wantCash(t, cl, "1.60")
+	c.EnsureSame()
+}

@@ -47,6 +47,9 @@ type TNode struct {
 	srv      *http.Server
 	api      *transport.Server
 	alive    bool
+	// Hide answers 404 for the paths stored in it, as a node of an older
+	// version without them would.
+	Hide sync.Map
 }
 
 // Cluster is a set of in-process nodes on loopback.
@@ -187,7 +190,13 @@ func (c *Cluster) startWith(tn *TNode, cfg node.Config) error {
 	}
 	tn.Node = n
 	tn.api = transport.NewServer(n, nil)
-	tn.srv = transport.NewHTTPServer(tn.api)
+	tn.srv = transport.NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, hidden := tn.Hide.Load(r.URL.Path); hidden {
+			http.NotFound(w, r)
+			return
+		}
+		tn.api.ServeHTTP(w, r)
+	}))
 	go tn.srv.Serve(hln)
 	tn.alive = true
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -50,7 +50,16 @@ type forwarder struct {
 	smu    sync.Mutex
 	stream *transport.ForwardStream // to the last leader used; under smu
 	closed bool                     // under smu: the node is stopping
+	// A leader that refused the upgrade (it predates forward streams)
+	// gets plain requests until plainUntil, then the upgrade is tried
+	// again; under smu.
+	plainAddr  string
+	plainUntil time.Time
 }
+
+// plainRetry is how long a leader that refused a forward stream gets
+// plain requests before the next upgrade attempt.
+const plainRetry = 10 * time.Second
 
 func newForwarder(n *Node, maxBatch int) *forwarder {
 	return &forwarder{n: n, q: newCoalescer(forwardQueue, maxInflightForwards, maxBatch, maxBatchBytes)}
@@ -128,16 +137,31 @@ func (fw *forwarder) streamTo(ctx context.Context, addr, key string) (*transport
 	return fs, nil
 }
 
+// usePlain reports whether the leader at addr refused a forward stream
+// less than plainRetry ago.
+func (fw *forwarder) usePlain(addr string) bool {
+	fw.smu.Lock()
+	defer fw.smu.Unlock()
+	return fw.plainAddr == addr && time.Now().Before(fw.plainUntil)
+}
+
 // apply sends one encoded batch to the leader at addr, on the forward
 // stream, or as a plain request to a leader without forward streams. Its
 // errors follow transport.Peer.ForwardApplyBatch's.
 func (fw *forwarder) apply(ctx context.Context, addr, key string, batch []byte) ([]byte, error) {
+	if fw.usePlain(addr) {
+		fw.plain.Add(1)
+		return fw.n.peer.ForwardApplyBatch(ctx, addr, key, batch)
+	}
 	fs, err := fw.streamTo(ctx, addr, key)
 	var ae *transport.APIError
 	switch {
 	case err == nil:
 		return fs.Apply(ctx, batch)
 	case errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusMethodNotAllowed):
+		fw.smu.Lock()
+		fw.plainAddr, fw.plainUntil = addr, time.Now().Add(plainRetry)
+		fw.smu.Unlock()
 		fw.plain.Add(1)
 		return fw.n.peer.ForwardApplyBatch(ctx, addr, key, batch)
 	case errors.Is(err, ErrClosed):
