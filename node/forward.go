@@ -47,9 +47,10 @@ type forwarder struct {
 	streams  atomic.Uint64 // forward streams opened
 	plain    atomic.Uint64 // batches sent as plain HTTP requests
 
-	smu    sync.Mutex
-	stream *transport.ForwardStream // to the last leader used; under smu
-	closed bool                     // under smu: the node is stopping
+	smu     sync.Mutex
+	stream  *transport.ForwardStream              // to the last leader used; under smu
+	retired map[*transport.ForwardStream]struct{} // to former leaders, closing soon; under smu
+	closed  bool                                  // under smu: the node is stopping
 	// A leader that refused the upgrade (it predates forward streams)
 	// gets plain requests until plainUntil, then the upgrade is tried
 	// again; under smu.
@@ -105,6 +106,10 @@ func (fw *forwarder) run() {
 		_ = fw.stream.Close()
 		fw.stream = nil
 	}
+	for fs := range fw.retired {
+		_ = fs.Close()
+	}
+	fw.retired = nil
 	fw.smu.Unlock()
 }
 
@@ -124,7 +129,7 @@ func (fw *forwarder) streamTo(ctx context.Context, addr, key string) (*transport
 			if fs.Addr() == addr {
 				return fs, nil
 			}
-			time.AfterFunc(fw.n.cfg.ApplyTimeout, func() { _ = fs.Close() })
+			fw.retire(fs)
 		}
 		fw.stream = nil
 	}
@@ -143,6 +148,21 @@ func (fw *forwarder) usePlain(addr string) bool {
 	fw.smu.Lock()
 	defer fw.smu.Unlock()
 	return fw.plainAddr == addr && time.Now().Before(fw.plainUntil)
+}
+
+// retire lets a stream to a former leader finish what it carries: it is
+// closed after ApplyTimeout, or when the node stops. Caller holds smu.
+func (fw *forwarder) retire(fs *transport.ForwardStream) {
+	if fw.retired == nil {
+		fw.retired = map[*transport.ForwardStream]struct{}{}
+	}
+	fw.retired[fs] = struct{}{}
+	time.AfterFunc(fw.n.cfg.ApplyTimeout, func() {
+		_ = fs.Close()
+		fw.smu.Lock()
+		delete(fw.retired, fs)
+		fw.smu.Unlock()
+	})
 }
 
 // apply sends one encoded batch to the leader at addr, on the forward

@@ -41,7 +41,8 @@ const (
 
 	maxForwardInflight = 64               // batches in flight per stream, on the leader
 	maxForwardTimeout  = time.Minute      // cap on a request's timeout field
-	maxForwardReply    = maxResponseBytes // cap on a reply frame, on the follower
+	maxForwardReply    = maxResponseBytes // cap on a reply frame
+	forwardWriteLimit  = 10 * time.Second // a leader's reply frame must be written within this
 )
 
 // ErrStreamBroken reports a forward stream that has stopped: requests sent
@@ -81,6 +82,12 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request) {
 		wg.Wait()
 	}()
 	write := func(tag uint64, kind byte, payload []byte) {
+		if kind == fwdFrameReply && len(payload) > maxForwardReply {
+			// The follower would drop the stream over it; this batch's
+			// commands were submitted, so their fate is unknown.
+			kind, payload = fwdFrameError, errorPayload(&APIError{Status: 503, Code: CodeOutcomeUnknown,
+				Message: fmt.Sprintf("forwarded batch's reply of %d bytes exceeds %d", len(payload), maxForwardReply)})
+		}
 		b := make([]byte, 0, 2*binary.MaxVarintLen64+1+len(payload))
 		b = binary.AppendUvarint(b, tag)
 		b = append(b, kind)
@@ -88,6 +95,7 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request) {
 		b = append(b, payload...)
 		wmu.Lock()
 		defer wmu.Unlock()
+		_ = conn.SetWriteDeadline(time.Now().Add(forwardWriteLimit))
 		if _, err := conn.Write(b); err != nil {
 			_ = conn.Close() // ends the read loop below
 		}
@@ -102,22 +110,33 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
-		sem <- struct{}{}
+		// The batch's deadline counts from its arrival, also while it
+		// waits for a slot: one that never got one was never submitted.
+		// Without a timeout the backend applies its own; the wait for a
+		// slot is bounded either way.
+		bctx, bcancel := ctx, context.CancelFunc(func() {})
+		if tmo > 0 {
+			bctx, bcancel = context.WithTimeout(ctx, tmo)
+		}
+		wctx, wcancel := context.WithTimeout(bctx, maxForwardTimeout)
+		select {
+		case sem <- struct{}{}:
+			wcancel()
+		case <-wctx.Done():
+			wcancel()
+			bcancel()
+			write(tag, fwdFrameError, errorPayload(&APIError{Status: 503, Code: CodeUnavailable,
+				Message: "forwarded batch not submitted: the leader was busy until its deadline"}))
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			bctx := ctx
-			if tmo > 0 {
-				var c context.CancelFunc
-				bctx, c = context.WithTimeout(ctx, tmo)
-				defer c()
-			}
+			defer bcancel()
 			out, err := s.b.ApplyForwardedBatch(bctx, batch)
 			if err != nil {
-				ae := toAPIError(err)
-				body, _ := json.Marshal(ErrorBody{Error: *ae})
-				write(tag, fwdFrameError, append(binary.AppendUvarint(nil, uint64(ae.Status)), body...))
+				write(tag, fwdFrameError, errorPayload(toAPIError(err)))
 				return
 			}
 			write(tag, fwdFrameReply, out)
@@ -126,6 +145,13 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request) {
 }
 
 var errForwardFrame = errors.New("malformed forward frame")
+
+// errorPayload is a fwdFrameError payload: the status, then the JSON
+// error body.
+func errorPayload(ae *APIError) []byte {
+	body, _ := json.Marshal(ErrorBody{Error: *ae})
+	return append(binary.AppendUvarint(nil, uint64(ae.Status)), body...)
+}
 
 func readForwardRequest(br *bufio.Reader) (tag uint64, tmo time.Duration, batch []byte, err error) {
 	if tag, err = binary.ReadUvarint(br); err != nil {
@@ -321,11 +347,22 @@ func (fs *ForwardStream) read() {
 // stream since it was sent stops the stream: a connection that answers
 // nothing is treated as dead, and the next batch opens a new one.
 func (fs *ForwardStream) Apply(ctx context.Context, batch []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: before forwarding: %v", ErrUnavailable, err)
+	}
+	if len(batch) > MaxForwardedBatchBody {
+		return nil, &APIError{Status: 413, Code: CodeBodyTooLarge, Message: fmt.Sprintf("forwarded batch larger than %d bytes", MaxForwardedBatchBody)}
+	}
+	// The leader gets a little less time than the caller has, so that its
+	// answer (even "outcome unknown" at its deadline) arrives before the
+	// caller gives up on a stream that is merely slow.
 	var tmo time.Duration
 	if dl, ok := ctx.Deadline(); ok {
-		if tmo = time.Until(dl); tmo <= 0 {
+		left := time.Until(dl)
+		if left <= 0 {
 			return nil, fmt.Errorf("%w: deadline passed before forwarding", ErrUnavailable)
 		}
+		tmo = max(left-min(left/8, 250*time.Millisecond), time.Microsecond)
 	}
 	ch := make(chan forwardReply, 1)
 	fs.mu.Lock()
@@ -345,9 +382,14 @@ func (fs *ForwardStream) Apply(ctx context.Context, batch []byte) ([]byte, error
 	frame = binary.AppendUvarint(frame, uint64(len(batch)))
 	frame = append(frame, batch...)
 	seen := fs.received.Load()
+	// A write that outlives the caller's deadline (a leader that stopped
+	// reading) stops the stream: with part of a frame written it is of
+	// no further use, and the writes queued behind this one are freed.
+	unstuck := context.AfterFunc(ctx, func() { fs.stop(fmt.Errorf("write to %s outlived a deadline", fs.addr)) })
 	fs.wmu.Lock()
 	_, err := fs.conn.Write(frame)
 	fs.wmu.Unlock()
+	unstuck()
 	if err != nil {
 		fs.stop(err)
 		return nil, fmt.Errorf("%w: %w: writing to %s: %v", ErrOutcomeUnknown, ErrStreamBroken, fs.addr, err)
@@ -356,6 +398,10 @@ func (fs *ForwardStream) Apply(ctx context.Context, batch []byte) ([]byte, error
 	case rep, ok := <-ch:
 		if !ok {
 			return nil, fmt.Errorf("%w: %w: %s: %v", ErrOutcomeUnknown, ErrStreamBroken, fs.addr, fs.stopErr())
+		}
+		if rep.kind != fwdFrameReply && rep.kind != fwdFrameError {
+			fs.stop(fmt.Errorf("%w: reply kind %d", errForwardFrame, rep.kind))
+			return nil, fmt.Errorf("%w: %w: %s: reply kind %d", ErrOutcomeUnknown, ErrStreamBroken, fs.addr, rep.kind)
 		}
 		if rep.kind == fwdFrameError {
 			status, k := binary.Uvarint(rep.payload)
@@ -369,6 +415,13 @@ func (fs *ForwardStream) Apply(ctx context.Context, batch []byte) ([]byte, error
 		fs.mu.Lock()
 		delete(fs.waiting, tag)
 		fs.mu.Unlock()
+		select {
+		case rep, ok := <-ch: // answered at the same moment
+			if ok && rep.kind == fwdFrameReply {
+				return rep.payload, nil
+			}
+		default:
+		}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) && fs.received.Load() == seen {
 			fs.stop(fmt.Errorf("no reply from %s before a deadline", fs.addr))
 		}

@@ -1,9 +1,12 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -255,5 +258,86 @@ func TestForwardStream_NeedsUpgrade(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 400 {
 		t.Fatalf("POST without upgrade: HTTP %d, want 400", resp.StatusCode)
+	}
+}
+
+// A leader whose every slot is taken answers a further batch "not
+// submitted" at that batch's deadline, before the caller's own, so the
+// stream stays.
+func TestForwardStream_BusyLeader(t *testing.T) {
+	hung := make(chan struct{})
+	entered := make(chan struct{}, maxForwardInflight)
+	_, addr := newForwardServer(t, func(ctx context.Context, batch []byte) ([]byte, error) {
+		if string(batch) == "hang" {
+			entered <- struct{}{}
+			<-hung
+		}
+		return batch, nil
+	})
+	t.Cleanup(func() { close(hung) })
+	fs := openForward(t, addr, "k1")
+	for range maxForwardInflight {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, _ = fs.Apply(ctx, []byte("hang"))
+		}()
+	}
+	for range maxForwardInflight {
+		<-entered
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := fs.Apply(ctx, []byte("small"))
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Code != CodeUnavailable {
+		t.Fatalf("batch behind a full leader: %v, want %s (not submitted)", err, CodeUnavailable)
+	}
+	select {
+	case <-fs.Done():
+		t.Fatal("a busy leader's answer stopped the stream")
+	default:
+	}
+}
+
+// A caller whose frame cannot be written before its deadline (a peer that
+// accepted the stream and stopped reading) gets an unknown outcome at
+// its deadline and the stream stops, instead of blocking on the socket.
+func TestForwardStream_StuckWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+forwardProto+"\r\n\r\n")
+		<-done // reads nothing more
+	}()
+	fs := openForward(t, ln.Addr().String(), "k1")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = fs.Apply(ctx, make([]byte, 15<<20))
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("stuck write: %v, want outcome unknown", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("stuck write returned after %v", took)
+	}
+	select {
+	case <-fs.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream still open after a write outlived its deadline")
 	}
 }
