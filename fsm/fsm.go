@@ -60,8 +60,9 @@ type FSM struct {
 	path string
 	log  *slog.Logger
 
-	mu sync.RWMutex // held for reading by every transaction, for writing by Restore
-	db *bolt.DB
+	mu     sync.RWMutex // held for reading by every transaction, for writing by Restore
+	db     *bolt.DB
+	oldDBs sync.WaitGroup // state files a restore replaced, closing in the background
 
 	// books are the in-memory order books, derived from the bbolt state
 	// (rebuilt on open and restore) and changed only inside ApplyBatch.
@@ -536,7 +537,23 @@ func (f *FSM) Close() error {
 	if err == nil && !errors.Is(ferr, ErrClosed) {
 		err = ferr
 	}
+	f.waitOldDBs()
 	return err
+}
+
+// waitOldDBs waits, for a bounded time, for state files that restores
+// replaced to close (each waits for the snapshots still reading it).
+func (f *FSM) waitOldDBs() {
+	done := make(chan struct{})
+	go func() {
+		f.oldDBs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		f.log.Warn("a replaced state file is still open: a snapshot of it was not released")
+	}
 }
 
 // MembersGen changes whenever the member table (View.Node) may have
@@ -791,10 +808,25 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.discardLocked(ErrRestore) // replaced wholesale by the snapshot
 	f.txMu.Unlock()
 	if f.db != nil {
-		if err := f.db.Close(); err != nil {
-			return fmt.Errorf("%w: close current: %v", ErrRestore, err)
-		}
+		// A snapshot taken before this restore may still hold a read
+		// transaction of the current file, and bbolt's Close waits for
+		// every read transaction. Raft can be waiting for this Restore
+		// before it lets that snapshot finish (hashicorp/raft's
+		// takeSnapshot holds the FSM snapshot while it asks the main loop
+		// for the configuration, and the main loop is installing the
+		// snapshot that called Restore): closing here would wedge the node.
+		// So the old file closes in the background once its last reader
+		// is done; the rename below replaces the path, and the old inode
+		// (and its lock) lives on until then.
+		old := f.db
 		f.db = nil
+		f.oldDBs.Add(1)
+		go func() {
+			defer f.oldDBs.Done()
+			if err := old.Close(); err != nil {
+				f.log.Warn("closing the state file a restore replaced", "err", err)
+			}
+		}()
 	}
 	if err := os.Rename(tmp, f.path); err != nil {
 		return fmt.Errorf("%w: rename: %v", ErrRestore, err)

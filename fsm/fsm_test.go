@@ -1645,3 +1645,56 @@ func BenchmarkApplyBatch(b *testing.B) {
 		b.Fatalf("cash = %s, want %d cents", got, b.N*batch)
 	}
 }
+
+// Raft can wait for a Restore while a snapshot it took earlier still holds
+// a read transaction: hashicorp/raft's takeSnapshot keeps the FSM snapshot
+// while it asks the main loop for the configuration, and the main loop is
+// busy installing the snapshot that called Restore. Restore must not wait
+// for that reader (it did, and a chaos round wedged a follower for good);
+// the held snapshot still persists the state it was taken of.
+func TestRestoreDoesNotWaitForHeldSnapshot(t *testing.T) {
+	h := newHarness(t)
+	populate(h)
+	before := hashOf(t, h.f)
+	other := newHarness(t)
+	populate(other)
+	other.apply(deposit(1, 4242))
+	image, want := snapshotBytes(t, other.f), hashOf(t, other.f)
+
+	held, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.f.Flush(); err != nil { // the snapshot now holds its read transaction
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.f.Restore(io.NopCloser(bytes.NewReader(image))) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		held.Release() // lets Restore finish, so the test can end
+		t.Fatal("Restore waited for a snapshot's read transaction")
+	}
+	if hashOf(t, h.f) != want {
+		t.Fatal("restored state differs from the image")
+	}
+	sink := &memSink{}
+	if err := held.Persist(sink); err != nil {
+		t.Fatalf("persisting the snapshot held across the restore: %v", err)
+	}
+	held.Release()
+	dst := mustOpen(t)
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if hashOf(t, dst) != before {
+		t.Fatal("the held snapshot did not keep the state it was taken of")
+	}
+	if err := h.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
