@@ -235,9 +235,10 @@ type forwardReply struct {
 }
 
 // OpenForwardStream opens a forward stream to the leader at addr. An error
-// means nothing was sent: it wraps ErrUnavailable, or is the leader's
-// *APIError refusing the stream (a wrong cluster key, a node that is not
-// the leader any more is not refused here: each batch is answered).
+// means nothing was sent: it wraps ErrUnavailable, or is the node's
+// *APIError refusing the stream (a wrong cluster key; 404 from a node
+// without forward streams). A node that no longer leads still accepts the
+// stream and answers each batch no_leader.
 func (p *Peer) OpenForwardStream(ctx context.Context, addr, clusterKey string) (*ForwardStream, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.scheme+"://"+addr+PathInternalForwardStream, nil)
 	if err != nil {
