@@ -24,7 +24,7 @@ import (
 // The stream is opened with an HTTP/1.1 upgrade that carries the cluster
 // key, and then carries length-prefixed binary frames both ways:
 //
-//	request: uvarint tag | uvarint timeout (µs, 0: the leader's default) | uvarint length | batch
+//	request: uvarint tag | uvarint timeout (µs; 0: none, capped at a minute) | uvarint length | batch
 //	reply:   uvarint tag | kind byte | uvarint length | payload
 //
 // A reply's kind is fwdFrameReply (the payload is the backend's reply) or
@@ -88,11 +88,7 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request) {
 			kind, payload = fwdFrameError, errorPayload(&APIError{Status: 503, Code: CodeOutcomeUnknown,
 				Message: fmt.Sprintf("forwarded batch's reply of %d bytes exceeds %d", len(payload), maxForwardReply)})
 		}
-		b := make([]byte, 0, 2*binary.MaxVarintLen64+1+len(payload))
-		b = binary.AppendUvarint(b, tag)
-		b = append(b, kind)
-		b = binary.AppendUvarint(b, uint64(len(payload)))
-		b = append(b, payload...)
+		b := appendBlock(append(binary.AppendUvarint(nil, tag), kind), payload)
 		wmu.Lock()
 		defer wmu.Unlock()
 		_ = conn.SetWriteDeadline(time.Now().Add(forwardWriteLimit))
@@ -112,18 +108,10 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request) {
 		}
 		// The batch's deadline counts from its arrival, also while it
 		// waits for a slot: one that never got one was never submitted.
-		// Without a timeout the backend applies its own; the wait for a
-		// slot is bounded either way.
-		bctx, bcancel := ctx, context.CancelFunc(func() {})
-		if tmo > 0 {
-			bctx, bcancel = context.WithTimeout(ctx, tmo)
-		}
-		wctx, wcancel := context.WithTimeout(bctx, maxForwardTimeout)
+		bctx, bcancel := context.WithTimeout(ctx, tmo)
 		select {
 		case sem <- struct{}{}:
-			wcancel()
-		case <-wctx.Done():
-			wcancel()
+		case <-bctx.Done():
 			bcancel()
 			write(tag, fwdFrameError, errorPayload(&APIError{Status: 503, Code: CodeUnavailable,
 				Message: "forwarded batch not submitted: the leader was busy until its deadline"}))
@@ -161,17 +149,33 @@ func readForwardRequest(br *bufio.Reader) (tag uint64, tmo time.Duration, batch 
 	if err != nil {
 		return
 	}
-	tmo = time.Duration(min(us, uint64(maxForwardTimeout/time.Microsecond))) * time.Microsecond
+	// 0 (no deadline) or more than the cap: the cap.
+	tmo = maxForwardTimeout
+	if us > 0 && us < uint64(maxForwardTimeout/time.Microsecond) {
+		tmo = time.Duration(us) * time.Microsecond
+	}
+	batch, err = readBlock(br, MaxForwardedBatchBody)
+	return
+}
+
+// appendBlock appends p with its length in front (a uvarint), the tail
+// of every frame.
+func appendBlock(b, p []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(p))), p...)
+}
+
+// readBlock reads what appendBlock wrote, refusing more than limit bytes.
+func readBlock(br *bufio.Reader, limit int) ([]byte, error) {
 	n, err := binary.ReadUvarint(br)
 	if err != nil {
-		return
+		return nil, err
 	}
-	if n > MaxForwardedBatchBody {
-		return 0, 0, nil, fmt.Errorf("%w: batch of %d bytes (limit %d)", errForwardFrame, n, MaxForwardedBatchBody)
+	if n > uint64(limit) {
+		return nil, fmt.Errorf("%w: %d bytes (limit %d)", errForwardFrame, n, limit)
 	}
-	batch = make([]byte, n)
-	_, err = io.ReadFull(br, batch)
-	return
+	p := make([]byte, n)
+	_, err = io.ReadFull(br, p)
+	return p, err
 }
 
 // trackConn records a hijacked connection so CloseStreams can end it; it
@@ -310,20 +314,15 @@ func (fs *ForwardStream) read() {
 			return
 		}
 		kind, err := br.ReadByte()
-		if err != nil {
-			fs.stop(err)
-			return
-		}
-		n, err := binary.ReadUvarint(br)
-		if err == nil && n > maxForwardReply {
-			err = fmt.Errorf("%w: reply of %d bytes", errForwardFrame, n)
+		if err == nil && kind != fwdFrameReply && kind != fwdFrameError {
+			err = fmt.Errorf("%w: reply kind %d", errForwardFrame, kind)
 		}
 		if err != nil {
 			fs.stop(err)
 			return
 		}
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(br, payload); err != nil {
+		payload, err := readBlock(br, maxForwardReply)
+		if err != nil {
 			fs.stop(err)
 			return
 		}
@@ -377,11 +376,7 @@ func (fs *ForwardStream) Apply(ctx context.Context, batch []byte) ([]byte, error
 	fs.waiting[tag] = ch
 	fs.mu.Unlock()
 
-	frame := make([]byte, 0, 3*binary.MaxVarintLen64+len(batch))
-	frame = binary.AppendUvarint(frame, tag)
-	frame = binary.AppendUvarint(frame, uint64(tmo/time.Microsecond))
-	frame = binary.AppendUvarint(frame, uint64(len(batch)))
-	frame = append(frame, batch...)
+	frame := appendBlock(binary.AppendUvarint(binary.AppendUvarint(nil, tag), uint64(tmo/time.Microsecond)), batch)
 	seen := fs.received.Load()
 	// A write that outlives the caller's deadline (a leader that stopped
 	// reading) stops the stream: with part of a frame written it is of
@@ -399,10 +394,6 @@ func (fs *ForwardStream) Apply(ctx context.Context, batch []byte) ([]byte, error
 	case rep, ok := <-ch:
 		if !ok {
 			return nil, fmt.Errorf("%w: %w: %s: %v", ErrOutcomeUnknown, ErrStreamBroken, fs.addr, fs.stopErr())
-		}
-		if rep.kind != fwdFrameReply && rep.kind != fwdFrameError {
-			fs.stop(fmt.Errorf("%w: reply kind %d", errForwardFrame, rep.kind))
-			return nil, fmt.Errorf("%w: %w: %s: reply kind %d", ErrOutcomeUnknown, ErrStreamBroken, fs.addr, rep.kind)
 		}
 		if rep.kind == fwdFrameError {
 			status, k := binary.Uvarint(rep.payload)

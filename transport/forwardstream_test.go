@@ -53,11 +53,12 @@ func openForward(t *testing.T, addr, key string) *ForwardStream {
 }
 
 // Batches on one stream are pipelined: each caller gets its own reply even
-// when the leader answers them out of order, and the leader sees each
-// caller's deadline.
+// when the leader answers them out of order (every third only after all
+// the others are answered), and the leader sees each caller's deadline.
 func TestForwardStream_PipelinesOutOfOrder(t *testing.T) {
 	var mu sync.Mutex
 	var deadlines []time.Duration
+	release := make(chan struct{})
 	_, addr := newForwardServer(t, func(ctx context.Context, batch []byte) ([]byte, error) {
 		if dl, ok := ctx.Deadline(); ok {
 			mu.Lock()
@@ -66,7 +67,7 @@ func TestForwardStream_PipelinesOutOfOrder(t *testing.T) {
 		}
 		if batch[0]%3 == 0 { // every third answer comes late
 			select {
-			case <-time.After(20 * time.Millisecond):
+			case <-release:
 			case <-ctx.Done():
 			}
 		}
@@ -74,9 +75,13 @@ func TestForwardStream_PipelinesOutOfOrder(t *testing.T) {
 	})
 	fs := openForward(t, addr, "k1")
 	const n = 60
-	var wg sync.WaitGroup
+	var early, late sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
+		wg := &early
+		if i%3 == 0 {
+			wg = &late
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -93,7 +98,9 @@ func TestForwardStream_PipelinesOutOfOrder(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	early.Wait() // answered while the late ones still wait
+	close(release)
+	late.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
