@@ -56,6 +56,7 @@ const (
 	DefaultSnapshotThreshold  = 65536
 	DefaultSnapshotInterval   = 30 * time.Second
 	DefaultTrailingLogs       = 10240
+	raftLogCache              = 32 // recent Raft entries kept in memory for replication
 )
 
 // Config configures a node. Zero durations take the defaults above.
@@ -300,7 +301,16 @@ func newNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, n.store, n.store, snaps, noPipelineTransport{n.trans})
+	// Replication reads back the entries the leader has just written; the
+	// cache answers those from memory instead of a read from the WAL per
+	// entry. It holds at most raftLogCache entries (each at most
+	// maxBatchBytes), and writes go through to the store first.
+	logs, err := raft.NewLogCache(raftLogCache, n.store)
+	if err != nil {
+		n.trans.Close()
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, noPipelineTransport{n.trans})
 	if err != nil {
 		n.trans.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
