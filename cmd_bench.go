@@ -83,6 +83,7 @@ func benchCommand() *cli.Command {
 		&cli.Float64Flag{Name: "rate", Usage: "open loop: start `R` operations per second in all (0: closed loop, each client sends its next operation when the last is answered)"},
 		&cli.IntFlag{Name: "traders", Usage: "`N` traders to register and fund; clients share them round robin (default: the smaller of --clients and 32)"},
 		&cli.BoolFlag{Name: "stream", Usage: "place and cancel orders on the fast order-entry path (one order stream per client) instead of one HTTP request each"},
+		&cli.BoolFlag{Name: "ndjson", Usage: "with --stream: use the order stream's NDJSON encoding instead of the binary one the Go client uses"},
 		&cli.IntFlag{Name: "pipeline", Value: 1, Usage: "with --stream: `P` clients share each order stream (of one trader), so each connection carries up to P requests in flight, as a program pipelining orders would"},
 		&cli.StringFlag{Name: "via", Value: benchViaAssigned, Usage: "which Trading Server each client talks to: assigned (the one the LDS assigns at login), leader, or followers (round robin)"},
 		&cli.StringFlag{Name: "histogram", Usage: "write the latency histogram to `FILE`: PNG if it ends in .png, else a self-contained HTML page"},
@@ -193,6 +194,7 @@ type benchConfig struct {
 	rate     float64
 	histPath string
 	stream   bool          // orders and cancels over order streams
+	ndjson   bool          // ... in the NDJSON encoding
 	pipeline int           // clients per order stream
 	opWait   time.Duration // bound on one stream round trip (--timeout)
 	via      string        // benchViaAssigned, benchViaLeader or benchViaFollowers
@@ -209,7 +211,7 @@ func benchConfigFrom(cCtx *cli.Context) (*benchConfig, error) {
 	cfg := &benchConfig{
 		clients: cCtx.Int("clients"), traders: cCtx.Int("traders"), duration: cCtx.Duration("duration"),
 		orders: int64(cCtx.Int("orders")), rate: cCtx.Float64("rate"), histPath: cCtx.String("histogram"),
-		stream: cCtx.Bool("stream"), pipeline: cCtx.Int("pipeline"), opWait: cCtx.Duration("timeout"),
+		stream: cCtx.Bool("stream"), ndjson: cCtx.Bool("ndjson"), pipeline: cCtx.Int("pipeline"), opWait: cCtx.Duration("timeout"),
 		via: cCtx.String("via"),
 	}
 	switch cfg.via {
@@ -219,6 +221,9 @@ func benchConfigFrom(cCtx *cli.Context) (*benchConfig, error) {
 	}
 	if cfg.pipeline < 1 || cfg.pipeline > maxPipeline {
 		return nil, usageErrorf(cCtx, "--pipeline: must be between 1 and %d, got %d", maxPipeline, cfg.pipeline)
+	}
+	if cfg.ndjson && !cfg.stream {
+		return nil, usageErrorf(cCtx, "--ndjson: needs --stream (it picks the order stream's encoding)")
 	}
 	if cfg.pipeline > 1 && !cfg.stream {
 		return nil, usageErrorf(cCtx, "--pipeline: needs --stream (plain HTTP requests are not pipelined)")
@@ -598,6 +603,7 @@ func (w *benchWorker) op(ctx context.Context, r *benchRun, k benchKind, due time
 // trader; it is opened on first use and reopened after it breaks.
 type sharedStream struct {
 	cl     *transport.Client
+	ndjson bool          // open NDJSON streams, not binary ones
 	opened *atomic.Int64 // streams opened in the run, reopenings included
 	mu     sync.Mutex
 	s      *transport.OrderStream
@@ -609,7 +615,11 @@ func (ss *sharedStream) get(ctx context.Context) (*transport.OrderStream, error)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.s == nil {
-		s, err := ss.cl.OpenOrderStream(ctx)
+		open := ss.cl.OpenOrderStream
+		if ss.ndjson {
+			open = ss.cl.OpenOrderStreamNDJSON
+		}
+		s, err := open(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -868,6 +878,7 @@ type benchReport struct {
 	Via         string   `json:"via"`  // which Trading Servers the clients used
 	Rate        float64  `json:"rate,omitempty"`
 	Streams     int      `json:"order_streams,omitempty"`        // with --stream: connections carrying the orders
+	Encoding    string   `json:"stream_encoding,omitempty"`      // with --stream: binary or ndjson
 	Opened      int64    `json:"order_streams_opened,omitempty"` // streams opened, reopenings after breaks included
 	DurationSet float64  `json:"duration_limit_s,omitempty"`
 	OrdersSet   int64    `json:"orders_limit,omitempty"`
@@ -908,6 +919,10 @@ func buildReport(r *benchRun, workers []*benchWorker, elapsed time.Duration) *be
 	if r.cfg.stream {
 		rep.Streams = (r.cfg.clients + r.cfg.pipeline - 1) / r.cfg.pipeline
 		rep.Opened = r.streamsOpened.Load()
+		rep.Encoding = "binary"
+		if r.cfg.ndjson {
+			rep.Encoding = "ndjson"
+		}
 	}
 	var orders int64
 	for k := benchKind(0); k < numKinds; k++ {
@@ -955,7 +970,7 @@ func printBenchReport(w io.Writer, rep *benchReport) {
 		mode = fmt.Sprintf("open loop at %s ops/s", strconv.FormatFloat(rep.Rate, 'f', -1, 64))
 	}
 	if rep.Streams > 0 {
-		mode += fmt.Sprintf(", %d order streams, %d opened", rep.Streams, rep.Opened)
+		mode += fmt.Sprintf(", %d %s order streams, %d opened", rep.Streams, rep.Encoding, rep.Opened)
 	}
 	if rep.Via != "" && rep.Via != benchViaAssigned {
 		mode += ", via the " + rep.Via
@@ -1673,7 +1688,7 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 		}
 		cl.SetAssigned(t.node, t.nodeAddr)
 		if streams[g] == nil {
-			streams[g] = &sharedStream{cl: cl, opened: &r.streamsOpened}
+			streams[g] = &sharedStream{cl: cl, ndjson: cfg.ndjson, opened: &r.streamsOpened}
 		}
 		w := &benchWorker{id: i, cl: cl, tr: t, stream: streams[g], rng: rand.New(rand.NewPCG(seed, uint64(i))), errs: map[string]int64{}, out: map[string]int64{}}
 		for k := range w.hists {

@@ -1,9 +1,13 @@
 package cluster_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"sync"
 	"testing"
 
@@ -12,8 +16,17 @@ import (
 
 // Test_OrderStream_Pipelined: orders pipelined on one connection are each
 // answered once, share Raft entries, and a repeated client ID returns the
-// first order.
+// first order; in both encodings.
 func Test_OrderStream_Pipelined(t *testing.T) {
+	t.Run("binary", func(t *testing.T) {
+		testOrderStreamPipelined(t, (*transport.Client).OpenOrderStream, true)
+	})
+	t.Run("ndjson", func(t *testing.T) {
+		testOrderStreamPipelined(t, (*transport.Client).OpenOrderStreamNDJSON, false)
+	})
+}
+
+func testOrderStreamPipelined(t *testing.T, openStream func(*transport.Client, context.Context) (*transport.OrderStream, error), wantBinary bool) {
 	c := NewCluster(t, 3, nil)
 	ctx := context.Background()
 	cl := c.Client(c.Followers()[0])
@@ -28,11 +41,14 @@ func Test_OrderStream_Pipelined(t *testing.T) {
 		}
 		return nil
 	})
-	os, err := cl.OpenOrderStream(ctx)
+	os, err := openStream(cl, ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer os.Close()
+	if os.Binary() != wantBinary {
+		t.Fatalf("stream binary %v, want %v", os.Binary(), wantBinary)
+	}
 	leader := c.Leader()
 	before := leader.Node.Raft().LastIndex()
 	const workers, each = 8, 25
@@ -92,6 +108,92 @@ func Test_OrderStream_Pipelined(t *testing.T) {
 	}
 	if len(open.Orders) != workers*each-1 {
 		t.Fatalf("%d open orders, want %d", len(open.Orders), workers*each-1)
+	}
+	c.EnsureSame()
+}
+
+// Test_OrderStream_BinaryFrames: on the binary encoding, a frame that
+// does not decode is answered with a 400 under its tag and the stream
+// goes on; a frame longer than the limit is answered and ends the stream;
+// neither changes the state.
+func Test_OrderStream_BinaryFrames(t *testing.T) {
+	c := NewCluster(t, 3, nil)
+	ctx := context.Background()
+	tn := c.Followers()[0]
+	cl := c.Client(tn)
+	Trader(t, cl, "framer")
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+tn.HTTPAddr+"/v1/orders/stream", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+cl.Token())
+	req.Header.Set("Content-Type", transport.StreamContentBinary)
+	resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != transport.StreamContentBinary {
+		t.Fatalf("open: %d %q", resp.StatusCode, ct)
+	}
+	frame := func(body []byte) []byte { return append(binary.AppendUvarint(nil, uint64(len(body))), body...) }
+	str := func(b []byte, s string) []byte { return append(binary.AppendUvarint(b, uint64(len(s))), s...) }
+	br := bufio.NewReader(resp.Body)
+	readReply := func() (tag string, status uint64, code string) {
+		t.Helper()
+		n, err := binary.ReadUvarint(br)
+		if err != nil {
+			t.Fatalf("reply length: %v", err)
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			t.Fatalf("reply body: %v", err)
+		}
+		ln, k := binary.Uvarint(body)
+		tag, body = string(body[k:k+int(ln)]), body[k+int(ln):]
+		status, k = binary.Uvarint(body)
+		flags, body := body[k], body[k+1:]
+		if flags&1 != 0 {
+			ln, k = binary.Uvarint(body)
+			code = string(body[k : k+int(ln)])
+		}
+		return tag, status, code
+	}
+	// An unknown op, then a place cut short: each answered under its tag.
+	if _, err := pw.Write(frame(append(str(nil, "t1"), 9))); err != nil {
+		t.Fatal(err)
+	}
+	if tag, st, code := readReply(); tag != "t1" || st != 400 || code != transport.CodeBadRequest {
+		t.Fatalf("unknown op: %q %d %q", tag, st, code)
+	}
+	if _, err := pw.Write(frame(str(append(str(nil, "t2"), 1), "c-1"))); err != nil {
+		t.Fatal(err)
+	}
+	if tag, st, code := readReply(); tag != "t2" || st != 400 || code != transport.CodeBadRequest {
+		t.Fatalf("truncated place: %q %d %q", tag, st, code)
+	}
+	// The stream still works: a cancel of an order that does not exist.
+	if _, err := pw.Write(frame(binary.AppendUvarint(append(str(nil, "t3"), 2), 999999))); err != nil {
+		t.Fatal(err)
+	}
+	if tag, st, _ := readReply(); tag != "t3" || st != 404 {
+		t.Fatalf("cancel of a missing order: %q %d", tag, st)
+	}
+	// A frame over the limit ends the stream after one answer.
+	if _, err := pw.Write(binary.AppendUvarint(nil, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if _, st, code := readReply(); st != 400 || code != transport.CodeBadRequest {
+		t.Fatalf("oversized frame: %d %q", st, code)
+	}
+	if _, err := binary.ReadUvarint(br); !errors.Is(err, io.EOF) {
+		t.Fatalf("stream still open after an oversized frame: %v", err)
+	}
+	pw.Close()
+	orders, err := cl.Orders(ctx, transport.OrdersQuery{Limit: 10})
+	if err != nil || len(orders.Orders) != 0 {
+		t.Fatalf("the trader has orders after malformed frames: %+v %v", orders, err)
 	}
 	c.EnsureSame()
 }

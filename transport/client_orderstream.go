@@ -23,6 +23,7 @@ import (
 type OrderStream struct {
 	pw   *io.PipeWriter
 	resp *http.Response
+	bin  bool // the binary encoding (else NDJSON)
 
 	mu      sync.Mutex
 	next    uint64
@@ -43,8 +44,19 @@ type OrderStream struct {
 var errStreamOpenTimeout = errors.New("order stream: no response in time")
 
 // OpenOrderStream opens an order stream to the preferred node (the
-// session's Trading Server).
+// session's Trading Server), in the binary encoding (NDJSON if the node
+// only speaks that).
 func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
+	return c.openOrderStream(ctx, StreamContentBinary)
+}
+
+// OpenOrderStreamNDJSON opens an order stream in the NDJSON encoding, the
+// one people and scripts use; programs want OpenOrderStream.
+func (c *Client) OpenOrderStreamNDJSON(ctx context.Context) (*OrderStream, error) {
+	return c.openOrderStream(ctx, StreamContentJSON)
+}
+
+func (c *Client) openOrderStream(ctx context.Context, contentType string) (*OrderStream, error) {
 	tok := c.Token()
 	if tok == "" {
 		return nil, fmt.Errorf("%w: order stream needs a session", ErrUnauthenticated)
@@ -64,7 +76,7 @@ func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
 			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/x-ndjson")
+		req.Header.Set("Content-Type", contentType)
 		// The request body is a pipe that stays open for the stream's
 		// life. If the connection fails while the request is being sent,
 		// net/http waits for the body's writer to finish before Do
@@ -92,7 +104,7 @@ func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
 			lastErr = ae
 			continue
 		}
-		s := &OrderStream{pw: pw, resp: resp, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
+		s := &OrderStream{pw: pw, resp: resp, bin: mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
 			kick: make(chan struct{}, 1), wrote: make(chan struct{})}
 		go s.read()
 		go s.write()
@@ -135,6 +147,9 @@ func (s *OrderStream) write() {
 	}
 }
 
+// Binary reports whether the stream uses the binary encoding (else NDJSON).
+func (s *OrderStream) Binary() bool { return s.bin }
+
 func (s *OrderStream) wake() {
 	select {
 	case s.kick <- struct{}{}:
@@ -144,12 +159,12 @@ func (s *OrderStream) wake() {
 
 func (s *OrderStream) read() {
 	defer close(s.done)
-	sc := bufio.NewScanner(s.resp.Body)
-	sc.Buffer(make([]byte, 4096), 1<<20)
-	for sc.Scan() {
+	next := s.replies()
+	var err error
+	for {
 		var rep StreamReply
-		if json.Unmarshal(sc.Bytes(), &rep) != nil {
-			continue
+		if rep, err = next(); err != nil {
+			break
 		}
 		if rep.Error != nil {
 			rep.Error.Status = rep.Status
@@ -162,8 +177,7 @@ func (s *OrderStream) read() {
 			ch <- rep
 		}
 	}
-	err := sc.Err()
-	if err == nil {
+	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
 	s.mu.Lock()
@@ -173,6 +187,36 @@ func (s *OrderStream) read() {
 	s.mu.Unlock()
 	for _, ch := range waiting {
 		close(ch)
+	}
+}
+
+// replies returns a function that reads the next reply in the stream's
+// encoding. An NDJSON line that does not decode is skipped; a binary frame
+// that does not decode ends the stream (the server never sends one).
+func (s *OrderStream) replies() func() (StreamReply, error) {
+	if s.bin {
+		br := bufio.NewReader(s.resp.Body)
+		return func() (StreamReply, error) {
+			frame, err := readBlock(br, maxStreamReply)
+			if err != nil {
+				return StreamReply{}, err
+			}
+			return decodeStreamReply(frame)
+		}
+	}
+	sc := bufio.NewScanner(s.resp.Body)
+	sc.Buffer(make([]byte, 4096), maxStreamReply)
+	return func() (StreamReply, error) {
+		for sc.Scan() {
+			var rep StreamReply
+			if json.Unmarshal(sc.Bytes(), &rep) == nil {
+				return rep, nil
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return StreamReply{}, err
+		}
+		return StreamReply{}, io.EOF
 	}
 }
 
@@ -221,13 +265,23 @@ func (s *OrderStream) roundTrip(ctx context.Context, req StreamRequest, clientID
 	}
 	s.next++
 	req.Tag = strconv.FormatUint(s.next, 10)
-	line, err := json.Marshal(req)
+	var err error
+	if s.bin {
+		var body []byte
+		if body, err = appendStreamRequest(nil, &req); err == nil {
+			s.pending = appendBlock(s.pending, body)
+		}
+	} else {
+		var line []byte
+		if line, err = json.Marshal(req); err == nil {
+			s.pending = append(append(s.pending, line...), '\n')
+		}
+	}
 	if err != nil {
 		s.mu.Unlock()
 		return StreamReply{}, fmt.Errorf("%w: order stream: %v", ErrBadRequest, err)
 	}
 	s.waiting[req.Tag] = ch
-	s.pending = append(append(s.pending, line...), '\n')
 	s.mu.Unlock()
 	s.wake()
 	select {

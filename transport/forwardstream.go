@@ -132,7 +132,9 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-var errForwardFrame = errors.New("malformed forward frame")
+// errFrame reports a frame of a binary stream (forward or order stream)
+// that cannot be read.
+var errFrame = errors.New("malformed frame")
 
 // errorPayload is a fwdFrameError payload: the status, then the JSON
 // error body.
@@ -171,10 +173,12 @@ func readBlock(br *bufio.Reader, limit int) ([]byte, error) {
 		return nil, err
 	}
 	if n > uint64(limit) {
-		return nil, fmt.Errorf("%w: %d bytes (limit %d)", errForwardFrame, n, limit)
+		return nil, fmt.Errorf("%w: %d bytes (limit %d)", errFrame, n, limit)
 	}
 	p := make([]byte, n)
-	_, err = io.ReadFull(br, p)
+	if _, err = io.ReadFull(br, p); errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF // the length was read: the body is cut short
+	}
 	return p, err
 }
 
@@ -315,7 +319,7 @@ func (fs *ForwardStream) read() {
 		}
 		kind, err := br.ReadByte()
 		if err == nil && kind != fwdFrameReply && kind != fwdFrameError {
-			err = fmt.Errorf("%w: reply kind %d", errForwardFrame, kind)
+			err = fmt.Errorf("%w: reply kind %d", errFrame, kind)
 		}
 		if err != nil {
 			fs.stop(err)

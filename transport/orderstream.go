@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"sync"
@@ -39,6 +42,7 @@ type StreamReply struct {
 const (
 	maxStreamInflight = 1024
 	maxStreamLine     = 16 << 10
+	maxReplyYields    = 8
 )
 
 func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal) {
@@ -49,22 +53,33 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	_ = rc.SetWriteDeadline(time.Time{})
 	_ = rc.SetReadDeadline(time.Time{})
-	w.Header().Set("Content-Type", "application/x-ndjson")
+	// The client chooses the encoding by its request's Content-Type; the
+	// reply's says which one the server speaks (a server that predates
+	// the binary encoding answers NDJSON, and the Go client follows).
+	bin := mediaType(r.Header.Get("Content-Type")) == StreamContentBinary
+	if bin {
+		w.Header().Set("Content-Type", StreamContentBinary)
+	} else {
+		w.Header().Set("Content-Type", StreamContentJSON)
+	}
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
 
 	// One writer goroutine sends the replies; it flushes when no other
 	// reply is waiting, so replies that complete together (a group
 	// commit's worth) share one write to the connection. Before it
-	// flushes it yields once: the other requests of the same batch are
-	// woken together, and most are then done encoding their replies.
+	// flushes it yields: the other requests of the same batch are woken
+	// together and are still encoding their replies. It yields again
+	// while a yield brought more replies (up to maxReplyYields times), so
+	// a stream with many requests in a batch gathers them all, and a lone
+	// request's reply waits for one yield only.
 	out := make(chan []byte, maxStreamInflight)
 	written := make(chan struct{})
 	go func() {
 		defer close(written)
 		for b := range out {
 			_, _ = w.Write(b)
-			yielded := false
+			yields, got := 0, true
 		more:
 			for {
 				select {
@@ -73,11 +88,12 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 						break more
 					}
 					_, _ = w.Write(b)
+					got = true
 				default:
-					if yielded {
+					if !got || yields == maxReplyYields {
 						break more
 					}
-					yielded = true
+					yields, got = yields+1, false
 					runtime.Gosched()
 				}
 			}
@@ -89,6 +105,10 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 		if rep.Error != nil {
 			rep.Status = rep.Error.Status
 		}
+		if bin {
+			out <- appendBlock(nil, appendStreamReply(nil, &rep))
+			return
+		}
 		b, _ := json.Marshal(rep)
 		out <- append(b, '\n')
 	}
@@ -99,16 +119,17 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 		close(out)
 		<-written
 	}()
-	sc := bufio.NewScanner(r.Body)
-	sc.Buffer(make([]byte, 4096), maxStreamLine)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) == 0 {
-			continue
+	next := streamRequests(r.Body, bin)
+	for {
+		req, ae, err := next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				reply(StreamReply{Error: &APIError{Status: 400, Code: CodeBadRequest, Message: "order stream: " + err.Error()}})
+			}
+			return
 		}
-		var req StreamRequest
-		if err := json.Unmarshal(line, &req); err != nil {
-			reply(StreamReply{Error: &APIError{Status: 400, Code: CodeBadJSON, Message: "malformed JSON line: " + err.Error()}})
+		if ae != nil {
+			reply(StreamReply{Tag: req.Tag, Error: ae})
 			continue
 		}
 		cmd, ae := s.streamCommand(r, p, &req)
@@ -146,8 +167,48 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 			}
 		}(req.Tag)
 	}
-	if err := sc.Err(); err != nil {
-		reply(StreamReply{Error: &APIError{Status: 400, Code: CodeBadRequest, Message: "order stream: " + err.Error()}})
+}
+
+// streamRequests returns a function that reads the next request of an
+// order stream in the given encoding. A request that does not decode is
+// answered (ae, with its tag when known) and the stream goes on; err ends
+// the stream (io.EOF: the client closed it).
+func streamRequests(body io.Reader, bin bool) func() (req StreamRequest, ae *APIError, err error) {
+	if bin {
+		br := bufio.NewReader(body)
+		return func() (StreamRequest, *APIError, error) {
+			frame, err := readBlock(br, maxStreamLine)
+			if err != nil {
+				if errors.Is(err, io.ErrUnexpectedEOF) {
+					err = fmt.Errorf("%w: truncated frame", errStreamFrame)
+				}
+				return StreamRequest{}, nil, err
+			}
+			req, err := decodeStreamRequest(frame)
+			if err != nil {
+				return req, &APIError{Status: 400, Code: CodeBadRequest, Message: err.Error()}, nil
+			}
+			return req, nil, nil
+		}
+	}
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 4096), maxStreamLine)
+	return func() (StreamRequest, *APIError, error) {
+		for sc.Scan() {
+			line := sc.Bytes()
+			if len(line) == 0 {
+				continue
+			}
+			var req StreamRequest
+			if err := json.Unmarshal(line, &req); err != nil {
+				return req, &APIError{Status: 400, Code: CodeBadJSON, Message: "malformed JSON line: " + err.Error()}, nil
+			}
+			return req, nil, nil
+		}
+		if err := sc.Err(); err != nil {
+			return StreamRequest{}, nil, err
+		}
+		return StreamRequest{}, nil, io.EOF
 	}
 }
 

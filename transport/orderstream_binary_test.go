@@ -1,0 +1,92 @@
+package transport
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+)
+
+// Every request and reply survives the binary encoding field for field,
+// and a body cut short anywhere, or with bytes after its last field, is
+// refused rather than read as something else.
+func TestStreamBinaryCodecRoundTrip(t *testing.T) {
+	reqs := []StreamRequest{
+		{Tag: "1", Op: "place", Order: &OrderRequest{ClientID: "c-1", Symbol: "AAPL", Side: "buy", Type: "stop_limit", TIF: "day",
+			Quantity: 12, LimitPrice: "150.25", StopPrice: "149.00", PostOnly: true}},
+		{Tag: "", Op: "place", Order: &OrderRequest{Symbol: "msft", Side: "sell", Quantity: -3}},
+		{Tag: "x-99", Op: "cancel", OrderID: 1 << 40},
+	}
+	for _, req := range reqs {
+		body, err := appendStreamRequest(nil, &req)
+		if err != nil {
+			t.Fatalf("encode %+v: %v", req, err)
+		}
+		got, err := decodeStreamRequest(body)
+		if err != nil || !reflect.DeepEqual(got, req) {
+			t.Fatalf("round trip of %+v: got %+v, %v", req, got, err)
+		}
+		checkRefusesDamage(t, body, func(b []byte) error { _, err := decodeStreamRequest(b); return err })
+	}
+	// The op defaults to place, as in NDJSON; a place needs its order.
+	if body, err := appendStreamRequest(nil, &StreamRequest{Order: &OrderRequest{Symbol: "A"}}); err != nil {
+		t.Fatal(err)
+	} else if got, _ := decodeStreamRequest(body); got.Op != "place" {
+		t.Fatalf("default op decoded as %q", got.Op)
+	}
+	for _, bad := range []StreamRequest{{Op: "place"}, {Op: "amend", OrderID: 1}} {
+		if _, err := appendStreamRequest(nil, &bad); err == nil {
+			t.Fatalf("%+v encoded", bad)
+		}
+	}
+	// An unknown op code is refused with the tag still known.
+	body := append(appendStr(nil, "t7"), 9)
+	if got, err := decodeStreamRequest(body); !errors.Is(err, errStreamFrame) || got.Tag != "t7" {
+		t.Fatalf("op 9: %+v, %v", got, err)
+	}
+
+	reps := []StreamReply{
+		{Tag: "1", Status: 200, Order: &Order{OrderID: 42, ClientID: "c-1", Symbol: "AAPL", Side: "buy", Type: "limit", TIF: "gtc",
+			Quantity: 10, FilledQuantity: 4, RemainingQuantity: 6, LimitPrice: "150.00", StopPrice: "", AvgFillPrice: "149.50",
+			Status: "partially_filled", Reason: "", PostOnly: true, Triggered: true, Replayed: true,
+			CreatedAt: "2026-11-26T08:00:00Z", UpdatedAt: "2026-11-26T08:00:01Z", ExpiresAt: "", AppliedIndex: 77}},
+		{Tag: "2", Status: 422, Error: &APIError{Status: 422, Code: "insufficient_funds", Message: "order needs $1.00"},
+			Order: &Order{OrderID: 43, Status: "rejected", RejectCode: "insufficient_funds"}},
+		{Tag: "3", Status: 503, Error: &APIError{Status: 503, Code: "no_leader", Message: "no leader", Leader: "127.0.0.1:7101"}},
+		{Status: 400, Error: &APIError{Status: 400, Code: "bad_request", Message: "order stream: truncated frame"}},
+	}
+	for _, rep := range reps {
+		body := appendStreamReply(nil, &rep)
+		got, err := decodeStreamReply(body)
+		if err != nil || !reflect.DeepEqual(got, rep) {
+			t.Fatalf("round trip of %+v: got %+v, %v", rep, got, err)
+		}
+		checkRefusesDamage(t, body, func(b []byte) error { _, err := decodeStreamReply(b); return err })
+	}
+}
+
+// checkRefusesDamage decodes every strict prefix of body, and body with a
+// byte after it, and wants each refused as a malformed frame.
+func checkRefusesDamage(t *testing.T, body []byte, decode func([]byte) error) {
+	t.Helper()
+	for n := range len(body) {
+		if err := decode(body[:n]); !errors.Is(err, errStreamFrame) {
+			t.Fatalf("%d of %d bytes: %v, want a malformed frame", n, len(body), err)
+		}
+	}
+	if err := decode(append(body[:len(body):len(body)], 0)); !errors.Is(err, errStreamFrame) {
+		t.Fatalf("a trailing byte: %v, want a malformed frame", err)
+	}
+}
+
+func TestMediaType(t *testing.T) {
+	for in, want := range map[string]string{
+		"application/x-hats-order-stream":                 StreamContentBinary,
+		" Application/X-Hats-Order-Stream ; charset=none": StreamContentBinary,
+		"application/x-ndjson":                            StreamContentJSON,
+		"":                                                "",
+	} {
+		if got := mediaType(in); got != want {
+			t.Errorf("mediaType(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
