@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -80,7 +81,10 @@ func (t *ltree) put(it kv) {
 	}
 	i := int32(len(t.ents))
 	t.ents = append(t.ents, it)
-	t.idx[string(it.k)] = i
+	// The key's bytes belong to the layer from here on and never change
+	// (Put's contract, as bbolt's), so the index shares them instead of
+	// copying each key into a string of its own.
+	t.idx[unsafe.String(unsafe.SliceData(it.k), len(it.k))] = i
 	if t.placed == int(i) && (len(t.main) == 0 || bytes.Compare(it.k, t.ents[t.main[len(t.main)-1]].k) > 0) {
 		t.main = append(t.main, i)
 		t.placed++
