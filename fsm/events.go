@@ -57,7 +57,10 @@ func decodeQuote(r *reader) *Quote {
 // its trader's order events; the house account's are not kept.
 func (x *exch) orderEvent(o *market.Order, enc []byte) {
 	if !x.houseRead {
-		x.house, x.houseRead = getU64(x.tx.Bucket(bMeta), kHouse), true
+		if !x.f.houseKnown {
+			x.f.houseAcct, x.f.houseKnown = getU64(x.tx.Bucket(bMeta), kHouse), true
+		}
+		x.house, x.houseRead = x.f.houseAcct, true
 	}
 	if o.Account == x.house {
 		return

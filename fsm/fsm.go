@@ -71,6 +71,12 @@ type FSM struct {
 	seqs     map[seqKey]uint64 // last per-account sequences (exchange.go); under bookMu
 	hot      *hot              // accounts, positions, book stats (hot.go); under bookMu
 	idemHead []byte            // where idempotency pruning resumes (apply.go); under bookMu
+	// houseAcct is the house account (0: none yet) when houseKnown, so
+	// order events need not read it from the state per command
+	// (events.go); house() sets it when it creates the account, which
+	// never changes after. Under bookMu.
+	houseAcct  uint64
+	houseKnown bool
 
 	walkMu      sync.Mutex // serializes RecentHash walks
 	hashMu      sync.Mutex // cache of the last Hash walk
@@ -388,6 +394,7 @@ func (f *FSM) resetCaches() {
 	f.seqs = map[seqKey]uint64{}
 	f.hot = newHot()
 	f.idemHead = nil
+	f.houseAcct, f.houseKnown = 0, false
 }
 
 // appendFill is the fill factor of the buckets Apply writes. Their keys

@@ -95,6 +95,7 @@ func (f *FSM) house(tx *stx, now int64) uint64 {
 		id = getU64(m, kNextAccount) + 1
 		putU64(m, kNextAccount, id)
 		putU64(m, kHouse, id)
+		f.houseAcct, f.houseKnown = id, true
 		a := &trader.Account{ID: id, Username: HouseUsername, Name: "HATS market maker", CreatedAt: now, Cash: HouseCash}
 		x.accts[id] = a
 		x.entry(id, trader.Entry{Kind: trader.EntryDeposit, Cash: HouseCash})
