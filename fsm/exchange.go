@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -172,6 +173,30 @@ func (f *FSM) nextSeq(kind byte, b *sbucket, acct uint64) uint64 {
 	s++
 	f.seqs[k] = s
 	return s
+}
+
+// newClientID reports whether key (account | client ID) sorts after every
+// client ID the account has used, so it cannot be a repeat and the lookup
+// can be skipped: the Go client's IDs grow with time, so nearly every
+// order's does. Client IDs are never deleted, so the largest one only
+// grows; it is cached per account (loaded on first use, dropped with the
+// other caches) and raised by applyPlace as it stores new ones.
+func (f *FSM) newClientID(b *sbucket, acct uint64, key []byte) bool {
+	last, ok := f.cidMax[acct]
+	if !ok {
+		c := b.Cursor()
+		k, _ := c.Seek(u64key(acct + 1))
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		if len(k) > 8 && binary.BigEndian.Uint64(k[:8]) == acct {
+			last = bytes.Clone(k)
+		}
+		f.cidMax[acct] = last
+	}
+	return bytes.Compare(key, last) > 0
 }
 
 // lastSeq finds the highest sequence stored under an account prefix.
@@ -397,9 +422,12 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	var cidKey []byte
 	if c.ClientID != "" {
 		cidKey = acctKey(c.Account, []byte(c.ClientID))
-		if idb := tb.Bucket(bClientIDs).Get(cidKey); idb != nil {
-			o := f.loadOrder(tx, binary.BigEndian.Uint64(idb))
-			return &Result{Order: o, Replay: true, Code: o.RejectCode, Message: rejectMessage(o)}
+		cids := tb.Bucket(bClientIDs)
+		if !f.newClientID(cids, c.Account, cidKey) {
+			if idb := cids.Get(cidKey); idb != nil {
+				o := f.loadOrder(tx, binary.BigEndian.Uint64(idb))
+				return &Result{Order: o, Replay: true, Code: o.RejectCode, Message: rejectMessage(o)}
+			}
 		}
 	}
 	x := f.newExch(tx, c.Time)
@@ -417,6 +445,9 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	x.fresh = id
 	if cidKey != nil {
 		must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
+		if bytes.Compare(cidKey, f.cidMax[c.Account]) > 0 { // newClientID has loaded it
+			f.cidMax[c.Account] = cidKey
+		}
 	}
 	must(tb.Bucket(bAcctOrders).Put(acctKey(c.Account, u64key(id)), nil))
 

@@ -1214,3 +1214,62 @@ func TestExchangeFillAtHoldingCapDoesNotPanic(t *testing.T) {
 	}
 	checkExchange(t, h.f, l)
 }
+
+// TestExchangeClientIDRepeatsWhateverTheirOrder: placing skips the
+// client-ID lookup for an ID above every ID its account has used (the
+// cached largest one); IDs that arrive out of order, repeats inside one
+// batch entry, another account's larger IDs, and repeats after the cache
+// is dropped by a reopen must all still be caught.
+func TestExchangeClientIDRepeatsWhateverTheirOrder(t *testing.T) {
+	h, ids, l := exHarness(t)
+	ann, bob := ids[0], ids[1]
+	place := func(acct uint64, cid string) *Command {
+		c := limitCmd(acct, "AAA", market.Buy, 1, 9_000)
+		c.ClientID = cid
+		return c
+	}
+	first := map[string]uint64{}
+	want := func(r *Result, acct uint64, cid string, replay bool) {
+		t.Helper()
+		key := fmt.Sprint(acct, "/", cid)
+		switch {
+		case r.Code != CodeOK || r.Order == nil:
+			t.Fatalf("%s: %+v", key, r)
+		case replay && (!r.Replay || r.Order.ID != first[key]):
+			t.Fatalf("%s: want a replay of order %d, got %+v (order %d)", key, first[key], r, r.Order.ID)
+		case !replay && r.Replay:
+			t.Fatalf("%s: a new client ID replayed order %d", key, r.Order.ID)
+		case !replay:
+			first[key] = r.Order.ID
+		}
+	}
+	// Descending, then ascending around them, then repeats of each.
+	for _, cid := range []string{"m", "c", "z", "a", "mm"} {
+		want(h.exApply1(place(ann, cid)), ann, cid, false)
+	}
+	for _, cid := range []string{"a", "c", "m", "mm", "z"} {
+		want(h.exApply1(place(ann, cid)), ann, cid, true)
+	}
+	// Another account's larger IDs do not hide ann's, nor ann's bob's.
+	want(h.exApply1(place(bob, "zz")), bob, "zz", false)
+	want(h.exApply1(place(bob, "m")), bob, "m", false)
+	want(h.exApply1(place(ann, "zz")), ann, "zz", false)
+	want(h.exApply1(place(ann, "m")), ann, "m", true)
+	// A new ID and its repeat in one batch entry.
+	rs := exApplyPacked(t, h.f, h.logs(place(ann, "zzz"), place(ann, "zzz"), place(ann, "b"), place(ann, "b")))
+	want(rs[0], ann, "zzz", false)
+	want(rs[1], ann, "zzz", true)
+	want(rs[2], ann, "b", false)
+	want(rs[3], ann, "b", true)
+	// After a reopen the cache is gone; repeats still replay, new IDs do not.
+	path := h.f.path
+	if err := h.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.f = mustOpenPath(t, path)
+	want(h.exApply1(place(ann, "zzz")), ann, "zzz", true)
+	want(h.exApply1(place(ann, "a")), ann, "a", true)
+	want(h.exApply1(place(ann, "zzzz")), ann, "zzzz", false)
+	want(h.exApply1(place(bob, "zz")), bob, "zz", true)
+	checkExchange(t, h.f, l)
+}

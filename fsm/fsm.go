@@ -69,6 +69,7 @@ type FSM struct {
 	bookMu   sync.Mutex
 	books    map[string]*market.Book
 	seqs     map[seqKey]uint64 // last per-account sequences (exchange.go); under bookMu
+	cidMax   map[uint64][]byte // per account, its largest client-ID key or nil (exchange.go); under bookMu
 	hot      *hot              // accounts, positions, book stats (hot.go); under bookMu
 	idemHead []byte            // where idempotency pruning resumes (apply.go); under bookMu
 	// houseAcct is the house account (0: none yet) when houseKnown, so
@@ -392,6 +393,7 @@ func (f *FSM) HasSymbol(sym string) bool {
 // sequences, hot records). Callers hold bookMu.
 func (f *FSM) resetCaches() {
 	f.seqs = map[seqKey]uint64{}
+	f.cidMax = map[uint64][]byte{}
 	f.hot = newHot()
 	f.idemHead = nil
 	f.houseAcct, f.houseKnown = 0, false
