@@ -11,6 +11,8 @@ P=docs/perf
 scripts/bench-cluster.sh "--clients 1 --duration 10s" "--clients 16 --duration 10s" "--clients 64 --duration 10s" "--clients 256 --duration 10s" > $P/hats-bench-orders.txt 2>&1
 scripts/bench-cluster.sh "--clients 1 --duration 10s --stream" "--clients 16 --duration 10s --stream" "--clients 64 --duration 10s --stream" "--clients 256 --duration 10s --stream" > $P/hats-bench-stream.txt 2>&1
 scripts/bench-cluster.sh "--clients 16 --duration 10s --stream --pipeline 8" "--clients 64 --duration 10s --stream --pipeline 8" "--clients 256 --duration 10s --stream --pipeline 8" "--clients 1024 --duration 10s --stream --pipeline 32" > $P/hats-bench-pipelined.txt 2>&1
+N="--clients 256 --duration 10s --stream --pipeline 8"
+scripts/bench-cluster.sh "$N --ndjson" "$N" "$N --ndjson" "$N" > $P/hats-bench-encodings.txt 2>&1
 scripts/bench-cluster.sh "--clients 1 --duration 10s --mix deposit:100" "--clients 64 --duration 10s --mix deposit:100" "--clients 256 --duration 10s --mix deposit:100" > $P/hats-bench-deposits.txt 2>&1
 go test -run '^$' -bench RawRaft -benchtime 5000x ./cluster_test > $P/rawraft.txt 2>&1
 scripts/bench-cluster.sh "--clients 256 --duration 60s --stream --pipeline 8 --histogram $P/hats-bench-60s.html" > $P/hats-bench-60s.txt 2>&1
