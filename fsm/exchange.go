@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -184,14 +185,7 @@ func (f *FSM) nextSeq(kind byte, b *sbucket, acct uint64) uint64 {
 func (f *FSM) newClientID(b *sbucket, acct uint64, key []byte) bool {
 	last, ok := f.cidMax[acct]
 	if !ok {
-		c := b.Cursor()
-		k, _ := c.Seek(u64key(acct + 1))
-		if k == nil {
-			k, _ = c.Last()
-		} else {
-			k, _ = c.Prev()
-		}
-		if len(k) > 8 && binary.BigEndian.Uint64(k[:8]) == acct {
+		if k := lastUnder(b, acct); len(k) > 8 {
 			last = bytes.Clone(k)
 		}
 		f.cidMax[acct] = last
@@ -201,17 +195,27 @@ func (f *FSM) newClientID(b *sbucket, acct uint64, key []byte) bool {
 
 // lastSeq finds the highest sequence stored under an account prefix.
 func lastSeq(b *sbucket, acct uint64) uint64 {
+	if k := lastUnder(b, acct); len(k) == 16 {
+		return binary.BigEndian.Uint64(k[8:])
+	}
+	return 0
+}
+
+// lastUnder returns the last key under an account prefix, or nil.
+func lastUnder(b *sbucket, acct uint64) []byte {
 	c := b.Cursor()
-	k, _ := c.Seek(u64key(acct + 1))
-	if k == nil {
+	var k []byte
+	if acct == math.MaxUint64 {
+		k, _ = c.Last()
+	} else if k, _ = c.Seek(u64key(acct + 1)); k == nil {
 		k, _ = c.Last()
 	} else {
 		k, _ = c.Prev()
 	}
-	if len(k) == 16 && binary.BigEndian.Uint64(k[:8]) == acct {
-		return binary.BigEndian.Uint64(k[8:])
+	if len(k) >= 8 && binary.BigEndian.Uint64(k[:8]) == acct {
+		return k
 	}
-	return 0
+	return nil
 }
 
 // flush hands every account and position the command loaded back to the
@@ -445,7 +449,10 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	x.fresh = id
 	if cidKey != nil {
 		must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
-		if bytes.Compare(cidKey, f.cidMax[c.Account]) > 0 { // newClientID has loaded it
+		// Only a loaded maximum may be raised: caching this key as the
+		// account's largest without knowing the stored ones could hide a
+		// larger one, and with it a repeat.
+		if last, ok := f.cidMax[c.Account]; ok && bytes.Compare(cidKey, last) > 0 {
 			f.cidMax[c.Account] = cidKey
 		}
 	}

@@ -1273,3 +1273,42 @@ func TestExchangeClientIDRepeatsWhateverTheirOrder(t *testing.T) {
 	want(h.exApply1(place(bob, "zz")), bob, "zz", true)
 	checkExchange(t, h.f, l)
 }
+
+// TestExchangeClientIDCacheDroppedOnRestore: a restore replaces the state
+// whole, so the largest client IDs cached from the state before it must
+// go with it: restoring a state where an account used a larger client ID
+// than the one cached, that ID must replay, not place a second order.
+func TestExchangeClientIDCacheDroppedOnRestore(t *testing.T) {
+	src, ids, _ := exHarness(t)
+	ann := ids[0]
+	place := func(h *harness, cid string) *Result {
+		c := limitCmd(ann, "AAA", market.Buy, 1, 9_000)
+		c.ClientID = cid
+		return h.exApply1(c)
+	}
+	wantCode(t, place(src, "a"), CodeOK)
+	z := place(src, "z")
+	wantCode(t, z, CodeOK)
+	snap, err := src.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+
+	dst, _, _ := exHarness(t) // the same accounts; ann's largest client ID here is "a"
+	wantCode(t, place(dst, "a"), CodeOK)
+	if err := dst.f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	dst.next = src.next
+	if r := place(dst, "z"); !r.Replay || r.Order.ID != z.Order.ID {
+		t.Fatalf("repeat of a client ID the restored state holds: %+v (order %d), want a replay of order %d", r, r.Order.ID, z.Order.ID)
+	}
+	if hashOf(t, dst.f) != hashOf(t, src.f) {
+		t.Fatal("the repeat changed the restored state")
+	}
+}

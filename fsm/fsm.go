@@ -389,8 +389,10 @@ func (f *FSM) HasSymbol(sym string) bool {
 	return ok
 }
 
-// resetCaches drops the caches of what the file holds (per-account
-// sequences, hot records). Callers hold bookMu.
+// resetCaches drops the caches of what the state holds (per-account
+// sequences and largest client IDs, hot records, the house account,
+// where pruning resumes): on open, restore and rollback. Callers hold
+// bookMu.
 func (f *FSM) resetCaches() {
 	f.seqs = map[seqKey]uint64{}
 	f.cidMax = map[uint64][]byte{}

@@ -56,7 +56,7 @@ const (
 	DefaultSnapshotThreshold  = 65536
 	DefaultSnapshotInterval   = 30 * time.Second
 	DefaultTrailingLogs       = 10240
-	raftLogCache              = 32 // recent Raft entries kept in memory for replication
+	raftLogCache              = 16 // recent Raft entries kept in memory for replication
 )
 
 // Config configures a node. Zero durations take the defaults above.
@@ -303,8 +303,10 @@ func newNode(cfg Config) (n *Node, err error) {
 	}
 	// Replication reads back the entries the leader has just written; the
 	// cache answers those from memory instead of a read from the WAL per
-	// entry. It holds at most raftLogCache entries (each at most
-	// maxBatchBytes), and writes go through to the store first.
+	// entry (a follower further behind is served from the WAL). Writes go
+	// through to the store first. It holds at most raftLogCache entries:
+	// tens of kilobytes each under load, 128 MiB if every one were a
+	// maximal (maxBatchBytes) batch.
 	logs, err := raft.NewLogCache(raftLogCache, n.store)
 	if err != nil {
 		n.trans.Close()

@@ -1,9 +1,15 @@
 package transport
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // Every request and reply survives the binary encoding field for field,
@@ -89,4 +95,89 @@ func TestMediaType(t *testing.T) {
 			t.Errorf("mediaType(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// A client that asks for the binary encoding of a server that answers
+// NDJSON (one that predates the binary encoding) speaks NDJSON on that
+// stream.
+func TestOrderStreamFallsBackToNDJSON(t *testing.T) {
+	asked := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked <- r.Header.Get("Content-Type")
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set("Content-Type", StreamContentJSON)
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		sc := bufio.NewScanner(r.Body)
+		for sc.Scan() {
+			var req StreamRequest
+			if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+				t.Errorf("server: not an NDJSON line: %q", sc.Bytes())
+				return
+			}
+			b, _ := json.Marshal(StreamReply{Tag: req.Tag, Status: 200, Order: &Order{OrderID: 7, ClientID: req.Order.ClientID}})
+			_, _ = w.Write(append(b, '\n'))
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	c := clMustNewClient(t, ClientConfig{Nodes: []string{srv.URL}, Token: "tok", Timeout: 5 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ct := <-asked; ct != StreamContentBinary || s.Binary() {
+		t.Fatalf("asked for %q, stream binary %v; want the binary encoding asked and NDJSON spoken", ct, s.Binary())
+	}
+	o, err := s.Place(ctx, OrderRequest{ClientID: "c-1", Symbol: "AAPL", Side: "buy", Quantity: 1, LimitPrice: "1.00"})
+	if err != nil || o.OrderID != 7 || o.ClientID != "c-1" {
+		t.Fatalf("place: %+v %v", o, err)
+	}
+}
+
+// Whatever bytes arrive, decoding never panics, and what decodes encodes
+// back to the same message.
+func FuzzDecodeStreamRequest(f *testing.F) {
+	for _, req := range []StreamRequest{
+		{Tag: "1", Op: "place", Order: &OrderRequest{ClientID: "c", Symbol: "AAPL", Side: "buy", Quantity: 3, LimitPrice: "1.00", PostOnly: true}},
+		{Tag: "2", Op: "cancel", OrderID: 9},
+	} {
+		b, _ := appendStreamRequest(nil, &req)
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := decodeStreamRequest(body)
+		if err != nil {
+			return
+		}
+		again, err := appendStreamRequest(nil, &req)
+		if err != nil {
+			t.Fatalf("decoded %+v does not encode: %v", req, err)
+		}
+		if back, err := decodeStreamRequest(again); err != nil || !reflect.DeepEqual(back, req) {
+			t.Fatalf("%+v re-decoded as %+v, %v", req, back, err)
+		}
+	})
+}
+
+func FuzzDecodeStreamReply(f *testing.F) {
+	for _, rep := range []StreamReply{
+		{Tag: "1", Status: 200, Order: &Order{OrderID: 1, Symbol: "AAPL", Quantity: 5, Replayed: true}},
+		{Tag: "2", Status: 409, Error: &APIError{Status: 409, Code: "c", Message: "m"}},
+	} {
+		f.Add(appendStreamReply(nil, &rep))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rep, err := decodeStreamReply(body)
+		if err != nil {
+			return
+		}
+		if back, err := decodeStreamReply(appendStreamReply(nil, &rep)); err != nil || !reflect.DeepEqual(back, rep) {
+			t.Fatalf("%+v re-decoded as %+v, %v", rep, back, err)
+		}
+	})
 }
