@@ -450,6 +450,9 @@ type benchRun struct {
 	// streamsOpened counts order streams opened (with --stream); more
 	// than the streams in use means some broke and were reopened.
 	streamsOpened atomic.Int64
+	// streamsNDJSON counts those that speak NDJSON (asked for, or a node
+	// that predates the binary encoding answered in it).
+	streamsNDJSON atomic.Int64
 	errored       atomic.Int64
 
 	lastAck atomic.Int64 // unix nanoseconds of the latest acknowledgement
@@ -605,8 +608,10 @@ type sharedStream struct {
 	cl     *transport.Client
 	ndjson bool          // open NDJSON streams, not binary ones
 	opened *atomic.Int64 // streams opened in the run, reopenings included
-	mu     sync.Mutex
-	s      *transport.OrderStream
+	// openedNDJSON counts the opened streams that speak NDJSON.
+	openedNDJSON *atomic.Int64
+	mu           sync.Mutex
+	s            *transport.OrderStream
 }
 
 // get returns the open stream, opening it first if need be (bounded by
@@ -625,6 +630,9 @@ func (ss *sharedStream) get(ctx context.Context) (*transport.OrderStream, error)
 		}
 		ss.s = s
 		ss.opened.Add(1)
+		if !s.Binary() {
+			ss.openedNDJSON.Add(1)
+		}
 	}
 	return ss.s, nil
 }
@@ -878,7 +886,7 @@ type benchReport struct {
 	Via         string   `json:"via"`  // which Trading Servers the clients used
 	Rate        float64  `json:"rate,omitempty"`
 	Streams     int      `json:"order_streams,omitempty"`        // with --stream: connections carrying the orders
-	Encoding    string   `json:"stream_encoding,omitempty"`      // with --stream: binary or ndjson
+	Encoding    string   `json:"stream_encoding,omitempty"`      // with --stream: what the streams spoke: binary, ndjson or mixed
 	Opened      int64    `json:"order_streams_opened,omitempty"` // streams opened, reopenings after breaks included
 	DurationSet float64  `json:"duration_limit_s,omitempty"`
 	OrdersSet   int64    `json:"orders_limit,omitempty"`
@@ -919,9 +927,13 @@ func buildReport(r *benchRun, workers []*benchWorker, elapsed time.Duration) *be
 	if r.cfg.stream {
 		rep.Streams = (r.cfg.clients + r.cfg.pipeline - 1) / r.cfg.pipeline
 		rep.Opened = r.streamsOpened.Load()
-		rep.Encoding = "binary"
-		if r.cfg.ndjson {
+		switch n := r.streamsNDJSON.Load(); {
+		case n == 0:
+			rep.Encoding = "binary"
+		case n == rep.Opened:
 			rep.Encoding = "ndjson"
+		default: // some nodes predate the binary encoding
+			rep.Encoding = "mixed"
 		}
 	}
 	var orders int64
@@ -1688,7 +1700,7 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 		}
 		cl.SetAssigned(t.node, t.nodeAddr)
 		if streams[g] == nil {
-			streams[g] = &sharedStream{cl: cl, ndjson: cfg.ndjson, opened: &r.streamsOpened}
+			streams[g] = &sharedStream{cl: cl, ndjson: cfg.ndjson, opened: &r.streamsOpened, openedNDJSON: &r.streamsNDJSON}
 		}
 		w := &benchWorker{id: i, cl: cl, tr: t, stream: streams[g], rng: rand.New(rand.NewPCG(seed, uint64(i))), errs: map[string]int64{}, out: map[string]int64{}}
 		for k := range w.hists {

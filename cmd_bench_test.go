@@ -403,6 +403,7 @@ func Test_bench_UsageErrors(t *testing.T) {
 		{"bench", "--symbols", "bad symbol!"},
 		{"bench", "--histogram", "x.gif"},
 		{"bench", "--pipeline", "4"},
+		{"bench", "--ndjson"},
 		{"bench", "--stream", "--pipeline", "0"},
 		{"bench", "--stream", "--pipeline", "5000"},
 		{"bench", "--via", "nowhere"},
@@ -486,6 +487,7 @@ func Test_bench_Smoke(t *testing.T) {
 		Histogram    string                     `json:"histogram_file"`
 		Streams      int                        `json:"order_streams"`
 		Opened       int64                      `json:"order_streams_opened"`
+		Encoding     string                     `json:"stream_encoding"`
 		Via          string                     `json:"via"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
@@ -535,8 +537,22 @@ func Test_bench_Smoke(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("--stream --json output: %v\n%s", err, stdout)
 	}
-	if rep.Acknowledged != 150 || rep.Errors != 0 || !rep.Conservation.OK || rep.ByKind["cancel"].OK == 0 {
-		t.Errorf("--stream: %d acknowledged, %d errors, by kind %+v, conservation %+v", rep.Acknowledged, rep.Errors, rep.ByKind, rep.Conservation)
+	if rep.Acknowledged != 150 || rep.Errors != 0 || !rep.Conservation.OK || rep.ByKind["cancel"].OK == 0 || rep.Encoding != "binary" {
+		t.Errorf("--stream: %d acknowledged, %d errors, by kind %+v, conservation %+v, encoding %q", rep.Acknowledged, rep.Errors, rep.ByKind, rep.Conservation, rep.Encoding)
+	}
+
+	// The same on NDJSON streams.
+	code, stdout, stderr = runHats(t, "", "bench", "--cluster", cfg.HTTPAddr, "--insecure", "--session", filepath.Join(dir, "s.json"),
+		"--clients", "3", "--orders", "90", "--stream", "--ndjson", "--mix", "limit:60,market:20,cancel:20", "--json")
+	if code != 0 {
+		t.Fatalf("--ndjson: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	rep.Conservation, rep.Errors, rep.Acknowledged, rep.Encoding = benchConservation{}, -1, 0, ""
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("--ndjson --json output: %v\n%s", err, stdout)
+	}
+	if rep.Acknowledged != 90 || rep.Errors != 0 || !rep.Conservation.OK || rep.Encoding != "ndjson" {
+		t.Errorf("--ndjson: %d acknowledged, %d errors, conservation %+v, encoding %q", rep.Acknowledged, rep.Errors, rep.Conservation, rep.Encoding)
 	}
 
 	// Six clients pipelining on two shared streams.
