@@ -180,6 +180,10 @@ func (s *OrderStream) read() {
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
+	// Whatever ended the replies (the server went away, or sent a frame
+	// that does not decode), the stream is over: drop the connection
+	// rather than leave it open until Close.
+	_ = s.resp.Body.Close()
 	s.mu.Lock()
 	s.err = err
 	waiting := s.waiting

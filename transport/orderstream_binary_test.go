@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -180,4 +181,49 @@ func FuzzDecodeStreamReply(f *testing.F) {
 			t.Fatalf("%+v re-decoded as %+v, %v", rep, back, err)
 		}
 	})
+}
+
+// A binary reply that does not decode ends the stream: the request
+// waiting fails as outcome unknown, later ones fail at once, and Close
+// returns.
+func TestOrderStreamBadBinaryReplyEndsStream(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set("Content-Type", StreamContentBinary)
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		br := bufio.NewReader(r.Body)
+		if _, err := readBlock(br, maxStreamLine); err != nil {
+			return
+		}
+		_, _ = w.Write(appendBlock(nil, []byte{1, 'x'})) // a tag, then nothing
+		w.(http.Flusher).Flush()
+		_, _ = io.Copy(io.Discard, br) // until the client drops the connection
+	}))
+	defer srv.Close()
+	c := clMustNewClient(t, ClientConfig{Nodes: []string{srv.URL}, Token: "tok", Timeout: 5 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Binary() {
+		t.Fatal("stream not binary")
+	}
+	_, err = s.Place(ctx, OrderRequest{ClientID: "c-1", Symbol: "AAPL", Side: "buy", Quantity: 1, LimitPrice: "1.00"})
+	var ou *OutcomeUnknownError
+	if !errors.As(err, &ou) || ou.Key != "c-1" {
+		t.Fatalf("place answered by a malformed frame: %v, want outcome unknown for c-1", err)
+	}
+	if _, err := s.Cancel(ctx, 1); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("cancel on the ended stream: %v, want ErrUnavailable", err)
+	}
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still waiting 5 s after the stream ended")
+	}
 }
