@@ -122,13 +122,9 @@ func TestOrderStreamFallsBackToNDJSON(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c := clMustNewClient(t, ClientConfig{Nodes: []string{srv.URL}, Token: "tok", Timeout: 5 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := c.OpenOrderStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStream(ctx, t, srv.URL)
 	defer s.Close()
 	if ct := <-asked; ct != StreamContentBinary || s.Binary() {
 		t.Fatalf("asked for %q, stream binary %v; want the binary encoding asked and NDJSON spoken", ct, s.Binary())
@@ -201,17 +197,13 @@ func TestOrderStreamBadBinaryReplyEndsStream(t *testing.T) {
 		_, _ = io.Copy(io.Discard, br) // until the client drops the connection
 	}))
 	defer srv.Close()
-	c := clMustNewClient(t, ClientConfig{Nodes: []string{srv.URL}, Token: "tok", Timeout: 5 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := c.OpenOrderStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStream(ctx, t, srv.URL)
 	if !s.Binary() {
 		t.Fatal("stream not binary")
 	}
-	_, err = s.Place(ctx, OrderRequest{ClientID: "c-1", Symbol: "AAPL", Side: "buy", Quantity: 1, LimitPrice: "1.00"})
+	_, err := s.Place(ctx, OrderRequest{ClientID: "c-1", Symbol: "AAPL", Side: "buy", Quantity: 1, LimitPrice: "1.00"})
 	var ou *OutcomeUnknownError
 	if !errors.As(err, &ou) || ou.Key != "c-1" {
 		t.Fatalf("place answered by a malformed frame: %v, want outcome unknown for c-1", err)
@@ -226,4 +218,16 @@ func TestOrderStreamBadBinaryReplyEndsStream(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close still waiting 5 s after the stream ended")
 	}
+}
+
+// openTestStream opens an order stream (asking for the binary encoding)
+// to a test server.
+func openTestStream(ctx context.Context, t *testing.T, url string) *OrderStream {
+	t.Helper()
+	c := clMustNewClient(t, ClientConfig{Nodes: []string{url}, Token: "tok", Timeout: 5 * time.Second})
+	s, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
