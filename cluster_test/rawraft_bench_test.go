@@ -86,7 +86,7 @@ func newRawCluster(b *testing.B, kind string) []*rawNode {
 		dir := b.TempDir()
 		var store rawStore
 		var err error
-		if kind == node.LogStoreWAL {
+		if kind == node.LogStoreWAL || kind == rawWALCached {
 			store, err = wal.Open(dir, wal.WithLogger(hclog.NewNullLogger()))
 		} else {
 			store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
@@ -119,7 +119,13 @@ func newRawCluster(b *testing.B, kind string) []*rawNode {
 		rc.MaxAppendEntries = 256
 		rc.BatchApplyCh = true
 		rc.Logger = hclog.NewNullLogger()
-		r, err := raft.NewRaft(rc, &rawFSM{}, rn.store, rn.store, snaps, rn.trans)
+		var logs raft.LogStore = rn.store
+		if kind == rawWALCached { // as node.New reads its log
+			if logs, err = raft.NewLogCache(16, rn.store); err != nil {
+				b.Fatal(err)
+			}
+		}
+		r, err := raft.NewRaft(rc, &rawFSM{}, logs, rn.store, snaps, rn.trans)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -166,12 +172,16 @@ func rawQuantile(sorted []time.Duration, q float64) time.Duration {
 // BenchmarkRawRaft_Apply applies 100-byte entries on the leader from 1, 16,
 // 64 and 256 concurrent goroutines; each Apply returns after the entry is
 // committed (fsynced on a quorum) and applied on the leader. Reports
-// entries/s and the latency of one Apply, for each log store.
+// entries/s and the latency of one Apply, for each log store, and for the
+// WAL read through raft.NewLogCache as HATS reads it (store=wal-logcache).
 func BenchmarkRawRaft_Apply(b *testing.B) {
-	for _, kind := range []string{node.LogStoreWAL, node.LogStoreBoltDB} {
+	for _, kind := range []string{node.LogStoreWAL, rawWALCached, node.LogStoreBoltDB} {
 		b.Run("store="+kind, func(b *testing.B) { rawApply(b, kind) })
 	}
 }
+
+// rawWALCached is the WAL behind Raft's log cache.
+const rawWALCached = "wal-logcache"
 
 func rawApply(b *testing.B, kind string) {
 	nodes := newRawCluster(b, kind)
