@@ -121,7 +121,7 @@ func newRawCluster(b *testing.B, kind string) []*rawNode {
 		rc.Logger = hclog.NewNullLogger()
 		var logs raft.LogStore = rn.store
 		if kind == rawWALCached { // as node.New reads its log
-			if logs, err = raft.NewLogCache(16, rn.store); err != nil {
+			if logs, err = raft.NewLogCache(node.RaftLogCache, rn.store); err != nil {
 				b.Fatal(err)
 			}
 		}

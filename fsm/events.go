@@ -56,13 +56,10 @@ func decodeQuote(r *reader) *Quote {
 // orderEvent appends the order's new state (enc, its encoded record) to
 // its trader's order events; the house account's are not kept.
 func (x *exch) orderEvent(o *market.Order, enc []byte) {
-	if !x.houseRead {
-		if !x.f.houseKnown {
-			x.f.houseAcct, x.f.houseKnown = getU64(x.tx.Bucket(bMeta), kHouse), true
-		}
-		x.house, x.houseRead = x.f.houseAcct, true
+	if !x.f.houseKnown {
+		x.f.houseAcct, x.f.houseKnown = getU64(x.tx.Bucket(bMeta), kHouse), true
 	}
-	if o.Account == x.house {
+	if o.Account == x.f.houseAcct {
 		return
 	}
 	b := x.tx.Bucket(bTrader).Bucket(bOrderEvents)

@@ -107,9 +107,7 @@ type exch struct {
 	// an order that never rested was never in the open set, so finishing
 	// it needs no delete there (which would cost a tombstone in the layer
 	// and a B+tree search at the checkpoint).
-	fresh     uint64
-	house     uint64 // the house account, read once per command (orderEvent)
-	houseRead bool
+	fresh uint64
 }
 
 func (f *FSM) newExch(tx *stx, now int64) *exch {

@@ -56,7 +56,7 @@ const (
 	DefaultSnapshotThreshold  = 65536
 	DefaultSnapshotInterval   = 30 * time.Second
 	DefaultTrailingLogs       = 10240
-	raftLogCache              = 16 // recent Raft entries kept in memory for replication
+	RaftLogCache              = 16 // recent Raft entries kept in memory for replication
 )
 
 // Config configures a node. Zero durations take the defaults above.
@@ -304,10 +304,10 @@ func newNode(cfg Config) (n *Node, err error) {
 	// Replication reads back the entries the leader has just written; the
 	// cache answers those from memory instead of a read from the WAL per
 	// entry (a follower further behind is served from the WAL). Writes go
-	// through to the store first. It holds at most raftLogCache entries:
+	// through to the store first. It holds at most RaftLogCache entries:
 	// tens of kilobytes each under load, 128 MiB if every one were a
 	// maximal (maxBatchBytes) batch.
-	logs, err := raft.NewLogCache(raftLogCache, n.store)
+	logs, err := raft.NewLogCache(RaftLogCache, n.store)
 	if err != nil {
 		n.trans.Close()
 		return nil, fmt.Errorf("raft log cache: %w", err)
