@@ -134,7 +134,7 @@ func (o *chaosOpts) defaults() {
 		o.PerBank = 2
 	}
 	if o.Markets == 0 {
-		o.Markets = 3
+		o.Markets = 4
 	}
 	if o.MaxRun == 0 {
 		o.MaxRun = 90 * time.Second
@@ -338,7 +338,8 @@ func (e *chaosEnv) setup() {
 	}
 	for i := 1; i <= e.opts.Markets; i++ {
 		user := fmt.Sprintf("mkt%d", i)
-		cl := e.clientWithin(user, chaosWorkerDeadline(i))
+		within := chaosWorkerDeadline(i)
+		cl := e.clientWithin(user, within)
 		acct := e.register(cl, user)
 		if _, err := cl.Deposit(ctx, "200000.00", ""); err != nil {
 			t.Fatalf("fund %s: %v", user, err)
@@ -349,7 +350,13 @@ func (e *chaosEnv) setup() {
 			}
 		}
 		e.marketAccts = append(e.marketAccts, acct)
-		e.wl.marketWorker(user, cl, acct, e.seed+uint64(100+i))
+		// Every second market worker trades through order streams (binary
+		// for mkt2, NDJSON for mkt4, ...), the rest over plain HTTP.
+		var st *chaosStreamer
+		if i%2 == 0 {
+			st = &chaosStreamer{cl: cl, within: within, ndjson: i%4 == 0}
+		}
+		e.wl.marketWorker(user, cl, acct, e.seed+uint64(100+i), st)
 	}
 	if e.opts.Pinned {
 		// One bank worker per node that talks to that node only: load on
@@ -813,6 +820,9 @@ func (e *chaosEnv) finish() chaosResult {
 	e.res.Took = time.Since(e.start)
 	t.Logf("RESULT %s seed=%d took=%v liveness=%v anomalies=%d", e.name, e.seed, e.res.Took.Round(time.Millisecond), took.Round(time.Millisecond), len(anomalies))
 	t.Logf("  ops:%s", chaosCountString(e.res.Ops))
+	for _, f := range chaosFailures(ops) {
+		t.Logf("  not ok: %s", f)
+	}
 	t.Logf("  checks: %s; %d states, %d hash samples, %d raft log entries compared", info, len(states), len(samples), entries)
 	t.Logf("  net: %s", e.res.Net)
 	for _, a := range anomalies {

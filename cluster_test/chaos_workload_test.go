@@ -63,6 +63,7 @@ type chaosOp struct {
 	ID      int
 	Client  int    // porcupine client id: one per worker
 	Worker  string // worker name (also its network endpoint)
+	Stream  bool   // placed or cancelled through an order stream
 	Account uint64
 	Kind    string
 	Amount  int64  // cents, deposits and withdrawals
@@ -119,15 +120,48 @@ func (h *chaosHistory) Ops() []chaosOp {
 	return append([]chaosOp(nil), h.ops...)
 }
 
-// Count returns operations by kind and outcome, e.g. "deposit/ok".
+// Count returns operations by kind and outcome, e.g. "deposit/ok"; those
+// made through order streams also as "stream-order/ok" and so on.
 func chaosCount(ops []chaosOp) map[string]int {
 	out := map[string]int{}
 	for _, op := range ops {
-		out[op.Kind+"/"+op.Outcome]++
-		if op.Resolved {
-			out[op.Kind+"/resolved-after-unknown"]++
+		kinds := []string{op.Kind}
+		if op.Stream && op.Kind != opPortfolio {
+			kinds = append(kinds, "stream-"+op.Kind)
+		}
+		for _, k := range kinds {
+			out[k+"/"+op.Outcome]++
+			if op.Resolved {
+				out[k+"/resolved-after-unknown"]++
+			}
 		}
 	}
+	return out
+}
+
+// chaosFailures lists the distinct errors of operations that did not end
+// ok, with how often each occurred, e.g. `stream-order/failed "...": 2`.
+func chaosFailures(ops []chaosOp) []string {
+	n := map[string]int{}
+	for _, op := range ops {
+		if op.Outcome == chaosOK {
+			continue
+		}
+		kind := op.Kind
+		if op.Stream && op.Kind != opPortfolio {
+			kind = "stream-" + kind
+		}
+		msg := op.Err
+		if len(msg) > 160 {
+			msg = msg[:160] + "…"
+		}
+		n[fmt.Sprintf("%s/%s %q", kind, op.Outcome, msg)]++
+	}
+	out := make([]string, 0, len(n))
+	for k, c := range n {
+		out = append(out, fmt.Sprintf("%s: %d", k, c))
+	}
+	sort.Strings(out)
 	return out
 }
 
@@ -312,26 +346,35 @@ func (w *chaosWorkload) bankOp(cl *transport.Client, op *chaosOp) {
 // around; they are market.DefaultUniverse's.
 var chaosOrderRef = map[string]int64{"AAPL": 18910, "MSFT": 41520}
 
-// marketWorker places and cancels orders on its own account.
-func (w *chaosWorkload) marketWorker(name string, cl *transport.Client, acct uint64, seed uint64) {
+// marketWorker places and cancels orders on its own account, over plain
+// HTTP or, when st is not nil, through st's order streams.
+func (w *chaosWorkload) marketWorker(name string, cl *transport.Client, acct uint64, seed uint64, st *chaosStreamer) {
 	if w.idle {
 		return
 	}
 	w.wg.Add(1)
 	client := w.hist.newClient()
+	stream := st != nil
+	place, cancel := cl.PlaceOrder, cl.Cancel
+	if stream {
+		place, cancel = st.place, st.cancel
+	}
 	go func() {
 		defer w.wg.Done()
+		if st != nil {
+			defer st.drop()
+		}
 		rng := rand.New(rand.NewPCG(seed, 11))
 		var open []uint64
 		for i := 0; i < chaosMaxOps && w.running(); i++ {
-			op := chaosOp{Client: client, Worker: name, Account: acct}
+			op := chaosOp{Client: client, Worker: name, Account: acct, Stream: stream}
 			switch r := rng.IntN(100); {
 			case r < 8 && len(open) > 0:
 				op.Kind = opCancel
 				k := rng.IntN(len(open))
 				op.OrderID = open[k]
 				open = append(open[:k], open[k+1:]...)
-				w.cancelOp(cl, &op)
+				w.cancelOp(cancel, &op)
 			case r < 14:
 				op.Kind = opPortfolio
 				op.Call = w.hist.now()
@@ -346,7 +389,7 @@ func (w *chaosWorkload) marketWorker(name string, cl *transport.Client, acct uin
 				}
 			default:
 				op.Kind = opOrder
-				w.orderOp(cl, &op, chaosRandomOrder(rng))
+				w.orderOp(place, &op, chaosRandomOrder(rng))
 				if op.OrderID != 0 && (op.Status == transport.StatusOpen || op.Status == transport.StatusPartiallyFilled) {
 					open = append(open, op.OrderID)
 				}
@@ -357,6 +400,100 @@ func (w *chaosWorkload) marketWorker(name string, cl *transport.Client, acct uin
 			}
 		}
 	}()
+}
+
+// chaosStreamer is how a trading program uses an order stream through
+// faults: one stream at a time, each call bounded by the client's
+// deadline. When a call ends without an answer (the node is paused,
+// partitioned or dead) or with an answer that says this node cannot get
+// orders committed now, the stream is aborted (never closed: Close would
+// wait for the node) and the next call opens a new one, starting from the
+// node after the one that failed. A repeat with the same client order ID
+// resolves an unknown outcome, exactly as over HTTP.
+type chaosStreamer struct {
+	cl     *transport.Client
+	within time.Duration // bound on each call
+	ndjson bool          // open NDJSON streams (else binary)
+	s      *transport.OrderStream
+	node   string // the node s was opened to
+}
+
+func (st *chaosStreamer) stream() (*transport.OrderStream, error) {
+	if st.s != nil {
+		return st.s, nil
+	}
+	// The stream lives until drop; the open is bounded by the client's
+	// per-request timeout.
+	open := st.cl.OpenOrderStream
+	if st.ndjson {
+		open = st.cl.OpenOrderStreamNDJSON
+	}
+	s, err := open(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	st.s, st.node = s, s.Node()
+	return s, nil
+}
+
+// drop aborts the stream and makes the next open start at another node.
+func (st *chaosStreamer) drop() {
+	if st.s == nil {
+		return
+	}
+	st.s.Abort()
+	st.s = nil
+	nodes := st.cl.Nodes()
+	for i, n := range nodes {
+		if n == st.node {
+			_ = st.cl.SetPreferred(nodes[(i+1)%len(nodes)])
+		}
+	}
+}
+
+// after drops the stream after a call whose failure says the stream or
+// its node is of no use now.
+func (st *chaosStreamer) after(err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, transport.ErrOutcomeUnknown), errors.Is(err, transport.ErrUnavailable),
+		errors.Is(err, transport.ErrNoLeader):
+		st.drop()
+	}
+}
+
+// call runs one request on the stream, opening one first if needed. A
+// stream found already broken (its node went away while it was idle)
+// refuses the request unsent, with ErrUnavailable: a program opens a new
+// stream and sends it there, once.
+func chaosStreamCall[T any](st *chaosStreamer, ctx context.Context, do func(context.Context, *transport.OrderStream) (T, error)) (T, error) {
+	var zero T
+	for try := 0; ; try++ {
+		s, err := st.stream()
+		if err != nil {
+			return zero, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, st.within)
+		v, err := do(cctx, s)
+		cancel()
+		st.after(err)
+		if try == 0 && errors.Is(err, transport.ErrUnavailable) && !errors.Is(err, transport.ErrOutcomeUnknown) {
+			continue
+		}
+		return v, err
+	}
+}
+
+func (st *chaosStreamer) place(ctx context.Context, req transport.OrderRequest) (*transport.Order, error) {
+	return chaosStreamCall(st, ctx, func(ctx context.Context, s *transport.OrderStream) (*transport.Order, error) {
+		return s.Place(ctx, req)
+	})
+}
+
+func (st *chaosStreamer) cancel(ctx context.Context, id uint64) (*transport.Order, error) {
+	return chaosStreamCall(st, ctx, func(ctx context.Context, s *transport.OrderStream) (*transport.Order, error) {
+		return s.Cancel(ctx, id)
+	})
 }
 
 // chaosRandomOrder draws an order of any kind near the reference price.
@@ -392,13 +529,15 @@ func chaosRandomOrder(rng *rand.Rand) transport.OrderRequest {
 	return req
 }
 
-func (w *chaosWorkload) orderOp(cl *transport.Client, op *chaosOp, req transport.OrderRequest) {
+// orderOp places req with place (over HTTP or an order stream), resolving
+// an unknown outcome by repeating it with the same client order ID.
+func (w *chaosWorkload) orderOp(place func(context.Context, transport.OrderRequest) (*transport.Order, error), op *chaosOp, req transport.OrderRequest) {
 	ctx := context.Background()
 	op.Key = req.ClientID
 	op.Call = w.hist.now()
 	defer func() { op.Return = w.hist.now() }()
 	for try := 0; try <= chaosResolveTries; try++ {
-		o, err := cl.PlaceOrder(ctx, req)
+		o, err := place(ctx, req)
 		op.Outcome = classify(err)
 		if err != nil {
 			op.Err = err.Error()
@@ -430,9 +569,9 @@ func (w *chaosWorkload) orderOp(cl *transport.Client, op *chaosOp, req transport
 	}
 }
 
-func (w *chaosWorkload) cancelOp(cl *transport.Client, op *chaosOp) {
+func (w *chaosWorkload) cancelOp(cancel func(context.Context, uint64) (*transport.Order, error), op *chaosOp) {
 	op.Call = w.hist.now()
-	_, err := cl.Cancel(context.Background(), op.OrderID)
+	_, err := cancel(context.Background(), op.OrderID)
 	op.Return = w.hist.now()
 	op.Outcome = classify(err)
 	if err != nil {

@@ -21,9 +21,11 @@ import (
 // *OutcomeUnknownError carrying their client order ID: resolve them with
 // OrderByClientID (or resend: the client ID makes a repeat harmless).
 type OrderStream struct {
-	pw   *io.PipeWriter
-	resp *http.Response
-	bin  bool // the binary encoding (else NDJSON)
+	node   string // base URL of the node the stream is open to
+	pw     *io.PipeWriter
+	resp   *http.Response
+	bin    bool               // the binary encoding (else NDJSON)
+	cancel context.CancelFunc // ends the request: Abort
 
 	mu      sync.Mutex
 	next    uint64
@@ -41,11 +43,15 @@ type OrderStream struct {
 	wrote   chan struct{} // closed when write ends
 }
 
-var errStreamOpenTimeout = errors.New("order stream: no response in time")
+var (
+	errStreamOpenTimeout = errors.New("order stream: no response in time")
+	errStreamAborted     = errors.New("order stream aborted")
+)
 
 // OpenOrderStream opens an order stream to the preferred node (the
 // session's Trading Server), in the binary encoding (NDJSON if the node
-// only speaks that).
+// only speaks that). ctx bounds the stream's whole life, not just the
+// open; the open itself is bounded by the client's request timeout.
 func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
 	return c.openOrderStream(ctx, StreamContentBinary)
 }
@@ -71,8 +77,12 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 	var lastErr error
 	for _, node := range c.order() {
 		pr, pw := io.Pipe()
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, node+"/v1/orders/stream", pr)
+		// The request lives as long as the stream: ctx ends it, and so
+		// does Abort.
+		sctx, cancel := context.WithCancel(ctx)
+		req, err := http.NewRequestWithContext(sctx, http.MethodPost, node+"/v1/orders/stream", pr)
 		if err != nil {
+			cancel()
 			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -90,6 +100,7 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 		stopOnCtx()
 		if err != nil {
 			pw.Close()
+			cancel()
 			lastErr = err
 			continue
 		}
@@ -97,6 +108,7 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 			data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 			resp.Body.Close()
 			pw.Close()
+			cancel()
 			ae := decodeAPIError(resp.StatusCode, data)
 			if !retryable(ae) {
 				return nil, ae
@@ -104,7 +116,8 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 			lastErr = ae
 			continue
 		}
-		s := &OrderStream{pw: pw, resp: resp, bin: mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
+		c.markAnswered(node)
+		s := &OrderStream{node: node, pw: pw, resp: resp, cancel: cancel, bin: mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
 			kick: make(chan struct{}, 1), wrote: make(chan struct{})}
 		go s.read()
 		go s.write()
@@ -146,6 +159,10 @@ func (s *OrderStream) write() {
 		}
 	}
 }
+
+// Node returns the base URL of the node the stream is open to. The client
+// tries that node first from now on, for streams and calls alike.
+func (s *OrderStream) Node() string { return s.node }
 
 // Binary reports whether the stream uses the binary encoding (else NDJSON).
 func (s *OrderStream) Binary() bool { return s.bin }
@@ -299,6 +316,22 @@ func (s *OrderStream) roundTrip(ctx context.Context, req StreamRequest, clientID
 	}
 }
 
+// Abort drops the stream's connection at once, without waiting for the
+// server: for a node that stopped answering (a Place whose context ended
+// with no reply is the sign), where Close would wait as long as the node
+// does. Requests still waiting fail with an *OutcomeUnknownError; resolve
+// them by resending on another stream (the client ID makes a repeat
+// harmless). Abort after Close, or twice, is harmless.
+func (s *OrderStream) Abort() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.pw.CloseWithError(errStreamAborted)
+	s.cancel() // net/http closes the connection, which ends read
+	<-s.done
+	_ = s.resp.Body.Close()
+}
+
 // Close ends the stream after the server has answered what was sent.
 func (s *OrderStream) Close() error {
 	s.mu.Lock()
@@ -311,5 +344,7 @@ func (s *OrderStream) Close() error {
 	}
 	s.pw.Close()
 	<-s.done
-	return s.resp.Body.Close()
+	err := s.resp.Body.Close()
+	s.cancel()
+	return err
 }

@@ -231,3 +231,69 @@ func openTestStream(ctx context.Context, t *testing.T, url string) *OrderStream 
 	}
 	return s
 }
+
+// A node that accepts a stream and then stops answering (paused, or
+// wedged): Abort must drop the connection at once, fail the request still
+// waiting as outcome unknown, and leave Close nothing to wait for.
+func TestOrderStreamAbortDoesNotWaitForSilentNode(t *testing.T) {
+	gone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set("Content-Type", StreamContentBinary)
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		_, _ = io.Copy(io.Discard, r.Body) // reads every request, answers none
+		// A request body's end is not the connection's: a paused node
+		// would keep the response open. Only a dropped connection ends it.
+		<-r.Context().Done()
+		close(gone)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := openTestStream(ctx, t, srv.URL)
+	order := func(cid string) OrderRequest {
+		return OrderRequest{ClientID: cid, Symbol: "AAPL", Side: "buy", Quantity: 1, LimitPrice: "1.00"}
+	}
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err := s.Place(short, order("c-1"))
+	cancelShort()
+	var ou *OutcomeUnknownError
+	if !errors.As(err, &ou) || ou.Key != "c-1" {
+		t.Fatalf("place with no answer by its deadline: %v, want outcome unknown for c-1", err)
+	}
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := s.Place(context.Background(), order("c-2"))
+		waiting <- err
+	}()
+	aborted := make(chan struct{})
+	go func() { s.Abort(); close(aborted) }()
+	for name, ch := range map[string]chan struct{}{"Abort": aborted, "the server's read of the request body": gone} {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still waiting 5 s after Abort was called", name)
+		}
+	}
+	select {
+	case err := <-waiting:
+		// Either it was queued and failed as unknown, or it was refused
+		// because the stream was already closing; both name no outcome.
+		if !errors.As(err, &ou) && !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("place waiting at Abort: %v, want outcome unknown or unavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("place waiting at Abort still waiting 5 s later")
+	}
+	if _, err := s.Place(ctx, order("c-3")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("place after Abort: %v, want ErrUnavailable", err)
+	}
+	closed := make(chan struct{})
+	go func() { s.Close(); s.Abort(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close and a second Abort after Abort still waiting 5 s later")
+	}
+}
