@@ -770,7 +770,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRestore, err)
 	}
-	size, err := io.Copy(out, rc)
+	size, err := io.Copy(&StepSync{W: out, Sync: out.Sync, Step: SnapshotSyncStep}, rc)
 	if err != nil {
 		out.Close()
 		os.Remove(tmp)

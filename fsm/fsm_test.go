@@ -1698,3 +1698,32 @@ func TestRestoreDoesNotWaitForHeldSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// StepSync syncs after every Step bytes written, counting across writes
+// of any size, and reports a failed sync as the write's error.
+func TestStepSync(t *testing.T) {
+	var buf bytes.Buffer
+	syncs := 0
+	fail := false
+	s := &StepSync{W: &buf, Step: 10, Sync: func() error {
+		syncs++
+		if fail {
+			return errors.New("disk gone")
+		}
+		return nil
+	}}
+	// 12 bytes: a sync; a 25-byte write: one more (the count restarts at
+	// each sync); 1 byte: none.
+	for _, n := range []int{3, 3, 3, 3, 25, 1} {
+		if _, err := s.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if syncs != 2 || buf.Len() != 38 {
+		t.Fatalf("%d syncs for %d bytes in steps of 10, want 2 for 38", syncs, buf.Len())
+	}
+	fail = true
+	if _, err := s.Write(make([]byte, 10)); err == nil {
+		t.Fatal("a failed sync was not reported")
+	}
+}

@@ -244,7 +244,7 @@ func newNode(cfg Config) (n *Node, err error) {
 	}()
 
 	rlog := hclog.New(&hclog.LoggerOptions{Name: "raft." + cfg.ID, Level: hclog.LevelFromString(cfg.RaftLogLevel), Output: cfg.RaftLogOut})
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rlog)
+	snaps, err := newSteppedSnapshots(cfg.DataDir, 2, rlog, cfg.Logger.With("component", "snapshots", "node", cfg.ID))
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
@@ -261,7 +261,7 @@ func newNode(cfg Config) (n *Node, err error) {
 	if n.store, n.logStore, err = openLogStore(cfg.DataDir, cfg.RaftLogStore, cfg.RaftWALSegmentSize, rlog); err != nil {
 		return nil, err
 	}
-	if err := n.catchUpFromSnapshot(snaps); err != nil {
+	if err := n.catchUpFromSnapshot(snaps.FileSnapshotStore); err != nil {
 		return nil, err
 	}
 
