@@ -6,9 +6,9 @@ import "io"
 // snapshot on the leader, or one a follower receives and restores) may
 // wait in the page cache before they are pushed to disk. Written whole
 // and fsynced once at the end, a 200 MB snapshot held a concurrent Raft
-// log fsync on the same disk for 66–72 ms on the reference machine; in
+// log fsync on the same disk for 52–72 ms on the reference machine; in
 // 8 MiB steps the log's worst fsync stayed under 8 ms and the snapshot
-// took no longer (docs/performance.md, "Snapshot writes").
+// took no longer (docs/performance.md, "What changed in session 8").
 const SnapshotSyncStep = 8 << 20
 
 // StepSync passes writes to W and calls Sync after every Step bytes, so a
