@@ -903,6 +903,7 @@ type benchReport struct {
 	Outcomes        map[string]int64           `json:"outcomes"`
 	LongestGapMs    float64                    `json:"longest_gap_ms"`
 	LongestGapAtS   float64                    `json:"longest_gap_at_s"`
+	LongestGapAt    string                     `json:"longest_gap_at,omitempty"` // wall-clock start of the longest gap (UTC, RFC 3339 with ms), to match against node logs
 	LeaderBefore    string                     `json:"leader_before,omitempty"`
 	LeaderAfter     string                     `json:"leader_after,omitempty"`
 	TermBefore      uint64                     `json:"term_before,omitempty"`
@@ -972,6 +973,9 @@ func buildReport(r *benchRun, workers []*benchWorker, elapsed time.Duration) *be
 	rep.Latency = summarize(rep.histogram)
 	r.gapMu.Lock()
 	rep.LongestGapMs, rep.LongestGapAtS = ms(r.gapMax), math.Round(r.gapAt.Seconds()*1000)/1000
+	if r.gapMax > 0 {
+		rep.LongestGapAt = r.start.Add(r.gapAt).UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	}
 	r.gapMu.Unlock()
 	return rep
 }
@@ -995,7 +999,7 @@ func printBenchReport(w io.Writer, rep *benchReport) {
 		"throughput", fmt.Sprintf("%s ops/s acknowledged (orders %s/s)", commas(int64(rep.OpsPerSec)), commas(int64(rep.OrdersPerSec))),
 		"latency ms", fmt.Sprintf("p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f",
 			rep.Latency.P50, rep.Latency.P90, rep.Latency.P99, rep.Latency.P999, rep.Latency.Max, rep.Latency.Mean),
-		"longest gap", fmt.Sprintf("%.3f ms without an acknowledgement (from %.3f s)", rep.LongestGapMs, rep.LongestGapAtS),
+		"longest gap", fmt.Sprintf("%.3f ms without an acknowledgement (from %.3f s%s)", rep.LongestGapMs, rep.LongestGapAtS, gapClock(rep.LongestGapAt)),
 	}
 	if rep.LeaderBefore != "" || rep.LeaderAfter != "" {
 		note := ""
@@ -1771,4 +1775,12 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 		return fmt.Errorf("conservation check failed: %s", strings.Join(rep.Conservation.Problems[:min(3, len(rep.Conservation.Problems))], "; "))
 	}
 	return nil
+}
+
+// gapClock is the longest gap's wall-clock start for the text report.
+func gapClock(at string) string {
+	if at == "" {
+		return ""
+	}
+	return ", " + at
 }

@@ -489,9 +489,19 @@ func Test_bench_Smoke(t *testing.T) {
 		Opened       int64                      `json:"order_streams_opened"`
 		Encoding     string                     `json:"stream_encoding"`
 		Via          string                     `json:"via"`
+		GapMs        float64                    `json:"longest_gap_ms"`
+		GapAtS       float64                    `json:"longest_gap_at_s"`
+		GapAt        string                     `json:"longest_gap_at"`
 	}
+	before := time.Now()
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, stdout)
+	}
+	// The longest gap's wall-clock start lies within the run, at its
+	// offset from the start (the run began before this process returned).
+	if at, err := time.Parse(time.RFC3339Nano, rep.GapAt); err != nil || rep.GapMs <= 0 || at.After(before) ||
+		before.Sub(at) > 5*time.Minute || at.Location() != time.UTC {
+		t.Errorf("longest gap %v ms at %v s, wall clock %q (%v)", rep.GapMs, rep.GapAtS, rep.GapAt, err)
 	}
 	if rep.Operations != 400 || rep.Acknowledged+rep.Errors != 400 || rep.OpsPerSec <= 0 {
 		t.Errorf("operations %d (ok %d, errors %d), %v ops/s", rep.Operations, rep.Acknowledged, rep.Errors, rep.OpsPerSec)
