@@ -462,10 +462,14 @@ func (st *chaosStreamer) after(err error) {
 	}
 }
 
-// call runs one request on the stream, opening one first if needed. A
-// stream found already broken (its node went away while it was idle)
-// refuses the request unsent, with ErrUnavailable: a program opens a new
-// stream and sends it there, once.
+// chaosStreamCall runs one request on the stream, opening one first if
+// needed. An ErrUnavailable that is not an unknown outcome means the
+// request was not applied: either the stream was found already broken
+// (its node went away while it was idle) and refused it unsent, or the
+// node answered unavailable, which it does only for requests it did not
+// commit (a possibly applied one is outcome_unknown). A program then
+// opens a new stream and sends it there, once: a place is idempotent by
+// client ID, and a repeated cancel answers order_not_open, counted ok.
 func chaosStreamCall[T any](st *chaosStreamer, ctx context.Context, do func(context.Context, *transport.OrderStream) (T, error)) (T, error) {
 	var zero T
 	for try := 0; ; try++ {

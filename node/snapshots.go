@@ -1,7 +1,6 @@
 package node
 
 import (
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,13 +22,13 @@ import (
 // file through a second descriptor, found by the store's layout
 // (<dir>/snapshots/<id>.tmp/state.bin in hashicorp/raft v1.7). If that
 // layout changes the snapshot is still written and synced whole by Close,
-// as before; the warning says so and TestSnapshotSinkSyncsInSteps fails.
+// as before; a warning says so and TestSnapshotSinkSyncsInSteps fails.
 type steppedSnapshots struct {
 	*raft.FileSnapshotStore
 	dir    string
 	log    *slog.Logger
 	steps  atomic.Int64 // step fsyncs done, for tests
-	warned atomic.Bool
+	warned atomic.Bool  // a sink could not step, for tests
 }
 
 func newSteppedSnapshots(dataDir string, retain int, rlog hclog.Logger, log *slog.Logger) (*steppedSnapshots, error) {
@@ -70,10 +69,10 @@ func (s *steppedSink) sync() error {
 	if s.f == nil {
 		f, err := os.OpenFile(s.path, os.O_WRONLY, 0)
 		if err != nil {
+			// Snapshots are rare, so each one that cannot step says so.
 			s.off = true
-			if s.store.warned.CompareAndSwap(false, true) {
-				s.store.log.Warn("snapshot written without intermediate syncs: state file not where expected", "path", s.path, "err", err)
-			}
+			s.store.warned.Store(true)
+			s.store.log.Warn("snapshot written without intermediate syncs: cannot open its state file", "path", s.path, "err", err)
 			return nil
 		}
 		s.f = f
@@ -87,19 +86,26 @@ func (s *steppedSink) sync() error {
 	return nil
 }
 
-func (s *steppedSink) closeFile() error {
+// closeFile closes the step descriptor. It never wrote, and the sink's
+// own Close fsyncs what counts, so a failure here is logged, not returned:
+// returning it would tell Raft a snapshot failed that the store has
+// already put in place.
+func (s *steppedSink) closeFile() {
 	if s.f == nil {
-		return nil
+		return
 	}
-	err := s.f.Close()
+	if err := s.f.Close(); err != nil {
+		s.store.log.Warn("closing a snapshot's step descriptor", "path", s.path, "err", err)
+	}
 	s.f = nil
-	return err
 }
 
 func (s *steppedSink) Close() error {
-	return errors.Join(s.closeFile(), s.SnapshotSink.Close())
+	s.closeFile()
+	return s.SnapshotSink.Close()
 }
 
 func (s *steppedSink) Cancel() error {
-	return errors.Join(s.closeFile(), s.SnapshotSink.Cancel())
+	s.closeFile()
+	return s.SnapshotSink.Cancel()
 }

@@ -21,7 +21,8 @@ import (
 // *OutcomeUnknownError carrying their client order ID: resolve them with
 // OrderByClientID (or resend: the client ID makes a repeat harmless).
 type OrderStream struct {
-	node   string // base URL of the node the stream is open to
+	node   string          // base URL of the node the stream is open to
+	tr     *http.Transport // this stream's own: its connection is closed with the stream
 	pw     *io.PipeWriter
 	resp   *http.Response
 	bin    bool               // the binary encoding (else NDJSON)
@@ -109,6 +110,7 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 			resp.Body.Close()
 			pw.Close()
 			cancel()
+			tr.CloseIdleConnections() // the transport is this open's alone
 			ae := decodeAPIError(resp.StatusCode, data)
 			if !retryable(ae) {
 				return nil, ae
@@ -117,7 +119,7 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 			continue
 		}
 		c.markAnswered(node)
-		s := &OrderStream{node: node, pw: pw, resp: resp, cancel: cancel, bin: mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
+		s := &OrderStream{node: node, tr: tr, pw: pw, resp: resp, cancel: cancel, bin: mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
 			kick: make(chan struct{}, 1), wrote: make(chan struct{})}
 		go s.read()
 		go s.write()
@@ -199,8 +201,11 @@ func (s *OrderStream) read() {
 	}
 	// Whatever ended the replies (the server went away, or sent a frame
 	// that does not decode), the stream is over: drop the connection
-	// rather than leave it open until Close.
+	// rather than leave it open until Close, and release the request's
+	// context and the stream's transport even if Close never comes.
 	_ = s.resp.Body.Close()
+	s.cancel()
+	s.tr.CloseIdleConnections()
 	s.mu.Lock()
 	s.err = err
 	waiting := s.waiting
