@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -120,14 +121,24 @@ func (h *chaosHistory) Ops() []chaosOp {
 	return append([]chaosOp(nil), h.ops...)
 }
 
+// streamKind names an operation made through an order stream
+// ("stream-order", "stream-cancel"); "" for the others (portfolio reads go
+// over HTTP even in a stream worker).
+func (op *chaosOp) streamKind() string {
+	if !op.Stream || op.Kind == opPortfolio {
+		return ""
+	}
+	return "stream-" + op.Kind
+}
+
 // Count returns operations by kind and outcome, e.g. "deposit/ok"; those
 // made through order streams also as "stream-order/ok" and so on.
 func chaosCount(ops []chaosOp) map[string]int {
 	out := map[string]int{}
 	for _, op := range ops {
 		kinds := []string{op.Kind}
-		if op.Stream && op.Kind != opPortfolio {
-			kinds = append(kinds, "stream-"+op.Kind)
+		if sk := op.streamKind(); sk != "" {
+			kinds = append(kinds, sk)
 		}
 		for _, k := range kinds {
 			out[k+"/"+op.Outcome]++
@@ -148,8 +159,8 @@ func chaosFailures(ops []chaosOp) []string {
 			continue
 		}
 		kind := op.Kind
-		if op.Stream && op.Kind != opPortfolio {
-			kind = "stream-" + kind
+		if sk := op.streamKind(); sk != "" {
+			kind = sk
 		}
 		msg := op.Err
 		if len(msg) > 160 {
@@ -361,7 +372,7 @@ func (w *chaosWorkload) marketWorker(name string, cl *transport.Client, acct uin
 	}
 	go func() {
 		defer w.wg.Done()
-		if st != nil {
+		if stream {
 			defer st.drop()
 		}
 		rng := rand.New(rand.NewPCG(seed, 11))
@@ -415,7 +426,6 @@ type chaosStreamer struct {
 	within time.Duration // bound on each call
 	ndjson bool          // open NDJSON streams (else binary)
 	s      *transport.OrderStream
-	node   string // the node s was opened to
 }
 
 func (st *chaosStreamer) stream() (*transport.OrderStream, error) {
@@ -432,7 +442,7 @@ func (st *chaosStreamer) stream() (*transport.OrderStream, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.s, st.node = s, s.Node()
+	st.s = s
 	return s, nil
 }
 
@@ -442,12 +452,11 @@ func (st *chaosStreamer) drop() {
 		return
 	}
 	st.s.Abort()
+	failed := st.s.Node()
 	st.s = nil
 	nodes := st.cl.Nodes()
-	for i, n := range nodes {
-		if n == st.node {
-			_ = st.cl.SetPreferred(nodes[(i+1)%len(nodes)])
-		}
+	if i := slices.Index(nodes, failed); i >= 0 {
+		_ = st.cl.SetPreferred(nodes[(i+1)%len(nodes)])
 	}
 }
 
