@@ -453,7 +453,9 @@ type benchRun struct {
 	// streamsNDJSON counts those that speak NDJSON (asked for, or a node
 	// that predates the binary encoding answered in it).
 	streamsNDJSON atomic.Int64
-	errored       atomic.Int64
+	// streamsAtLeader counts those whose node named itself the leader.
+	streamsAtLeader atomic.Int64
+	errored         atomic.Int64
 
 	lastAck atomic.Int64 // unix nanoseconds of the latest acknowledgement
 	gapMu   sync.Mutex
@@ -610,6 +612,7 @@ type sharedStream struct {
 	opened *atomic.Int64 // streams opened in the run, reopenings included
 	// openedNDJSON counts the opened streams that speak NDJSON.
 	openedNDJSON *atomic.Int64
+	atLeader     *atomic.Int64 // streams opened at the leader
 	mu           sync.Mutex
 	s            *transport.OrderStream
 }
@@ -632,6 +635,9 @@ func (ss *sharedStream) get(ctx context.Context) (*transport.OrderStream, error)
 		ss.opened.Add(1)
 		if !s.Binary() {
 			ss.openedNDJSON.Add(1)
+		}
+		if s.AtLeader() {
+			ss.atLeader.Add(1)
 		}
 	}
 	return ss.s, nil
@@ -888,6 +894,7 @@ type benchReport struct {
 	Streams     int      `json:"order_streams,omitempty"`        // with --stream: connections carrying the orders
 	Encoding    string   `json:"stream_encoding,omitempty"`      // with --stream: what the streams spoke: binary, ndjson or mixed
 	Opened      int64    `json:"order_streams_opened,omitempty"` // streams opened, reopenings after breaks included
+	AtLeader    int64    `json:"order_streams_at_leader"`        // of those, opened at the leader (the rest forward through a follower)
 	DurationSet float64  `json:"duration_limit_s,omitempty"`
 	OrdersSet   int64    `json:"orders_limit,omitempty"`
 
@@ -928,6 +935,7 @@ func buildReport(r *benchRun, workers []*benchWorker, elapsed time.Duration) *be
 	if r.cfg.stream {
 		rep.Streams = (r.cfg.clients + r.cfg.pipeline - 1) / r.cfg.pipeline
 		rep.Opened = r.streamsOpened.Load()
+		rep.AtLeader = r.streamsAtLeader.Load()
 		switch n := r.streamsNDJSON.Load(); {
 		case n == 0:
 			rep.Encoding = "binary"
@@ -986,7 +994,7 @@ func printBenchReport(w io.Writer, rep *benchReport) {
 		mode = fmt.Sprintf("open loop at %s ops/s", strconv.FormatFloat(rep.Rate, 'f', -1, 64))
 	}
 	if rep.Streams > 0 {
-		mode += fmt.Sprintf(", %d %s order streams, %d opened", rep.Streams, rep.Encoding, rep.Opened)
+		mode += fmt.Sprintf(", %d %s order streams, %d opened, %d at the leader", rep.Streams, rep.Encoding, rep.Opened, rep.AtLeader)
 	}
 	if rep.Via != "" && rep.Via != benchViaAssigned {
 		mode += ", via the " + rep.Via
@@ -1703,8 +1711,11 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 			return err
 		}
 		cl.SetAssigned(t.node, t.nodeAddr)
+		if cfg.via == benchViaFollowers {
+			cl.SetOrderStreamsToLeader(false) // measure the forwarding path
+		}
 		if streams[g] == nil {
-			streams[g] = &sharedStream{cl: cl, ndjson: cfg.ndjson, opened: &r.streamsOpened, openedNDJSON: &r.streamsNDJSON}
+			streams[g] = &sharedStream{cl: cl, ndjson: cfg.ndjson, opened: &r.streamsOpened, openedNDJSON: &r.streamsNDJSON, atLeader: &r.streamsAtLeader}
 		}
 		w := &benchWorker{id: i, cl: cl, tr: t, stream: streams[g], rng: rand.New(rand.NewPCG(seed, uint64(i))), errs: map[string]int64{}, out: map[string]int64{}}
 		for k := range w.hists {

@@ -487,6 +487,7 @@ func Test_bench_Smoke(t *testing.T) {
 		Histogram    string                     `json:"histogram_file"`
 		Streams      int                        `json:"order_streams"`
 		Opened       int64                      `json:"order_streams_opened"`
+		AtLeader     int64                      `json:"order_streams_at_leader"`
 		Encoding     string                     `json:"stream_encoding"`
 		Via          string                     `json:"via"`
 		GapMs        float64                    `json:"longest_gap_ms"`
@@ -571,14 +572,14 @@ func Test_bench_Smoke(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("--pipeline: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
-	rep.Conservation, rep.Errors, rep.Acknowledged, rep.Streams, rep.Opened = benchConservation{}, -1, 0, 0, 0
+	rep.Conservation, rep.Errors, rep.Acknowledged, rep.Streams, rep.Opened, rep.AtLeader = benchConservation{}, -1, 0, 0, 0, 0
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("--pipeline --json output: %v\n%s", err, stdout)
 	}
-	// Two streams, each opened once: a stream reopened per operation would
-	// show here.
-	if rep.Acknowledged != 150 || rep.Errors != 0 || !rep.Conservation.OK || rep.Streams != 2 || rep.Opened != 2 || rep.ByKind["cancel"].OK == 0 {
-		t.Errorf("--pipeline: %d acknowledged on %d streams, %d errors, by kind %+v, conservation %+v", rep.Acknowledged, rep.Streams, rep.Errors, rep.ByKind, rep.Conservation)
+	// Two streams, each opened once (a stream reopened per operation would
+	// show here), both at the leader, the only node.
+	if rep.Acknowledged != 150 || rep.Errors != 0 || !rep.Conservation.OK || rep.Streams != 2 || rep.Opened != 2 || rep.AtLeader != 2 || rep.ByKind["cancel"].OK == 0 {
+		t.Errorf("--pipeline: %d acknowledged on %d streams (%d opened, %d at the leader), %d errors, by kind %+v, conservation %+v", rep.Acknowledged, rep.Streams, rep.Opened, rep.AtLeader, rep.Errors, rep.ByKind, rep.Conservation)
 	}
 
 	// Pinned to the leader; a one-node cluster has no followers to pin to.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/hats-trading/hats/fsm"
 	"github.com/hats-trading/hats/transport"
@@ -21,13 +20,7 @@ func Test_Exchange_KillLeaderMidBurst(t *testing.T) {
 	c := NewCluster(t, 3, nil)
 	ctx := context.Background()
 	setup := c.Client()
-	Poll(t, 10*time.Second, "instruments committed", func() error {
-		s, err := setup.Symbols(ctx)
-		if err != nil || len(s.Symbols) == 0 {
-			return fmt.Errorf("symbols: %v", err)
-		}
-		return nil
-	})
+	WaitInstruments(t, setup)
 	const traders, perTrader = 4, 40
 	clients := make([]*transport.Client, traders)
 	accounts := make([]uint64, traders)

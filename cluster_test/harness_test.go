@@ -391,6 +391,19 @@ func Trader(t testing.TB, cl *transport.Client, name string) *transport.Account 
 	return &lr.Account
 }
 
+// WaitInstruments polls until cl sees the listed instruments (the first
+// leader commits them just after it is elected).
+func WaitInstruments(t testing.TB, cl *transport.Client) {
+	t.Helper()
+	Poll(t, 10*time.Second, "instruments committed", func() error {
+		s, err := cl.Symbols(context.Background())
+		if err != nil || len(s.Symbols) == 0 {
+			return fmt.Errorf("symbols: %v", err)
+		}
+		return nil
+	})
+}
+
 func isCode(err error, code string) bool {
 	var ae *transport.APIError
 	return errors.As(err, &ae) && ae.Code == code

@@ -16,31 +16,36 @@ import (
 
 // Test_OrderStream_Pipelined: orders pipelined on one connection are each
 // answered once, share Raft entries, and a repeated client ID returns the
-// first order; in both encodings.
+// first order; in both encodings, on a stream kept on a follower (which
+// forwards every order to the leader) and on one the client moved to the
+// leader.
 func Test_OrderStream_Pipelined(t *testing.T) {
-	t.Run("binary", func(t *testing.T) {
-		testOrderStreamPipelined(t, (*transport.Client).OpenOrderStream, true)
+	t.Run("binary-follower", func(t *testing.T) {
+		testOrderStreamPipelined(t, (*transport.Client).OpenOrderStream, true, false)
 	})
-	t.Run("ndjson", func(t *testing.T) {
-		testOrderStreamPipelined(t, (*transport.Client).OpenOrderStreamNDJSON, false)
+	t.Run("ndjson-follower", func(t *testing.T) {
+		testOrderStreamPipelined(t, (*transport.Client).OpenOrderStreamNDJSON, false, false)
+	})
+	t.Run("binary-leader", func(t *testing.T) {
+		testOrderStreamPipelined(t, (*transport.Client).OpenOrderStream, true, true)
 	})
 }
 
-func testOrderStreamPipelined(t *testing.T, openStream func(*transport.Client, context.Context) (*transport.OrderStream, error), wantBinary bool) {
+func testOrderStreamPipelined(t *testing.T, openStream func(*transport.Client, context.Context) (*transport.OrderStream, error), wantBinary, toLeader bool) {
 	c := NewCluster(t, 3, nil)
 	ctx := context.Background()
-	cl := c.Client(c.Followers()[0])
+	follower := c.Followers()[0]
+	cl := c.Client(follower)
 	Trader(t, cl, "streamer")
+	// The login's assignment may name any node: start from the follower.
+	if err := cl.SetPreferred(follower.HTTPAddr); err != nil {
+		t.Fatal(err)
+	}
+	cl.SetOrderStreamsToLeader(toLeader)
 	if _, err := cl.Deposit(ctx, "1000000.00", ""); err != nil {
 		t.Fatal(err)
 	}
-	Poll(t, 10e9, "instruments committed", func() error {
-		syms, err := cl.Symbols(ctx)
-		if err != nil || len(syms.Symbols) == 0 {
-			return fmt.Errorf("symbols: %v", err)
-		}
-		return nil
-	})
+	WaitInstruments(t, cl)
 	os, err := openStream(cl, ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +55,13 @@ func testOrderStreamPipelined(t *testing.T, openStream func(*transport.Client, c
 		t.Fatalf("stream binary %v, want %v", os.Binary(), wantBinary)
 	}
 	leader := c.Leader()
+	want := follower
+	if toLeader {
+		want = leader
+	}
+	if os.Node() != "http://"+want.HTTPAddr || os.AtLeader() != toLeader {
+		t.Fatalf("stream at %s (at leader %v), want %s", os.Node(), os.AtLeader(), want.ID)
+	}
 	before := leader.Node.Raft().LastIndex()
 	const workers, each = 8, 25
 	var mu sync.Mutex
@@ -194,6 +206,70 @@ func Test_OrderStream_BinaryFrames(t *testing.T) {
 	orders, err := cl.Orders(ctx, transport.OrdersQuery{Limit: 10})
 	if err != nil || len(orders.Orders) != 0 {
 		t.Fatalf("the trader has orders after malformed frames: %+v %v", orders, err)
+	}
+	c.EnsureSame()
+}
+
+// Test_OrderStream_FollowsLeader: a client that knows only a follower has
+// its order stream moved to the leader; when the leader dies the stream
+// breaks, and the client's next streams open at the new leader once a
+// node names it. A resend by client ID on the new stream returns the
+// order the old leader acknowledged, and every node ends with the same
+// state.
+func Test_OrderStream_FollowsLeader(t *testing.T) {
+	c := NewCluster(t, 3, nil)
+	ctx := context.Background()
+	follower := c.Followers()[0]
+	cl := c.Client(follower)
+	Trader(t, cl, "mover")
+	if _, err := cl.Deposit(ctx, "100000.00", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.SetPreferred(follower.HTTPAddr); err != nil {
+		t.Fatal(err)
+	}
+	WaitInstruments(t, cl)
+	old := c.Leader()
+	s, err := cl.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.AtLeader() || s.Node() != "http://"+old.HTTPAddr {
+		t.Fatalf("stream at %s (at leader %v), want the leader %s", s.Node(), s.AtLeader(), old.ID)
+	}
+	req := transport.OrderRequest{ClientID: "move-1", Symbol: "AAPL", Side: "buy", Type: "limit", Quantity: 1, LimitPrice: "100.00"}
+	first, err := s.Place(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(old)
+	if _, err := s.Place(ctx, transport.OrderRequest{ClientID: "move-2", Symbol: "AAPL", Side: "buy", Type: "limit", Quantity: 1, LimitPrice: "100.00"}); err == nil {
+		t.Fatal("a place on the dead leader's stream succeeded")
+	}
+	s.Abort()
+	var ns *transport.OrderStream
+	Poll(t, 20e9, "a stream at the new leader", func() error {
+		if ns != nil {
+			ns.Abort()
+			ns = nil
+		}
+		s, err := cl.OpenOrderStream(ctx)
+		if err != nil {
+			return err
+		}
+		ns = s
+		if !s.AtLeader() || s.Node() == "http://"+old.HTTPAddr {
+			return fmt.Errorf("stream at %s, at leader %v", s.Node(), s.AtLeader())
+		}
+		return nil
+	})
+	defer ns.Close()
+	if nl := c.Leader(); ns.Node() != "http://"+nl.HTTPAddr {
+		t.Fatalf("stream at %s, but the leader is %s", ns.Node(), nl.ID)
+	}
+	again, err := ns.Place(ctx, req)
+	if err != nil || !again.Replayed || again.OrderID != first.OrderID {
+		t.Fatalf("resend of move-1 at the new leader: %+v %v, want order %d replayed", again, err, first.OrderID)
 	}
 	c.EnsureSame()
 }

@@ -107,3 +107,13 @@ func (n *Node) HasSymbol(symbol string) bool { return n.fsm.HasSymbol(symbol) }
 
 // MarketDataStale implements transport.Backend.
 func (n *Node) MarketDataStale() bool { return n.eng.status().Stale }
+
+// LeaderHTTP returns the leader's HTTP address as this node knows it, ""
+// when it knows none (transport.Backend).
+func (n *Node) LeaderHTTP() string {
+	addr, err := n.leaderHTTP()
+	if err != nil {
+		return ""
+	}
+	return addr
+}

@@ -71,6 +71,10 @@ type Client struct {
 	nodes     []string // base URLs, e.g. "http://10.0.0.1:8080"
 	preferred string   // base URL of the last node that answered
 	token     string
+	// streamLeader: base URL of the leader order streams open at first
+	// (client_orderstream.go); streamsStay: they stay on preferred.
+	streamLeader string
+	streamsStay  bool
 }
 
 // OutcomeUnknownError reports a write that may or may not have been applied:

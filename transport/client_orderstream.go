@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -21,7 +22,9 @@ import (
 // *OutcomeUnknownError carrying their client order ID: resolve them with
 // OrderByClientID (or resend: the client ID makes a repeat harmless).
 type OrderStream struct {
+	c      *Client
 	node   string          // base URL of the node the stream is open to
+	leader string          // base URL of the leader as that node named it ("" if none)
 	tr     *http.Transport // this stream's own: its connection is closed with the stream
 	pw     *io.PipeWriter
 	resp   *http.Response
@@ -49,10 +52,25 @@ var (
 	errStreamAborted     = errors.New("order stream aborted")
 )
 
-// OpenOrderStream opens an order stream to the preferred node (the
-// session's Trading Server), in the binary encoding (NDJSON if the node
-// only speaks that). ctx bounds the stream's whole life, not just the
-// open; the open itself is bounded by the client's request timeout.
+// HeaderLeader is the response header with which a node that opens an
+// order stream names the leader's HTTP address as it knows it (absent when
+// it knows none). Every order is applied by the leader: a follower only
+// forwards it there, which costs a hop and its CPU on both ends.
+const HeaderLeader = "Hats-Leader"
+
+// streamLeaderBudget bounds an open at the leader: the node the client
+// would otherwise use is tried next, so a leader that went away (or a
+// stale hint) costs at most this long, not a whole request timeout.
+const streamLeaderBudget = 2 * time.Second
+
+// OpenOrderStream opens an order stream, in the binary encoding (NDJSON if
+// the node only speaks that), to the leader when the client knows it and
+// else to the preferred node (the session's Trading Server). A node that
+// is not the leader names the leader when it answers; the client then
+// opens a stream there instead and keeps the first one only if the
+// leader does not answer in time (SetOrderStreamsToLeader turns this
+// off). ctx bounds the stream's whole life, not just the open; the open
+// itself is bounded by the client's request timeout.
 func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
 	return c.openOrderStream(ctx, StreamContentBinary)
 }
@@ -63,11 +81,112 @@ func (c *Client) OpenOrderStreamNDJSON(ctx context.Context) (*OrderStream, error
 	return c.openOrderStream(ctx, StreamContentJSON)
 }
 
+// SetOrderStreamsToLeader says whether order streams go to the leader
+// (the default) or stay on the node the client prefers, as calls do.
+func (c *Client) SetOrderStreamsToLeader(on bool) {
+	c.mu.Lock()
+	c.streamsStay = !on
+	if !on {
+		c.streamLeader = ""
+	}
+	c.mu.Unlock()
+}
+
+// streamLeaderHint returns the leader streams go to ("" when none is
+// known or streams stay on the preferred node).
+func (c *Client) streamLeaderHint() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streamsStay {
+		return ""
+	}
+	return c.streamLeader
+}
+
+func (c *Client) setStreamLeader(lead string) {
+	c.mu.Lock()
+	if !c.streamsStay {
+		c.streamLeader = lead
+	}
+	c.mu.Unlock()
+}
+
+// forgetStreamLeader drops the hint if it still names node: a stream there
+// failed, so the next open starts from the preferred node again.
+func (c *Client) forgetStreamLeader(node string) {
+	c.mu.Lock()
+	if c.streamLeader == node {
+		c.streamLeader = ""
+	}
+	c.mu.Unlock()
+}
+
 func (c *Client) openOrderStream(ctx context.Context, contentType string) (*OrderStream, error) {
 	tok := c.Token()
 	if tok == "" {
 		return nil, fmt.Errorf("%w: order stream needs a session", ErrUnauthenticated)
 	}
+	var lastErr error
+	if lead := c.streamLeaderHint(); lead != "" {
+		s, err := c.openStreamAt(ctx, lead, tok, contentType, min(c.timeout, streamLeaderBudget))
+		if err == nil {
+			return s, nil
+		}
+		c.forgetStreamLeader(lead)
+		if ae := (*APIError)(nil); errors.As(err, &ae) && !retryable(ae) {
+			return nil, err
+		}
+		c.log.Debug("order stream: leader did not answer", "node", lead, "err", err)
+		lastErr = err
+	}
+	for _, node := range c.order() {
+		s, err := c.openStreamAt(ctx, node, tok, contentType, c.timeout)
+		if err != nil {
+			if ae := (*APIError)(nil); errors.As(err, &ae) && !retryable(ae) {
+				return nil, err
+			}
+			lastErr = err
+			continue
+		}
+		c.markAnswered(node)
+		return c.moveToLeader(ctx, s, tok, contentType), nil
+	}
+	return nil, fmt.Errorf("%w: order stream: %v", ErrNoNodes, lastErr)
+}
+
+// moveToLeader returns a stream open at the leader the node of s named,
+// closing s (nothing has been sent on it), or s itself when s is at the
+// leader already, no leader is known, streams stay, or the leader does
+// not answer in time.
+func (c *Client) moveToLeader(ctx context.Context, s *OrderStream, tok, contentType string) *OrderStream {
+	lead := s.leader
+	if lead == "" || c.streamsStayPut() {
+		return s
+	}
+	if lead == s.node {
+		c.setStreamLeader(lead)
+		return s
+	}
+	ls, err := c.openStreamAt(ctx, lead, tok, contentType, min(c.timeout, streamLeaderBudget))
+	if err != nil {
+		c.log.Debug("order stream: staying on a follower: the leader did not answer", "node", s.node, "leader", lead, "err", err)
+		return s
+	}
+	c.setStreamLeader(lead)
+	s.Abort()
+	return ls
+}
+
+func (c *Client) streamsStayPut() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.streamsStay
+}
+
+// openStreamAt opens an order stream at one node, on a transport of its
+// own (the stream's connection is closed with it). budget bounds the open:
+// the time until the node's answer starts.
+func (c *Client) openStreamAt(ctx context.Context, node, tok, contentType string, budget time.Duration) (*OrderStream, error) {
 	base, ok := c.hc.Transport.(*http.Transport)
 	if !ok {
 		base = http.DefaultTransport.(*http.Transport)
@@ -75,57 +194,73 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 	tr := base.Clone()
 	tr.ForceAttemptHTTP2 = false // full duplex over HTTP/1.1
 	hc := &http.Client{Transport: tr}
-	var lastErr error
-	for _, node := range c.order() {
-		pr, pw := io.Pipe()
-		// The request lives as long as the stream: ctx ends it, and so
-		// does Abort.
-		sctx, cancel := context.WithCancel(ctx)
-		req, err := http.NewRequestWithContext(sctx, http.MethodPost, node+"/v1/orders/stream", pr)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", contentType)
-		// The request body is a pipe that stays open for the stream's
-		// life. If the connection fails while the request is being sent,
-		// net/http waits for the body's writer to finish before Do
-		// returns, which it never would on its own: closing the pipe when
-		// ctx ends or the open takes longer than one request may unblocks
-		// it.
-		stopOnCtx := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
-		timer := time.AfterFunc(c.timeout, func() { pw.CloseWithError(errStreamOpenTimeout) })
-		resp, err := hc.Do(req)
-		timer.Stop()
-		stopOnCtx()
-		if err != nil {
-			pw.Close()
-			cancel()
-			lastErr = err
-			continue
-		}
-		if resp.StatusCode != http.StatusOK {
-			data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-			resp.Body.Close()
-			pw.Close()
-			cancel()
-			tr.CloseIdleConnections() // the transport is this open's alone
-			ae := decodeAPIError(resp.StatusCode, data)
-			if !retryable(ae) {
-				return nil, ae
-			}
-			lastErr = ae
-			continue
-		}
-		c.markAnswered(node)
-		s := &OrderStream{node: node, tr: tr, pw: pw, resp: resp, cancel: cancel, bin: mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
-			kick: make(chan struct{}, 1), wrote: make(chan struct{})}
-		go s.read()
-		go s.write()
-		return s, nil
+	pr, pw := io.Pipe()
+	// The request lives as long as the stream: ctx ends it, and so does
+	// Abort.
+	sctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(sctx, http.MethodPost, node+"/v1/orders/stream", pr)
+	if err != nil {
+		cancel()
+		return nil, err
 	}
-	return nil, fmt.Errorf("%w: order stream: %v", ErrNoNodes, lastErr)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", contentType)
+	// The request body is a pipe that stays open for the stream's life.
+	// If the connection fails while the request is being sent, net/http
+	// waits for the body's writer to finish before Do returns, which it
+	// never would on its own: closing the pipe when ctx ends or the budget
+	// runs out unblocks it, and cancelling the request ends a connect or
+	// a wait for the answer.
+	stopOnCtx := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
+	timer := time.AfterFunc(budget, func() {
+		pw.CloseWithError(errStreamOpenTimeout)
+		cancel()
+	})
+	resp, err := hc.Do(req)
+	inTime := timer.Stop()
+	stopOnCtx()
+	if err == nil && !inTime { // answered just as the budget ran out: the stream is already cut
+		resp.Body.Close()
+		err = errStreamOpenTimeout
+	}
+	if err != nil {
+		pw.Close()
+		cancel()
+		tr.CloseIdleConnections()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+		resp.Body.Close()
+		pw.Close()
+		cancel()
+		tr.CloseIdleConnections()
+		return nil, decodeAPIError(resp.StatusCode, data)
+	}
+	s := &OrderStream{c: c, node: node, tr: tr, pw: pw, resp: resp, cancel: cancel, bin: mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
+		kick: make(chan struct{}, 1), wrote: make(chan struct{})}
+	if h := resp.Header.Get(HeaderLeader); h != "" {
+		s.leader = leaderURL(h, node)
+	}
+	go s.read()
+	go s.write()
+	return s, nil
+}
+
+// leaderURL turns a node's HeaderLeader value into a base URL, taking
+// the scheme of the node that sent it when the value has none; "" when it
+// is not an address.
+func leaderURL(h, from string) string {
+	if !strings.Contains(h, "://") {
+		if i := strings.Index(from, "://"); i > 0 {
+			h = from[:i+3] + h
+		}
+	}
+	u, err := NormalizeAddr(h)
+	if err != nil {
+		return ""
+	}
+	return u
 }
 
 // write hands queued requests to the connection, all that queued in one
@@ -162,9 +297,14 @@ func (s *OrderStream) write() {
 	}
 }
 
-// Node returns the base URL of the node the stream is open to. The client
-// tries that node first from now on, for streams and calls alike.
+// Node returns the base URL of the node the stream is open to: the leader
+// as long as the client knows it (later streams open there first), else
+// the preferred node, which calls then try first too.
 func (s *OrderStream) Node() string { return s.node }
+
+// AtLeader reports whether the node the stream is open to named itself the
+// leader when the stream opened.
+func (s *OrderStream) AtLeader() bool { return s.leader != "" && s.leader == s.node }
 
 // Binary reports whether the stream uses the binary encoding (else NDJSON).
 func (s *OrderStream) Binary() bool { return s.bin }
@@ -206,6 +346,12 @@ func (s *OrderStream) read() {
 	_ = s.resp.Body.Close()
 	s.cancel()
 	s.tr.CloseIdleConnections()
+	s.mu.Lock()
+	broken := !s.closing // the node went away or broke the stream
+	s.mu.Unlock()
+	if broken {
+		s.c.forgetStreamLeader(s.node)
+	}
 	s.mu.Lock()
 	s.err = err
 	waiting := s.waiting
@@ -328,6 +474,7 @@ func (s *OrderStream) roundTrip(ctx context.Context, req StreamRequest, clientID
 // them by resending on another stream (the client ID makes a repeat
 // harmless). Abort after Close, or twice, is harmless.
 func (s *OrderStream) Abort() {
+	s.c.forgetStreamLeader(s.node)
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()

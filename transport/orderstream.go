@@ -62,6 +62,11 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 	} else {
 		w.Header().Set("Content-Type", StreamContentJSON)
 	}
+	// Name the leader, so a client can open its streams there instead of
+	// having this node forward every order (the leader names itself).
+	if lead := s.b.LeaderHTTP(); lead != "" {
+		w.Header().Set(HeaderLeader, lead)
+	}
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
 

@@ -77,6 +77,9 @@ type Backend interface {
 	// MarketDataStale reports that the Market Engine has not ticked for
 	// several feed intervals (or runs no feed at all).
 	MarketDataStale() bool
+	// LeaderHTTP returns the leader's HTTP address as this node knows it
+	// ("" when it knows none).
+	LeaderHTTP() string
 }
 
 // Server serves the HTTP API on a private mux.

@@ -1,0 +1,180 @@
+package transport
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeStreamNode is an order-stream endpoint that names a leader (or
+// none), counts the streams opened at it and those that have ended, and
+// answers nothing.
+type fakeStreamNode struct {
+	srv    *httptest.Server
+	leader atomic.Pointer[string] // value of HeaderLeader ("" or nil: none)
+	silent bool                   // never answers the open at all (a paused node)
+	opened atomic.Int32
+	ended  atomic.Int32
+}
+
+func newFakeStreamNode(t *testing.T, silent bool) *fakeStreamNode {
+	t.Helper()
+	f := &fakeStreamNode{silent: silent}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/orders/stream" {
+			http.NotFound(w, r)
+			return
+		}
+		f.opened.Add(1)
+		defer f.ended.Add(1)
+		if f.silent { // reads what comes, answers nothing, until the client hangs up
+			_, _ = io.Copy(io.Discard, r.Body)
+			<-r.Context().Done()
+			return
+		}
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set("Content-Type", StreamContentBinary)
+		if l := f.leader.Load(); l != nil && *l != "" {
+			w.Header().Set(HeaderLeader, *l)
+		}
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		_, _ = io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeStreamNode) name(addr string) { f.leader.Store(&addr) }
+
+// hostPort is the server's address as a node records it (no scheme).
+func (f *fakeStreamNode) hostPort() string { return strings.TrimPrefix(f.srv.URL, "http://") }
+
+func waitCount(t *testing.T, what string, n *atomic.Int32, want int32) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Load() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d, want %d", what, n.Load(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A stream opened at a follower that names the leader moves there: the
+// follower's stream is closed unused, and the next stream opens at the
+// leader without asking the follower again.
+func TestOrderStreamMovesToNamedLeader(t *testing.T) {
+	leader, follower := newFakeStreamNode(t, false), newFakeStreamNode(t, false)
+	leader.name(leader.hostPort())
+	follower.name(leader.hostPort())
+	c := clMustNewClient(t, ClientConfig{Nodes: []string{follower.srv.URL}, Token: "tok"})
+	ctx := context.Background()
+	s, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Node() != leader.srv.URL || !s.AtLeader() {
+		t.Fatalf("stream at %s (at leader %v), want %s", s.Node(), s.AtLeader(), leader.srv.URL)
+	}
+	waitCount(t, "follower streams ended", &follower.ended, 1)
+	s2, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Node() != leader.srv.URL || follower.opened.Load() != 1 || leader.opened.Load() != 2 {
+		t.Fatalf("second stream at %s; opens: follower %d leader %d, want leader only", s2.Node(), follower.opened.Load(), leader.opened.Load())
+	}
+	if got := c.Preferred(); got != follower.srv.URL {
+		t.Fatalf("calls now prefer %s, want the follower %s still", got, follower.srv.URL)
+	}
+	// A broken leader stream drops the hint: the next open starts at the
+	// follower again (which names no leader now) and stays there.
+	follower.name("")
+	leader.srv.CloseClientConnections()
+	<-s.done
+	s2.Abort()
+	leader.srv.Close()
+	s3, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3.Node() != follower.srv.URL || s3.AtLeader() {
+		t.Fatalf("after the leader went away: stream at %s (at leader %v), want the follower", s3.Node(), s3.AtLeader())
+	}
+	s.Close()
+	s2.Close()
+	s3.Abort()
+}
+
+// A leader that does not answer the open costs at most the client's
+// request timeout (capped by streamLeaderBudget), and the follower's
+// stream is kept; so is a stream when the client keeps streams on its
+// preferred node.
+func TestOrderStreamStaysWhenLeaderSilentOrAsked(t *testing.T) {
+	silent, follower := newFakeStreamNode(t, true), newFakeStreamNode(t, false)
+	follower.name(silent.hostPort())
+	c := clMustNewClient(t, ClientConfig{Nodes: []string{follower.srv.URL}, Token: "tok", Timeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	start := time.Now()
+	s, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("open took %v with a silent leader, want about the 300 ms timeout", took)
+	}
+	if s.Node() != follower.srv.URL || s.AtLeader() || silent.opened.Load() != 1 {
+		t.Fatalf("stream at %s, leader tried %d times; want the follower's stream after one try", s.Node(), silent.opened.Load())
+	}
+	waitCount(t, "abandoned opens at the silent leader ended", &silent.ended, 1)
+	if follower.ended.Load() != 0 {
+		t.Fatal("the follower's stream was closed though the leader never answered")
+	}
+	s.Abort()
+
+	// Streams kept on the preferred node: the named leader is not tried.
+	live := newFakeStreamNode(t, false)
+	live.name(live.hostPort())
+	follower.name(live.hostPort())
+	c.SetOrderStreamsToLeader(false)
+	s, err = c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Node() != follower.srv.URL || live.opened.Load() != 0 {
+		t.Fatalf("streams asked to stay: stream at %s, leader opened %d", s.Node(), live.opened.Load())
+	}
+	s.Abort()
+	c.SetOrderStreamsToLeader(true)
+	s, err = c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Node() != live.srv.URL {
+		t.Fatalf("streams to the leader again: stream at %s, want %s", s.Node(), live.srv.URL)
+	}
+	s.Abort()
+}
+
+// leaderURL takes the sender's scheme when the value has none and
+// refuses what is not an address.
+func TestLeaderURL(t *testing.T) {
+	for _, c := range []struct{ h, from, want string }{
+		{"10.0.0.1:8080", "http://10.0.0.2:8080", "http://10.0.0.1:8080"},
+		{"10.0.0.1:8080", "https://10.0.0.2:8080", "https://10.0.0.1:8080"},
+		{"https://n1.example:443", "http://10.0.0.2:8080", "https://n1.example:443"},
+		{"10.0.0.1:8080/path", "http://10.0.0.2:8080", ""},
+		{"ftp://10.0.0.1", "http://10.0.0.2:8080", ""},
+	} {
+		if got := leaderURL(c.h, c.from); got != c.want {
+			t.Errorf("leaderURL(%q, %q) = %q, want %q", c.h, c.from, got, c.want)
+		}
+	}
+}
