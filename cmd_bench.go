@@ -613,32 +613,54 @@ type sharedStream struct {
 	// openedNDJSON counts the opened streams that speak NDJSON.
 	openedNDJSON *atomic.Int64
 	atLeader     *atomic.Int64 // streams opened at the leader
-	mu           sync.Mutex
-	s            *transport.OrderStream
+	// relocate: a stream that did not open at the leader (one opened while
+	// the cluster was electing a new one, say) is replaced by a new one,
+	// at most once per relocateEvery, as a program would, since the
+	// follower forwards every order to the leader.
+	relocate bool
+	mu       sync.Mutex
+	s        *transport.OrderStream
+	openedAt time.Time
+	draining sync.WaitGroup // replaced streams answering what they carry
 }
+
+const relocateEvery = time.Second
 
 // get returns the open stream, opening it first if need be (bounded by
 // the client's dial and response-header timeouts).
 func (ss *sharedStream) get(ctx context.Context) (*transport.OrderStream, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.s == nil {
-		open := ss.cl.OpenOrderStream
-		if ss.ndjson {
-			open = ss.cl.OpenOrderStreamNDJSON
+	if ss.s != nil && (!ss.relocate || ss.s.AtLeader() || time.Since(ss.openedAt) < relocateEvery) {
+		return ss.s, nil
+	}
+	open := ss.cl.OpenOrderStream
+	if ss.ndjson {
+		open = ss.cl.OpenOrderStreamNDJSON
+	}
+	ss.openedAt = time.Now()
+	s, err := open(ctx)
+	if err != nil {
+		if ss.s != nil { // relocating: keep the stream there is
+			return ss.s, nil
 		}
-		s, err := open(ctx)
-		if err != nil {
-			return nil, err
-		}
-		ss.s = s
-		ss.opened.Add(1)
-		if !s.Binary() {
-			ss.openedNDJSON.Add(1)
-		}
-		if s.AtLeader() {
-			ss.atLeader.Add(1)
-		}
+		return nil, err
+	}
+	if old := ss.s; old != nil {
+		// What was sent on the old stream is answered there.
+		ss.draining.Add(1)
+		go func() {
+			defer ss.draining.Done()
+			_ = old.Close()
+		}()
+	}
+	ss.s = s
+	ss.opened.Add(1)
+	if !s.Binary() {
+		ss.openedNDJSON.Add(1)
+	}
+	if s.AtLeader() {
+		ss.atLeader.Add(1)
 	}
 	return ss.s, nil
 }
@@ -663,12 +685,22 @@ func (ss *sharedStream) drop(s *transport.OrderStream) {
 	}
 }
 
-// closeCurrent closes the stream if one is open.
+// closeCurrent closes the stream if one is open, and waits (not long)
+// for the streams it replaced.
 func (ss *sharedStream) closeCurrent() {
 	ss.mu.Lock()
 	s := ss.s
 	ss.mu.Unlock()
 	ss.drop(s)
+	done := make(chan struct{})
+	go func() {
+		ss.draining.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
 }
 
 // streamCall runs one order-stream round trip on the client's stream,
@@ -1715,7 +1747,8 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 			cl.SetOrderStreamsToLeader(false) // measure the forwarding path
 		}
 		if streams[g] == nil {
-			streams[g] = &sharedStream{cl: cl, ndjson: cfg.ndjson, opened: &r.streamsOpened, openedNDJSON: &r.streamsNDJSON, atLeader: &r.streamsAtLeader}
+			streams[g] = &sharedStream{cl: cl, ndjson: cfg.ndjson, opened: &r.streamsOpened, openedNDJSON: &r.streamsNDJSON, atLeader: &r.streamsAtLeader,
+				relocate: cfg.via != benchViaFollowers}
 		}
 		w := &benchWorker{id: i, cl: cl, tr: t, stream: streams[g], rng: rand.New(rand.NewPCG(seed, uint64(i))), errs: map[string]int64{}, out: map[string]int64{}}
 		for k := range w.hists {

@@ -10,8 +10,11 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -617,5 +620,96 @@ func TestRunIDsDiffer(t *testing.T) {
 			t.Fatalf("run id %q: repeated or not six digits", id)
 		}
 		seen[id] = true
+	}
+}
+
+// A shared stream that did not open at the leader is replaced by one that
+// does once relocateEvery has passed and a node names the leader; the
+// old stream is closed after answering what it carried. With relocation
+// off (--via followers) the stream stays.
+func Test_sharedStream_Relocates(t *testing.T) {
+	var leaderName atomic.Pointer[string]
+	none := ""
+	leaderName.Store(&none)
+	var followerOpened, followerEnded, leaderOpened atomic.Int32
+	serve := func(ended *atomic.Int32, opened *atomic.Int32, name func() string) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if opened != nil {
+				opened.Add(1)
+			}
+			if ended != nil {
+				defer ended.Add(1)
+			}
+			_ = http.NewResponseController(w).EnableFullDuplex()
+			w.Header().Set("Content-Type", transport.StreamContentBinary)
+			if n := name(); n != "" {
+				w.Header().Set(transport.HeaderLeader, n)
+			}
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			_, _ = io.Copy(io.Discard, r.Body)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	var leader *httptest.Server
+	leader = serve(nil, &leaderOpened, func() string { return strings.TrimPrefix(leader.URL, "http://") })
+	follower := serve(&followerEnded, &followerOpened, func() string { return *leaderName.Load() })
+	newShared := func(relocate bool) *sharedStream {
+		cl, err := transport.NewClient(transport.ClientConfig{Nodes: []string{follower.URL}, Token: "tok", Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !relocate {
+			cl.SetOrderStreamsToLeader(false)
+		}
+		return &sharedStream{cl: cl, opened: new(atomic.Int64), openedNDJSON: new(atomic.Int64), atLeader: new(atomic.Int64), relocate: relocate}
+	}
+	ctx := context.Background()
+	for _, relocate := range []bool{true, false} {
+		leaderName.Store(&none) // the follower knows no leader yet
+		ss := newShared(relocate)
+		first, err := ss.get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.AtLeader() || first.Node() != follower.URL {
+			t.Fatalf("first stream at %s, want the follower", first.Node())
+		}
+		addr := strings.TrimPrefix(leader.URL, "http://")
+		leaderName.Store(&addr)
+		deadline := time.Now().Add(5 * time.Second)
+		if !relocate {
+			deadline = time.Now().Add(relocateEvery + 300*time.Millisecond)
+		}
+		var s *transport.OrderStream
+		for {
+			if s, err = ss.get(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if s != first || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !relocate {
+			if s != first || ss.opened.Load() != 1 {
+				t.Fatalf("without relocation the stream changed (%d opened)", ss.opened.Load())
+			}
+			ss.closeCurrent()
+			continue
+		}
+		if s == first || !s.AtLeader() || ss.opened.Load() != 2 || ss.atLeader.Load() != 1 {
+			t.Fatalf("after the leader became known: stream at %s (at leader %v), %d opened, %d at the leader", s.Node(), s.AtLeader(), ss.opened.Load(), ss.atLeader.Load())
+		}
+		ss.closeCurrent()
+		// The replaced stream, and the one the relocating open moved away
+		// from, are both closed.
+		for end := time.Now().Add(5 * time.Second); followerEnded.Load() != 2 && time.Now().Before(end); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if o, e := followerOpened.Load(), followerEnded.Load(); o != 2 || e != 2 {
+			t.Fatalf("follower streams: %d opened, %d ended; want 2 and 2", o, e)
+		}
 	}
 }
