@@ -7,6 +7,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/hats-trading/hats/trader"
 )
 
 // Instrument is a tradable symbol. Prices tick in whole cents and trade in
@@ -111,11 +113,5 @@ func digits(s string) bool {
 	return true
 }
 
-// FormatPrice formats cents as "150.25".
-func FormatPrice(c int64) string {
-	sign := ""
-	if c < 0 {
-		sign, c = "-", -c
-	}
-	return fmt.Sprintf("%s%d.%02d", sign, c/100, c%100)
-}
+// FormatPrice formats cents as "150.25", as money is formatted.
+func FormatPrice(c int64) string { return trader.Cents(c).String() }

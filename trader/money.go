@@ -82,14 +82,20 @@ func allDigits(s string) bool {
 }
 
 // String formats cents as a decimal with exactly two places: "150.25".
+// It runs for every amount and price in every reply, so it formats into
+// a stack buffer instead of going through fmt.
 func (c Cents) String() string {
-	sign := ""
+	var buf [24]byte // "-92233720368547758.08" is 21 bytes
+	b := buf[:0]
 	u := uint64(c)
 	if c < 0 {
-		sign = "-"
+		b = append(b, '-')
 		u = -u // two's complement: exact even for math.MinInt64
 	}
-	return fmt.Sprintf("%s%d.%02d", sign, u/100, u%100)
+	b = strconv.AppendUint(b, u/100, 10)
+	r := u % 100
+	b = append(b, '.', byte('0'+r/10), byte('0'+r%10))
+	return string(b)
 }
 
 // ValidateAmount checks a deposit or withdrawal amount.

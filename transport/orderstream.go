@@ -119,10 +119,12 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	sem := make(chan struct{}, maxStreamInflight)
 	var wg sync.WaitGroup
+	dl := &sharedDeadlines{parent: r.Context()}
 	defer func() {
 		wg.Wait()
 		close(out)
 		<-written
+		dl.release()
 	}()
 	next := streamRequests(r.Body, bin)
 	for {
@@ -148,11 +150,10 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 			return
 		}
 		wg.Add(1)
+		ctx := dl.get(time.Now())
 		go func(tag string) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-			defer cancel()
 			res, err := s.b.Apply(ctx, cmd)
 			switch {
 			case err != nil:
@@ -172,6 +173,62 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 			}
 		}(req.Tag)
 	}
+}
+
+// streamRequestTimeout bounds each order-stream request, as a plain
+// request's own deadline would; requests that arrive within
+// streamDeadlineStep of each other share one context with that deadline
+// (so the bound is streamRequestTimeout give or take a step), because a
+// timer per request cost the leader several percent of its CPU.
+const (
+	streamRequestTimeout = 10 * time.Second
+	streamDeadlineStep   = 100 * time.Millisecond
+)
+
+// sharedDeadlines hands out request contexts of one stream (used by its
+// read loop only). A context is replaced once it is streamDeadlineStep
+// old; the replaced ones run until their deadline, for the requests
+// still using them, and are released then or when the stream ends, so
+// at most streamRequestTimeout/streamDeadlineStep are live.
+type sharedDeadlines struct {
+	parent context.Context
+	ctx    context.Context
+	fresh  time.Time // ctx is handed out until then
+	live   []deadlineCtx
+}
+
+type deadlineCtx struct {
+	until  time.Time
+	cancel context.CancelFunc
+}
+
+func (d *sharedDeadlines) get(now time.Time) context.Context {
+	if d.ctx != nil && now.Before(d.fresh) {
+		return d.ctx
+	}
+	n := 0
+	for _, c := range d.live { // release the ones past their deadline
+		if now.After(c.until) {
+			c.cancel()
+			continue
+		}
+		d.live[n] = c
+		n++
+	}
+	d.live = d.live[:n]
+	until := now.Add(streamRequestTimeout)
+	ctx, cancel := context.WithDeadline(d.parent, until)
+	d.ctx, d.fresh = ctx, now.Add(streamDeadlineStep)
+	d.live = append(d.live, deadlineCtx{until: until, cancel: cancel})
+	return ctx
+}
+
+// release cancels every context handed out (the stream has ended).
+func (d *sharedDeadlines) release() {
+	for _, c := range d.live {
+		c.cancel()
+	}
+	d.live, d.ctx = nil, nil
 }
 
 // streamRequests returns a function that reads the next request of an
