@@ -450,3 +450,53 @@ func TestOpenSetDeletesOnlyOrdersThatRested(t *testing.T) {
 	}
 	checkExchange(t, h.f, l)
 }
+
+// Keys whose hashes collide are told apart by their bytes: each keeps its
+// own change, an update reaches the right one, a missing key with a taken
+// hash is not found, and the key order is unaffected.
+func TestLayerIndexHashCollisions(t *testing.T) {
+	l := newLtree(0)
+	const h = 7
+	for _, it := range []kv{
+		{k: []byte("b"), v: []byte("1")},
+		{k: []byte("a"), v: []byte("2")}, // same hash as b: kept apart
+		{k: []byte("c"), v: []byte("3")},
+		{k: []byte("a"), v: []byte("22")}, // update of a collided key
+		{k: []byte("b"), del: true},       // update of the first key with the hash
+	} {
+		l.putHashed(it, h)
+	}
+	want := map[string]kv{"a": {v: []byte("22")}, "b": {del: true}, "c": {v: []byte("3")}}
+	for k, w := range want {
+		i, ok := l.find([]byte(k), h)
+		if !ok || string(l.ents[i].v) != string(w.v) || l.ents[i].del != w.del {
+			t.Errorf("key %q: found %v, change %+v, want %+v", k, ok, l.ents[i], w)
+		}
+	}
+	if _, ok := l.find([]byte("x"), h); ok {
+		t.Error("a key never put was found through a taken hash")
+	}
+	if _, ok := l.find([]byte("a"), h+1); ok {
+		t.Error("a key was found under a hash it does not have")
+	}
+	if len(l.ents) != 3 {
+		t.Fatalf("%d changes for 3 keys", len(l.ents))
+	}
+	main, tail := l.runs()
+	var order []string
+	for _, i := range l.merge(main, tail) {
+		order = append(order, string(l.ents[i].k))
+	}
+	if strings.Join(order, ",") != "a,b,c" {
+		t.Fatalf("key order %v, want a,b,c", order)
+	}
+	// The hashed index serves plain gets too.
+	n := newLtree(0)
+	n.put(kv{k: []byte("k1"), v: []byte("v1")})
+	if got, ok := n.get([]byte("k1")); !ok || string(got.v) != "v1" {
+		t.Fatalf("get k1: %+v %v", got, ok)
+	}
+	if _, ok := n.get([]byte("k2")); ok {
+		t.Fatal("get of a missing key found one")
+	}
+}

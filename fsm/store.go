@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"hash/maphash"
 	"slices"
 	"sort"
 	"strings"
@@ -47,11 +48,19 @@ type kv struct {
 // again, but its late keys may still be placed by whichever of the apply
 // loop and the checkpoint writer reads first, hence mu.
 type ltree struct {
-	idx  map[string]int32 // key -> position in ents
-	ents []kv             // in arrival order
-	mu   sync.Mutex       // guards main, tail and placed
-	main []int32          // positions in key order
-	tail []int32          // positions in key order, merged into main past tailMax
+	// idx maps a key's hash to the position of the first key with that
+	// hash; coll holds the keys whose hash an earlier key already had (so
+	// far never seen, but possible). Hashes rather than the keys
+	// themselves: a uint64-keyed map has smaller slots and no pointers
+	// for the collector to scan, and a lookup of a key the layer does not
+	// hold (most of them: new orders, trades, statement lines) touches no
+	// key bytes.
+	idx  map[uint64]int32
+	coll map[string]int32
+	ents []kv       // in arrival order
+	mu   sync.Mutex // guards main, tail and placed
+	main []int32    // positions in key order
+	tail []int32    // positions in key order, merged into main past tailMax
 	// placed counts the ents already in main or tail; the rest are late.
 	placed int
 }
@@ -61,30 +70,60 @@ type ltree struct {
 // the layer) happens at most once per tailMax late keys.
 const tailMax = 1024
 
+// keySeed seeds the layer indexes' key hashes (per process: the hashes
+// never leave memory, so replicas need not agree on them).
+var keySeed = maphash.MakeSeed()
+
 func newLtree(size int) *ltree {
-	return &ltree{idx: make(map[string]int32, size), ents: make([]kv, 0, size)}
+	return &ltree{idx: make(map[uint64]int32, size), ents: make([]kv, 0, size)}
 }
+
+// find returns the position of the key's change in this layer.
+func (t *ltree) find(k []byte, h uint64) (int32, bool) {
+	i, ok := t.idx[h]
+	switch {
+	case !ok:
+		return 0, false // no key with this hash: not here
+	case bytes.Equal(t.ents[i].k, k):
+		return i, true
+	case t.coll == nil:
+		return 0, false
+	}
+	i, ok = t.coll[string(k)]
+	return i, ok
+}
+
+func keyHash(k []byte) uint64 { return maphash.Bytes(keySeed, k) }
 
 // get returns the key's change in this layer, if it has one.
 func (t *ltree) get(k []byte) (kv, bool) {
-	if i, ok := t.idx[string(k)]; ok {
+	if i, ok := t.find(k, keyHash(k)); ok {
 		return t.ents[i], true
 	}
 	return kv{}, false
 }
 
 // put records a change (only on the active layer).
-func (t *ltree) put(it kv) {
-	if i, ok := t.idx[string(it.k)]; ok {
+func (t *ltree) put(it kv) { t.putHashed(it, keyHash(it.k)) }
+
+// putHashed is put with the key's hash given (tests give colliding ones).
+func (t *ltree) putHashed(it kv, h uint64) {
+	if i, ok := t.find(it.k, h); ok {
 		t.ents[i].v, t.ents[i].del = it.v, it.del
 		return
 	}
 	i := int32(len(t.ents))
 	t.ents = append(t.ents, it)
-	// The key's bytes belong to the layer from here on and never change
-	// (Put's contract, as bbolt's), so the index shares them instead of
-	// copying each key into a string of its own.
-	t.idx[unsafe.String(unsafe.SliceData(it.k), len(it.k))] = i
+	if _, taken := t.idx[h]; !taken {
+		t.idx[h] = i
+	} else {
+		if t.coll == nil {
+			t.coll = map[string]int32{}
+		}
+		// The key's bytes belong to the layer from here on and never
+		// change (Put's contract, as bbolt's), so the index shares them.
+		t.coll[unsafe.String(unsafe.SliceData(it.k), len(it.k))] = i
+	}
 	if t.placed == int(i) && (len(t.main) == 0 || bytes.Compare(it.k, t.ents[t.main[len(t.main)-1]].k) > 0) {
 		t.main = append(t.main, i)
 		t.placed++
