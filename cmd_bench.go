@@ -616,12 +616,14 @@ type sharedStream struct {
 	// relocate: a stream that did not open at the leader (one opened while
 	// the cluster was electing a new one, say) is replaced by a new one,
 	// at most once per relocateEvery, as a program would, since the
-	// follower forwards every order to the leader.
-	relocate bool
-	mu       sync.Mutex
-	s        *transport.OrderStream
-	openedAt time.Time
-	draining sync.WaitGroup // replaced streams answering what they carry
+	// follower forwards every order to the leader. The new one is opened
+	// while the clients go on using the old one.
+	relocate   bool
+	mu         sync.Mutex
+	s          *transport.OrderStream
+	openedAt   time.Time      // when s was opened, or a relocation last tried
+	relocating bool           // a relocation's open is under way
+	draining   sync.WaitGroup // replaced streams answering what they carry
 }
 
 const relocateEvery = time.Second
@@ -630,31 +632,51 @@ const relocateEvery = time.Second
 // the client's dial and response-header timeouts).
 func (ss *sharedStream) get(ctx context.Context) (*transport.OrderStream, error) {
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.s != nil && (!ss.relocate || ss.s.AtLeader() || time.Since(ss.openedAt) < relocateEvery) {
+	if cur := ss.s; cur != nil {
+		if !ss.relocate || cur.AtLeader() || ss.relocating || time.Since(ss.openedAt) < relocateEvery {
+			ss.mu.Unlock()
+			return cur, nil
+		}
+		ss.relocating = true
+		ss.mu.Unlock()
+		s, err := ss.open(ctx)
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		ss.relocating, ss.openedAt = false, time.Now()
+		switch {
+		case err != nil: // keep the stream there is
+		case ss.s == cur:
+			ss.s = s
+			ss.retire(cur) // what was sent on it is answered there
+		case ss.s == nil: // cur broke meanwhile and was dropped
+			ss.s = s
+		default: // cur broke and another client opened a stream already
+			ss.retire(s)
+		}
+		if ss.s == nil {
+			return nil, err
+		}
 		return ss.s, nil
 	}
+	defer ss.mu.Unlock()
+	s, err := ss.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ss.s, ss.openedAt = s, time.Now()
+	return s, nil
+}
+
+// open opens a stream and counts it.
+func (ss *sharedStream) open(ctx context.Context) (*transport.OrderStream, error) {
 	open := ss.cl.OpenOrderStream
 	if ss.ndjson {
 		open = ss.cl.OpenOrderStreamNDJSON
 	}
-	ss.openedAt = time.Now()
 	s, err := open(ctx)
 	if err != nil {
-		if ss.s != nil { // relocating: keep the stream there is
-			return ss.s, nil
-		}
 		return nil, err
 	}
-	if old := ss.s; old != nil {
-		// What was sent on the old stream is answered there.
-		ss.draining.Add(1)
-		go func() {
-			defer ss.draining.Done()
-			_ = old.Close()
-		}()
-	}
-	ss.s = s
 	ss.opened.Add(1)
 	if !s.Binary() {
 		ss.openedNDJSON.Add(1)
@@ -662,10 +684,22 @@ func (ss *sharedStream) get(ctx context.Context) (*transport.OrderStream, error)
 	if s.AtLeader() {
 		ss.atLeader.Add(1)
 	}
-	return ss.s, nil
+	return s, nil
 }
 
-// drop closes s if it is still the current stream, without waiting long.
+// retire closes a stream no longer handed out, in the background, once
+// its answers are in. Callers hold mu.
+func (ss *sharedStream) retire(s *transport.OrderStream) {
+	ss.draining.Add(1)
+	go func() {
+		defer ss.draining.Done()
+		_ = s.Close()
+	}()
+}
+
+// drop aborts s if it is still the current stream: its connection broke
+// or hung, so there is nothing to wait for (Abort also makes the client
+// forget s's node as the leader).
 func (ss *sharedStream) drop(s *transport.OrderStream) {
 	ss.mu.Lock()
 	if ss.s != s || s == nil {
@@ -674,24 +708,18 @@ func (ss *sharedStream) drop(s *transport.OrderStream) {
 	}
 	ss.s = nil
 	ss.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		_ = s.Close()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-	}
+	s.Abort()
 }
 
-// closeCurrent closes the stream if one is open, and waits (not long)
-// for the streams it replaced.
+// closeCurrent closes the stream if one is open, once its answers are in,
+// and waits (not long) for it and the streams it replaced.
 func (ss *sharedStream) closeCurrent() {
 	ss.mu.Lock()
-	s := ss.s
+	if ss.s != nil {
+		ss.retire(ss.s)
+		ss.s = nil
+	}
 	ss.mu.Unlock()
-	ss.drop(s)
 	done := make(chan struct{})
 	go func() {
 		ss.draining.Wait()

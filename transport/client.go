@@ -75,6 +75,10 @@ type Client struct {
 	// (client_orderstream.go); streamsStay: they stay on preferred.
 	streamLeader string
 	streamsStay  bool
+	// failedLeader: a leader an open could not reach, not tried again
+	// by a move until failedUntil.
+	failedLeader string
+	failedUntil  time.Time
 }
 
 // OutcomeUnknownError reports a write that may or may not have been applied:

@@ -69,8 +69,10 @@ const streamLeaderBudget = 2 * time.Second
 // is not the leader names the leader when it answers; the client then
 // opens a stream there instead and keeps the first one only if the
 // leader does not answer in time (SetOrderStreamsToLeader turns this
-// off). ctx bounds the stream's whole life, not just the open; the open
-// itself is bounded by the client's request timeout.
+// off). ctx bounds the stream's whole life, not just the open. The open
+// at each node is bounded by the client's request timeout, and each try
+// at the leader by the smaller of that and 2 s (a leader that did not
+// answer is not tried again for 5 s).
 func (c *Client) OpenOrderStream(ctx context.Context) (*OrderStream, error) {
 	return c.openOrderStream(ctx, StreamContentBinary)
 }
@@ -130,9 +132,16 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 	if lead := c.streamLeaderHint(); lead != "" {
 		s, err := c.openStreamAt(ctx, lead, tok, contentType, min(c.timeout, streamLeaderBudget))
 		if err == nil {
-			return s, nil
+			if s.AtLeader() {
+				return s, nil
+			}
+			// It no longer leads (a transfer, or it stepped down): go
+			// where it points, as from any other node.
+			c.forgetStreamLeader(lead)
+			return c.moveToLeader(ctx, s, tok, contentType), nil
 		}
 		c.forgetStreamLeader(lead)
+		c.leaderFailed(lead)
 		if ae := (*APIError)(nil); errors.As(err, &ae) && !retryable(ae) {
 			return nil, err
 		}
@@ -156,8 +165,9 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 
 // moveToLeader returns a stream open at the leader the node of s named,
 // closing s (nothing has been sent on it), or s itself when s is at the
-// leader already, no leader is known, streams stay, or the leader does
-// not answer in time.
+// leader already, no leader is known, streams stay, the named leader
+// failed to answer an open within streamLeaderRetry, or it does not
+// answer in time now.
 func (c *Client) moveToLeader(ctx context.Context, s *OrderStream, tok, contentType string) *OrderStream {
 	lead := s.leader
 	if lead == "" || c.streamsStayPut() {
@@ -167,14 +177,38 @@ func (c *Client) moveToLeader(ctx context.Context, s *OrderStream, tok, contentT
 		c.setStreamLeader(lead)
 		return s
 	}
+	if c.leaderRecentlyFailed(lead) {
+		return s
+	}
 	ls, err := c.openStreamAt(ctx, lead, tok, contentType, min(c.timeout, streamLeaderBudget))
 	if err != nil {
+		c.leaderFailed(lead)
 		c.log.Debug("order stream: staying on a follower: the leader did not answer", "node", s.node, "leader", lead, "err", err)
 		return s
 	}
-	c.setStreamLeader(lead)
+	if ls.AtLeader() { // else it stepped down in between: no hint
+		c.setStreamLeader(lead)
+	}
 	s.Abort()
 	return ls
+}
+
+// streamLeaderRetry is how long a leader that did not answer an open is
+// not tried again by moveToLeader: a paused node, or an address the
+// client cannot reach, would otherwise cost every open the leader
+// budget.
+const streamLeaderRetry = 5 * time.Second
+
+func (c *Client) leaderFailed(addr string) {
+	c.mu.Lock()
+	c.failedLeader, c.failedUntil = addr, time.Now().Add(streamLeaderRetry)
+	c.mu.Unlock()
+}
+
+func (c *Client) leaderRecentlyFailed(addr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failedLeader == addr && time.Now().Before(c.failedUntil)
 }
 
 func (c *Client) streamsStayPut() bool {
@@ -257,8 +291,8 @@ func leaderURL(h, from string) string {
 		}
 	}
 	u, err := NormalizeAddr(h)
-	if err != nil {
-		return ""
+	if err != nil || (strings.HasPrefix(from, "https://") && !strings.HasPrefix(u, "https://")) {
+		return "" // not an address, or a downgrade to plaintext: the token would travel in the clear
 	}
 	return u
 }
@@ -297,9 +331,9 @@ func (s *OrderStream) write() {
 	}
 }
 
-// Node returns the base URL of the node the stream is open to: the leader
-// as long as the client knows it (later streams open there first), else
-// the preferred node, which calls then try first too.
+// Node returns the base URL of the node the stream is open to: usually
+// the leader (later streams open there first), else the node the client
+// tried first, which calls then prefer too.
 func (s *OrderStream) Node() string { return s.node }
 
 // AtLeader reports whether the node the stream is open to named itself the

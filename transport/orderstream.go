@@ -189,7 +189,7 @@ const (
 // read loop only). A context is replaced once it is streamDeadlineStep
 // old; the replaced ones run until their deadline, for the requests
 // still using them, and are released then or when the stream ends, so
-// at most streamRequestTimeout/streamDeadlineStep are live.
+// at most streamRequestTimeout/streamDeadlineStep + 1 are live.
 type sharedDeadlines struct {
 	parent context.Context
 	ctx    context.Context

@@ -47,7 +47,11 @@ func newFakeStreamNode(t *testing.T, silent bool) *fakeStreamNode {
 		_, _ = io.Copy(io.Discard, r.Body)
 		<-r.Context().Done()
 	}))
-	t.Cleanup(f.srv.Close)
+	t.Cleanup(func() {
+		// Streams a failed test left open would keep Close waiting.
+		f.srv.CloseClientConnections()
+		f.srv.Close()
+	})
 	return f
 }
 
@@ -94,23 +98,44 @@ func TestOrderStreamMovesToNamedLeader(t *testing.T) {
 	if got := c.Preferred(); got != follower.srv.URL {
 		t.Fatalf("calls now prefer %s, want the follower %s still", got, follower.srv.URL)
 	}
-	// A broken leader stream drops the hint: the next open starts at the
-	// follower again (which names no leader now) and stays there.
-	follower.name("")
-	leader.srv.CloseClientConnections()
+	// A broken leader stream drops the hint, though the leader is still
+	// up and still leads: the next open starts at the follower again (and
+	// moves back to the leader the follower names).
+	leader.srv.CloseClientConnections() // breaks s and s2
 	<-s.done
-	s2.Abort()
-	leader.srv.Close()
+	<-s2.done
+	fOpened := follower.opened.Load()
 	s3, err := c.OpenOrderStream(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s3.Node() != follower.srv.URL || s3.AtLeader() {
-		t.Fatalf("after the leader went away: stream at %s (at leader %v), want the follower", s3.Node(), s3.AtLeader())
+	if follower.opened.Load() != fOpened+1 || s3.Node() != leader.srv.URL {
+		t.Fatalf("after a broken leader stream: follower opened %d more (want 1: the hint is dropped), stream at %s", follower.opened.Load()-fOpened, s3.Node())
 	}
-	s.Close()
-	s2.Close()
-	s3.Abort()
+	// A leadership transfer: the old leader, still up, names the
+	// follower, which names itself. The hinted open lands at the old
+	// leader, sees it no longer leads, and moves; later opens go straight
+	// to the new leader.
+	follower.name(follower.hostPort())
+	leader.name(follower.hostPort())
+	s4, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s4.Node() != follower.srv.URL || !s4.AtLeader() {
+		t.Fatalf("after a transfer: stream at %s (at leader %v), want the new leader %s", s4.Node(), s4.AtLeader(), follower.srv.URL)
+	}
+	lOpened := leader.opened.Load()
+	s5, err := c.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s5.Node() != follower.srv.URL || leader.opened.Load() != lOpened {
+		t.Fatalf("next open at %s, old leader opened %d more; want the new leader directly", s5.Node(), leader.opened.Load()-lOpened)
+	}
+	for _, st := range []*OrderStream{s, s2, s3, s4, s5} {
+		st.Abort()
+	}
 }
 
 // A leader that does not answer the open costs at most the client's
@@ -136,6 +161,14 @@ func TestOrderStreamStaysWhenLeaderSilentOrAsked(t *testing.T) {
 	waitCount(t, "abandoned opens at the silent leader ended", &silent.ended, 1)
 	if follower.ended.Load() != 0 {
 		t.Fatal("the follower's stream was closed though the leader never answered")
+	}
+	s.Abort()
+	// The silent leader is not tried again for a while.
+	if s, err = c.OpenOrderStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if silent.opened.Load() != 1 || s.Node() != follower.srv.URL {
+		t.Fatalf("second open: silent leader tried %d times in all, stream at %s; want one try, the follower", silent.opened.Load(), s.Node())
 	}
 	s.Abort()
 
@@ -172,6 +205,7 @@ func TestLeaderURL(t *testing.T) {
 		{"https://n1.example:443", "http://10.0.0.2:8080", "https://n1.example:443"},
 		{"10.0.0.1:8080/path", "http://10.0.0.2:8080", ""},
 		{"ftp://10.0.0.1", "http://10.0.0.2:8080", ""},
+		{"http://10.0.0.1:8080", "https://10.0.0.2:8080", ""}, // no downgrade to plaintext
 	} {
 		if got := leaderURL(c.h, c.from); got != c.want {
 			t.Errorf("leaderURL(%q, %q) = %q, want %q", c.h, c.from, got, c.want)
