@@ -466,6 +466,16 @@ func retryable(e *APIError) bool {
 	return false
 }
 
+// refusal returns err's *APIError when it is a definite answer no other
+// node would change (not retryable), else nil.
+func refusal(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) && !retryable(ae) {
+		return ae
+	}
+	return nil
+}
+
 // attempt sends one request to one node. It returns a non-nil *APIError when
 // the node answered with an error; sent reports whether a transport failure
 // happened after the request may have reached the node.

@@ -142,7 +142,7 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 		}
 		c.forgetStreamLeader(lead)
 		c.leaderFailed(lead)
-		if ae := (*APIError)(nil); errors.As(err, &ae) && !retryable(ae) {
+		if refusal(err) != nil {
 			return nil, err
 		}
 		c.log.Debug("order stream: leader did not answer", "node", lead, "err", err)
@@ -151,7 +151,7 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 	for _, node := range c.order() {
 		s, err := c.openStreamAt(ctx, node, tok, contentType, c.timeout)
 		if err != nil {
-			if ae := (*APIError)(nil); errors.As(err, &ae) && !retryable(ae) {
+			if refusal(err) != nil {
 				return nil, err
 			}
 			lastErr = err
@@ -253,23 +253,20 @@ func (c *Client) openStreamAt(ctx context.Context, node, tok, contentType string
 	resp, err := hc.Do(req)
 	inTime := timer.Stop()
 	stopOnCtx()
-	if err == nil && !inTime { // answered just as the budget ran out: the stream is already cut
+	switch {
+	case err == nil && !inTime: // answered just as the budget ran out: the stream is already cut
 		resp.Body.Close()
 		err = errStreamOpenTimeout
+	case err == nil && resp.StatusCode != http.StatusOK:
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+		resp.Body.Close()
+		err = decodeAPIError(resp.StatusCode, data)
 	}
 	if err != nil {
 		pw.Close()
 		cancel()
 		tr.CloseIdleConnections()
 		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-		resp.Body.Close()
-		pw.Close()
-		cancel()
-		tr.CloseIdleConnections()
-		return nil, decodeAPIError(resp.StatusCode, data)
 	}
 	s := &OrderStream{c: c, node: node, tr: tr, pw: pw, resp: resp, cancel: cancel, bin: mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
 		kick: make(chan struct{}, 1), wrote: make(chan struct{})}

@@ -54,8 +54,7 @@ func (c *Client) Watch(ctx context.Context, req WatchRequest, fn func(StreamEven
 			if errors.Is(lastErr, ErrStopWatch) || ctx.Err() != nil {
 				return nil
 			}
-			var ae *APIError
-			if errors.As(lastErr, &ae) && !retryable(ae) {
+			if ae := refusal(lastErr); ae != nil {
 				return ae
 			}
 			if lastErr != nil && !errors.Is(lastErr, errStreamBroken) {
