@@ -64,7 +64,7 @@ func (x *exch) orderEvent(o *market.Order, enc []byte) {
 	}
 	b := x.tx.Bucket(bTrader).Bucket(bOrderEvents)
 	seq := x.f.nextSeq(seqOrderEvents, b, o.Account)
-	must(b.Put(acctKey(o.Account, u64key(seq)), enc))
+	must(b.PutFresh(acctSeqKey(o.Account, seq), enc))
 }
 
 // recordQuotes stores every book's top at this tick and drops snapshots

@@ -38,12 +38,24 @@ var (
 const maxExpirePerCommand = 8
 
 func acctKey(acct uint64, rest []byte) []byte {
-	return append(u64key(acct), rest...)
+	k := make([]byte, 8, 8+len(rest))
+	binary.BigEndian.PutUint64(k, acct)
+	return append(k, rest...)
+}
+
+// acctSeqKey is acctKey(acct, u64key(seq)) in one allocation.
+func acctSeqKey(acct, seq uint64) []byte {
+	k := make([]byte, 16)
+	binary.BigEndian.PutUint64(k, acct)
+	binary.BigEndian.PutUint64(k[8:], seq)
+	return k
 }
 
 func tradeKey(sym string, seq uint64) []byte {
-	k := append([]byte(sym), 0)
-	return append(k, u64key(seq)...)
+	k := make([]byte, len(sym)+9)
+	copy(k, sym)
+	binary.BigEndian.PutUint64(k[len(sym)+1:], seq)
+	return k
 }
 
 // loadBooks rebuilds every in-memory book from the instrument table, the
@@ -145,7 +157,7 @@ func (x *exch) entry(acct uint64, e trader.Entry) {
 	}
 	lb := x.tx.Bucket(bTrader).Bucket(bLedger)
 	e.Seq = x.f.nextSeq(seqLedger, lb, acct)
-	must(lb.Put(acctKey(acct, u64key(e.Seq)), encodeWith(&e, encodeEntry)))
+	must(lb.PutFresh(acctSeqKey(acct, e.Seq), encodeWith(&e, encodeEntry)))
 }
 
 // Per-account sequences kept in the FSM's seq cache.
@@ -311,7 +323,7 @@ func (x *exch) settle(b *market.Book, out *market.Outcome) {
 		sa.Cash += trader.Cents(notional)
 		t := &Trade{Symbol: b.Symbol, Seq: firstSeq + uint64(i) + 1, Time: x.now, Price: fl.Price, Qty: fl.Qty,
 			BuyOrder: buy.ID, SellOrder: sell.ID, Buyer: buy.Account, Seller: sell.Account, TakerSide: fl.Taker.Side}
-		must(trades.Put(tradeKey(b.Symbol, t.Seq), encodeWith(t, encodeTrade)))
+		must(trades.PutFresh(tradeKey(b.Symbol, t.Seq), encodeWith(t, encodeTrade)))
 		x.entry(buy.Account, trader.Entry{Kind: trader.EntryBuy, Symbol: b.Symbol, Qty: fl.Qty, Price: fl.Price, Cash: -notional, OrderID: buy.ID, TradeSeq: t.Seq})
 		x.entry(sell.Account, trader.Entry{Kind: trader.EntrySell, Symbol: b.Symbol, Qty: -fl.Qty, Price: fl.Price, Cash: notional, OrderID: sell.ID, TradeSeq: t.Seq})
 		x.dayStats(b.Symbol, fl.Price, fl.Qty)
@@ -422,10 +434,11 @@ func (f *FSM) applyShares(tx *stx, c *Command) *Result {
 func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	tb := tx.Bucket(bTrader)
 	var cidKey []byte
+	cidFresh := false // the client ID sorts after every one stored: new
 	if c.ClientID != "" {
 		cidKey = acctKey(c.Account, []byte(c.ClientID))
 		cids := tb.Bucket(bClientIDs)
-		if !f.newClientID(cids, c.Account, cidKey) {
+		if cidFresh = f.newClientID(cids, c.Account, cidKey); !cidFresh {
 			if idb := cids.Get(cidKey); idb != nil {
 				o := f.loadOrder(tx, binary.BigEndian.Uint64(idb))
 				return &Result{Order: o, Replay: true, Code: o.RejectCode, Message: rejectMessage(o)}
@@ -446,7 +459,11 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	}
 	x.fresh = id
 	if cidKey != nil {
-		must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
+		if cidFresh {
+			must(tb.Bucket(bClientIDs).PutFresh(cidKey, u64key(id)))
+		} else {
+			must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
+		}
 		// Only a loaded maximum may be raised: caching this key as the
 		// account's largest without knowing the stored ones could hide a
 		// larger one, and with it a repeat.
@@ -454,7 +471,7 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 			f.cidMax[c.Account] = cidKey
 		}
 	}
-	must(tb.Bucket(bAcctOrders).Put(acctKey(c.Account, u64key(id)), nil))
+	must(tb.Bucket(bAcctOrders).PutFresh(acctSeqKey(c.Account, id), nil))
 
 	rejectOrder := func(err error) *Result {
 		res := reject(err)

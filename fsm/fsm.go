@@ -118,9 +118,9 @@ type FSM struct {
 	// frozenLen is len(frozen), readable without txMu (CheckpointStats:
 	// a status poll must not wait out an apply batch).
 	frozenLen atomic.Int32
-	sizes     map[string]int // key counts of the last frozen layer (newLayer)
-	closed    bool           // Close ran; under txMu
-	flushes   atomic.Int32   // Flush calls waiting for the writer
+	sizes     map[string]treeSize // key counts of the last frozen layer (newLayer)
+	closed    bool                // Close ran; under txMu
+	flushes   atomic.Int32        // Flush calls waiting for the writer
 
 	checkpointed atomic.Uint64 // applied index the state file holds
 	applyWaits   atomic.Uint64 // ApplyBatch calls that waited for room, since Open

@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"bytes"
 	"fmt"
+	"sync"
 
 	"github.com/hats-trading/hats/market"
 	"github.com/hats-trading/hats/trader"
@@ -185,8 +187,22 @@ func decodeWhole[T any](b []byte, dec func(*reader) T, what string) T {
 	return v
 }
 
+// encodeWith encodes v into a pooled scratch buffer and returns an exact
+// copy: one allocation per record (it is kept, in a layer and then the
+// file's pages) instead of one per growth of a buffer from nothing.
 func encodeWith[T any](v T, enc func(*writer, T)) []byte {
-	w := writer{}
-	enc(&w, v)
-	return w.b
+	w := scratch.Get().(*writer)
+	enc(w, v)
+	out := bytes.Clone(w.b)
+	if cap(w.b) <= maxScratch {
+		w.b = w.b[:0]
+		scratch.Put(w)
+	}
+	return out
 }
+
+// scratch holds encoding buffers; one that grew past maxScratch (a large
+// record) is dropped instead of kept.
+var scratch = sync.Pool{New: func() any { return &writer{b: make([]byte, 0, 256)} }}
+
+const maxScratch = 64 << 10

@@ -63,6 +63,10 @@ type ltree struct {
 	tail []int32    // positions in key order, merged into main past tailMax
 	// placed counts the ents already in main or tail; the rest are late.
 	placed int
+	// unhashed counts the ents put with putFresh, which are in ents and
+	// the runs but not in idx: find falls back to an ordered search for
+	// them while there are any.
+	unhashed int
 }
 
 // tailMax bounds the short run: placing a late key costs a search and a
@@ -74,23 +78,40 @@ const tailMax = 1024
 // never leave memory, so replicas need not agree on them).
 var keySeed = maphash.MakeSeed()
 
-func newLtree(size int) *ltree {
-	return &ltree{idx: make(map[uint64]int32, size), ents: make([]kv, 0, size)}
+// newLtree sizes the changes for keys keys, hashed of them indexed by
+// hash.
+func newLtree(keys, hashed int) *ltree {
+	return &ltree{idx: make(map[uint64]int32, hashed), ents: make([]kv, 0, keys)}
 }
 
 // find returns the position of the key's change in this layer.
 func (t *ltree) find(k []byte, h uint64) (int32, bool) {
 	i, ok := t.idx[h]
-	switch {
-	case !ok:
-		return 0, false // no key with this hash: not here
-	case bytes.Equal(t.ents[i].k, k):
+	if ok && bytes.Equal(t.ents[i].k, k) {
 		return i, true
-	case t.coll == nil:
-		return 0, false
 	}
-	i, ok = t.coll[string(k)]
-	return i, ok
+	if ok && t.coll != nil { // another key has this hash
+		if i, ok = t.coll[string(k)]; ok {
+			return i, true
+		}
+	}
+	if t.unhashed > 0 {
+		return t.search(k)
+	}
+	return 0, false // no key with this hash: not here
+}
+
+// search finds a key by its place in the sorted runs (the keys put with
+// putFresh are in no hash index).
+func (t *ltree) search(k []byte) (int32, bool) {
+	main, tail := t.runs()
+	for _, run := range [][]int32{main, tail} {
+		j, ok := slices.BinarySearchFunc(run, k, func(p int32, k []byte) int { return bytes.Compare(t.ents[p].k, k) })
+		if ok {
+			return run[j], true
+		}
+	}
+	return 0, false
 }
 
 func keyHash(k []byte) uint64 { return maphash.Bytes(keySeed, k) }
@@ -112,8 +133,7 @@ func (t *ltree) putHashed(it kv, h uint64) {
 		t.ents[i].v, t.ents[i].del = it.v, it.del
 		return
 	}
-	i := int32(len(t.ents))
-	t.ents = append(t.ents, it)
+	i := t.appendEnt(it)
 	if _, taken := t.idx[h]; !taken {
 		t.idx[h] = i
 	} else {
@@ -124,10 +144,28 @@ func (t *ltree) putHashed(it kv, h uint64) {
 		// change (Put's contract, as bbolt's), so the index shares them.
 		t.coll[unsafe.String(unsafe.SliceData(it.k), len(it.k))] = i
 	}
+}
+
+// putFresh records a key the caller knows no layer and no file holds (a
+// new sequence number), without indexing it by hash: for the buckets
+// that only grow (statements, order events, the tape, the per-trader
+// order index), whose keys are read by cursor and almost never by
+// themselves, so a hash index would only cost a cache miss per key.
+func (t *ltree) putFresh(it kv) {
+	t.appendEnt(it)
+	t.unhashed++
+}
+
+// appendEnt adds a new key's change, extending the main run when the key
+// sorts after every key placed so far.
+func (t *ltree) appendEnt(it kv) int32 {
+	i := int32(len(t.ents))
+	t.ents = append(t.ents, it)
 	if t.placed == int(i) && (len(t.main) == 0 || bytes.Compare(it.k, t.ents[t.main[len(t.main)-1]].k) > 0) {
 		t.main = append(t.main, i)
 		t.placed++
 	}
+	return i
 }
 
 func (t *ltree) less(a, b int32) int { return bytes.Compare(t.ents[a].k, t.ents[b].k) }
@@ -225,7 +263,7 @@ type layer struct {
 	since   time.Time
 	// sizes are the previous layer's key counts per bucket, to size this
 	// one's indexes up front instead of growing them key by key.
-	sizes map[string]int
+	sizes map[string]treeSize
 	// snaps are snapshots waiting for a read transaction taken right after
 	// this layer is committed (and before any newer one is).
 	snaps []*snapshot
@@ -233,15 +271,19 @@ type layer struct {
 
 // newLayer starts a layer whose bucket indexes are sized by sizes (the
 // key counts of the layer before it; nil: none).
-func newLayer(sizes map[string]int) *layer {
+func newLayer(sizes map[string]treeSize) *layer {
 	return &layer{buckets: map[string]*ltree{}, since: time.Now(), sizes: sizes}
 }
 
-// keyCounts is how many keys each bucket of the layer holds.
-func (l *layer) keyCounts() map[string]int {
-	out := make(map[string]int, len(l.buckets))
+// treeSize is how many keys a bucket's changes hold, and how many of
+// them are indexed by hash (not put fresh).
+type treeSize struct{ keys, hashed int }
+
+// keyCounts is the size of each bucket's changes in the layer.
+func (l *layer) keyCounts() map[string]treeSize {
+	out := make(map[string]treeSize, len(l.buckets))
 	for p, t := range l.buckets {
-		out[p] = len(t.ents)
+		out[p] = treeSize{len(t.ents), len(t.ents) - t.unhashed}
 	}
 	return out
 }
@@ -251,7 +293,8 @@ func (l *layer) keyCounts() map[string]int {
 func (l *layer) tree(path string, create bool) *ltree {
 	t := l.buckets[path]
 	if t == nil && create {
-		t = newLtree(l.sizes[path])
+		sz := l.sizes[path]
+		t = newLtree(sz.keys, sz.hashed)
 		l.buckets[path] = t
 	}
 	return t
@@ -383,14 +426,22 @@ func (b *sbucket) Get(k []byte) []byte {
 }
 
 // Put sets a key. As with bbolt, k and v must not change afterwards.
-func (b *sbucket) Put(k, v []byte) error {
+func (b *sbucket) Put(k, v []byte) error { return b.put(k, v, (*ltree).put) }
+
+// PutFresh sets a key the caller knows is new: in no layer and not in
+// the file (a key built from a sequence number just drawn). It skips the
+// hash index; Get still finds the key, by an ordered search. Putting a key
+// that exists breaks reads of it.
+func (b *sbucket) PutFresh(k, v []byte) error { return b.put(k, v, (*ltree).putFresh) }
+
+func (b *sbucket) put(k, v []byte, into func(*ltree, kv)) error {
 	if err := b.writable(k); err != nil {
 		return err
 	}
 	if v == nil {
 		v = []byte{}
 	}
-	b.top().put(kv{k: k, v: v})
+	into(b.top(), kv{k: k, v: v})
 	return nil
 }
 
