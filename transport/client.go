@@ -659,9 +659,18 @@ func (c *Client) Reassign(ctx context.Context) (*Assignment, error) {
 	return &out, nil
 }
 
-// followReassignment moves the session after its Trading Server failed;
-// errors are not the caller's concern (the next call tries again).
+// reassignWait bounds the reassignment a call makes after it succeeded
+// elsewhere than its failed Trading Server. Reassigning is a Raft write:
+// from a node that cannot reach a leader (one serving reads in a minority)
+// it would otherwise hold an answered call until the call's deadline.
+const reassignWait = time.Second
+
+// followReassignment moves the session after its Trading Server failed,
+// waiting at most reassignWait; errors are not the caller's concern (the
+// next call that finds the server down tries again).
 func (c *Client) followReassignment(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, reassignWait)
+	defer cancel()
 	if _, err := c.Reassign(ctx); err != nil {
 		c.log.Debug("reassignment failed", "err", err)
 	}

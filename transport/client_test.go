@@ -601,3 +601,59 @@ func Test_Client_OrderStreamPipelinesAndBreaks(t *testing.T) {
 		t.Fatal("Close still waiting 10 s after the connection broke")
 	}
 }
+
+// A call that succeeds on another node after its Trading Server stopped
+// answering moves the session (a reassignment), but a reassignment that
+// cannot finish (the answering node reaches no leader) holds the answered
+// call for at most reassignWait, not for the call's deadline.
+func Test_Client_ReassignmentAfterFailoverIsBounded(t *testing.T) {
+	for _, reassignAnswers := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reassign answers %v", reassignAnswers), func(t *testing.T) {
+			release := make(chan struct{})
+			var live *httptest.Server
+			live = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/v1/whoami":
+					clWriteJSON(w, http.StatusOK, WhoAmI{Username: "alice"})
+				case "/v1/sessions/current/reassign":
+					if !reassignAnswers {
+						select { // a Raft write that finds no leader
+						case <-release:
+						case <-r.Context().Done():
+						}
+						return
+					}
+					clWriteJSON(w, http.StatusOK, Assignment{Node: "n2", NodeAddr: live.URL})
+				default:
+					http.NotFound(w, r)
+				}
+			}))
+			defer live.Close()
+			defer close(release)
+
+			dead := clDeadAddr(t)
+			c := clMustNewClient(t, ClientConfig{Nodes: []string{dead, live.URL}, Deadline: 20 * time.Second, Timeout: 10 * time.Second})
+			c.SetToken("tok")
+			c.SetAssigned("n1", dead)
+			start := time.Now()
+			who, err := c.WhoAmI(context.Background())
+			took := time.Since(start)
+			if err != nil || who.Username != "alice" {
+				t.Fatalf("WhoAmI = %+v, %v", who, err)
+			}
+			id, _ := c.Assigned()
+			if reassignAnswers {
+				if id != "n2" {
+					t.Fatalf("assigned to %q after the reassignment, want n2", id)
+				}
+				return
+			}
+			if took > reassignWait+2*time.Second {
+				t.Fatalf("an answered call took %v: the reassignment was not bounded by %v", took, reassignWait)
+			}
+			if id != "n1" {
+				t.Fatalf("assigned to %q though the reassignment never answered", id)
+			}
+		})
+	}
+}
