@@ -16,8 +16,8 @@ import (
 //   - a trader's orders: every change of any of their orders, numbered per
 //     account (the house market maker's are not recorded).
 var (
-	bOrderEvents = []byte("order_events") // trader: account | seq -> order
-	bQuotes      = []byte("quotes")       // market: symbol 0 tick seq -> quote
+	bOrderEvents = []byte("order_event_chunks") // trader: account | chunk -> orders (chunklog.go)
+	bQuotes      = []byte("quotes")             // market: symbol 0 tick seq -> quote
 )
 
 // QuoteRetention is how many tick snapshots per symbol are kept for
@@ -64,7 +64,7 @@ func (x *exch) orderEvent(o *market.Order, enc []byte) {
 	}
 	b := x.tx.Bucket(bTrader).Bucket(bOrderEvents)
 	seq := x.f.nextSeq(seqOrderEvents, b, o.Account)
-	must(b.PutFresh(acctSeqKey(o.Account, seq), enc))
+	appendLog(b, acctSeqKey(o.Account, chunkStart(seq)), seq, enc)
 }
 
 // recordQuotes stores every book's top at this tick and drops snapshots
@@ -93,11 +93,13 @@ type OrderEvent struct {
 // most limit.
 func (v *View) OrderEvents(acct, after uint64, limit int) []OrderEvent {
 	var out []OrderEvent
-	c := v.tx.Bucket(bTrader).Bucket(bOrderEvents).Cursor()
-	prefix := u64key(acct)
-	for k, val := c.Seek(acctKey(acct, u64key(after+1))); k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, val = c.Next() {
-		out = append(out, OrderEvent{Seq: binary.BigEndian.Uint64(k[8:]), Order: decodeWhole(val, decodeOrder, "order event")})
+	if limit <= 0 {
+		return nil
 	}
+	scanLog(v.tx.Bucket(bTrader).Bucket(bOrderEvents), u64key(acct), after+1, func(seq uint64, rec []byte) bool {
+		out = append(out, OrderEvent{Seq: seq, Order: decodeWhole(rec, decodeOrder, "order event")})
+		return len(out) < limit
+	})
 	return out
 }
 

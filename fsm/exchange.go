@@ -20,15 +20,15 @@ var (
 
 // Exchange buckets: inside bMarket and bTrader.
 var (
-	bInstruments = []byte("instruments") // market: symbol -> instrument
-	bOrders      = []byte("orders")      // market: order id -> order
-	bOpen        = []byte("open")        // market: order id -> symbol (active orders)
-	bBooks       = []byte("books")       // market: symbol -> book stats
-	bTrades      = []byte("trades")      // market: symbol 0 seq -> trade
-	bClientIDs   = []byte("client_ids")  // trader: account | client id -> order id
-	bAcctOrders  = []byte("acct_orders") // trader: account | order id -> nil
-	bPositions   = []byte("positions")   // trader: account | symbol -> position
-	bLedger      = []byte("ledger")      // trader: account | seq -> entry
+	bInstruments = []byte("instruments")   // market: symbol -> instrument
+	bOrders      = []byte("orders")        // market: order id -> order
+	bOpen        = []byte("open")          // market: order id -> symbol (active orders)
+	bBooks       = []byte("books")         // market: symbol -> book stats
+	bTrades      = []byte("trade_chunks")  // market: symbol 0 chunk -> trades (chunklog.go)
+	bClientIDs   = []byte("client_ids")    // trader: account | client id -> order id
+	bAcctOrders  = []byte("acct_orders")   // trader: account | order id -> nil
+	bPositions   = []byte("positions")     // trader: account | symbol -> position
+	bLedger      = []byte("ledger_chunks") // trader: account | chunk -> statement entries (chunklog.go)
 
 	kNextOrder = []byte("next_order_id")
 )
@@ -157,7 +157,7 @@ func (x *exch) entry(acct uint64, e trader.Entry) {
 	}
 	lb := x.tx.Bucket(bTrader).Bucket(bLedger)
 	e.Seq = x.f.nextSeq(seqLedger, lb, acct)
-	must(lb.PutFresh(acctSeqKey(acct, e.Seq), encodeWith(&e, encodeEntry)))
+	appendLogWith(lb, acctSeqKey(acct, chunkStart(e.Seq)), e.Seq, &e, encodeEntry)
 }
 
 // Per-account sequences kept in the FSM's seq cache.
@@ -203,13 +203,8 @@ func (f *FSM) newClientID(b *sbucket, acct uint64, key []byte) bool {
 	return bytes.Compare(key, last) > 0
 }
 
-// lastSeq finds the highest sequence stored under an account prefix.
-func lastSeq(b *sbucket, acct uint64) uint64 {
-	if k := lastUnder(b, acct); len(k) == 16 {
-		return binary.BigEndian.Uint64(k[8:])
-	}
-	return 0
-}
+// lastSeq is an account's newest sequence number in a chunked log.
+func lastSeq(b *sbucket, acct uint64) uint64 { return lastLogSeq(b, u64key(acct)) }
 
 // lastUnder returns the last key under an account prefix, or nil.
 func lastUnder(b *sbucket, acct uint64) []byte {
@@ -323,7 +318,7 @@ func (x *exch) settle(b *market.Book, out *market.Outcome) {
 		sa.Cash += trader.Cents(notional)
 		t := &Trade{Symbol: b.Symbol, Seq: firstSeq + uint64(i) + 1, Time: x.now, Price: fl.Price, Qty: fl.Qty,
 			BuyOrder: buy.ID, SellOrder: sell.ID, Buyer: buy.Account, Seller: sell.Account, TakerSide: fl.Taker.Side}
-		must(trades.PutFresh(tradeKey(b.Symbol, t.Seq), encodeWith(t, encodeTrade)))
+		appendLogWith(trades, tradeKey(b.Symbol, chunkStart(t.Seq)), t.Seq, t, encodeTrade)
 		x.entry(buy.Account, trader.Entry{Kind: trader.EntryBuy, Symbol: b.Symbol, Qty: fl.Qty, Price: fl.Price, Cash: -notional, OrderID: buy.ID, TradeSeq: t.Seq})
 		x.entry(sell.Account, trader.Entry{Kind: trader.EntrySell, Symbol: b.Symbol, Qty: -fl.Qty, Price: fl.Price, Cash: notional, OrderID: sell.ID, TradeSeq: t.Seq})
 		x.dayStats(b.Symbol, fl.Price, fl.Qty)

@@ -29,6 +29,8 @@ import (
 var (
 	ErrClosed  = errors.New("state machine closed")
 	ErrRestore = errors.New("snapshot restore failed")
+	// ErrStateFormat: a state file laid out by an older HATS.
+	ErrStateFormat = errors.New("unsupported state file format")
 )
 
 // Bucket layout. Top-level buckets group the two databases of the original
@@ -473,7 +475,10 @@ func (f *FSM) open() error {
 	if err != nil {
 		return fmt.Errorf("open state %s: %w", f.path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error { return ensureBuckets(tx) })
+	err = db.View(checkLogFormat)
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error { return ensureBuckets(tx) })
+	}
 	if err != nil {
 		db.Close()
 		return fmt.Errorf("init state %s: %w", f.path, err)
@@ -804,7 +809,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			if tx.Bucket(bMeta) == nil {
 				return errors.New("no meta bucket")
 			}
-			return nil
+			return checkLogFormat(tx)
 		})
 	}()
 	check.Close()

@@ -411,18 +411,26 @@ func (b *sbucket) Bucket(name []byte) *sbucket {
 // Get returns a key's value, or nil if it has none. The slice must not be
 // changed and is valid for the life of the transaction.
 func (b *sbucket) Get(k []byte) []byte {
-	for _, tr := range b.trees {
+	v, _ := b.getOwn(k)
+	return v
+}
+
+// getOwn is Get that also reports whether the value is the active
+// layer's (a value this transaction's apply loop put, which only it may
+// extend in place: appendLog).
+func (b *sbucket) getOwn(k []byte) (v []byte, own bool) {
+	for i, tr := range b.trees {
 		if tr == nil {
 			continue
 		}
 		if it, ok := tr.get(k); ok {
 			if it.del {
-				return nil
+				return nil, false
 			}
-			return it.v
+			return it.v, i == 0 && b.t.writable
 		}
 	}
-	return b.bb.Get(k)
+	return b.bb.Get(k), false
 }
 
 // Put sets a key. As with bbolt, k and v must not change afterwards.

@@ -103,14 +103,10 @@ func (v *View) Position(acct uint64, sym string) *trader.Position {
 // starting after sequence `after`, at most limit (0: no limit).
 func (v *View) Statement(acct uint64, after uint64, limit int) []*trader.Entry {
 	var out []*trader.Entry
-	c := v.tx.Bucket(bTrader).Bucket(bLedger).Cursor()
-	prefix := u64key(acct)
-	for k, val := c.Seek(acctKey(acct, u64key(after+1))); k != nil && bytes.HasPrefix(k, prefix); k, val = c.Next() {
-		out = append(out, decodeWhole(val, decodeEntry, "statement entry"))
-		if limit > 0 && len(out) >= limit {
-			break
-		}
-	}
+	scanLog(v.tx.Bucket(bTrader).Bucket(bLedger), u64key(acct), after+1, func(_ uint64, rec []byte) bool {
+		out = append(out, decodeWhole(rec, decodeEntry, "statement entry"))
+		return limit <= 0 || len(out) < limit
+	})
 	return out
 }
 
@@ -118,35 +114,26 @@ func (v *View) Statement(acct uint64, after uint64, limit int) []*trader.Entry {
 // first, at most limit (0: no limit). to = 0 means up to the newest.
 func (v *View) Trades(sym string, from, to uint64, limit int) []*Trade {
 	var out []*Trade
-	c := v.tx.Bucket(bMarket).Bucket(bTrades).Cursor()
-	prefix := append([]byte(sym), 0)
-	for k, val := c.Seek(tradeKey(sym, from)); k != nil && bytes.HasPrefix(k, prefix); k, val = c.Next() {
-		t := decodeWhole(val, decodeTrade, "trade")
-		if to != 0 && t.Seq > to {
-			break
+	scanLog(v.tx.Bucket(bMarket).Bucket(bTrades), append([]byte(sym), 0), from, func(seq uint64, rec []byte) bool {
+		if to != 0 && seq > to {
+			return false
 		}
-		out = append(out, t)
-		if limit > 0 && len(out) >= limit {
-			break
-		}
-	}
+		out = append(out, decodeWhole(rec, decodeTrade, "trade"))
+		return limit <= 0 || len(out) < limit
+	})
 	return out
 }
 
 // RecentTrades returns up to n of a symbol's newest trades, newest first.
 func (v *View) RecentTrades(sym string, n int) []*Trade {
 	var out []*Trade
-	c := v.tx.Bucket(bMarket).Bucket(bTrades).Cursor()
-	prefix := append([]byte(sym), 0)
-	k, val := c.Seek(append([]byte(sym), 1))
-	if k == nil {
-		k, val = c.Last()
-	} else {
-		k, val = c.Prev()
+	if n <= 0 {
+		return nil
 	}
-	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, val = c.Prev() {
-		out = append(out, decodeWhole(val, decodeTrade, "trade"))
-	}
+	scanLogBack(v.tx.Bucket(bMarket).Bucket(bTrades), append([]byte(sym), 0), func(_ uint64, rec []byte) bool {
+		out = append(out, decodeWhole(rec, decodeTrade, "trade"))
+		return len(out) < n
+	})
 	return out
 }
 

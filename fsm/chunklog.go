@@ -1,0 +1,161 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Append-only logs (statements, order events, the tape) are stored in
+// chunks: one key per logChunk consecutive sequence numbers of one owner
+// (an account, or a symbol), whose value is the chunk's records in order.
+// A checkpoint then writes one key per owner per chunk touched instead of
+// one per record (see DESIGN.md, "Chunked logs").
+//
+// Key: the owner's prefix (account, or symbol and a zero byte), then the
+// first sequence number the chunk can hold (seq &^ (logChunk-1)),
+// big-endian. Value: per record, uvarint(seq - chunk start),
+// uvarint(length), the record's bytes; sequence numbers increase.
+const logChunk = 32
+
+// chunkStart is the first sequence number of seq's chunk.
+func chunkStart(seq uint64) uint64 { return seq &^ (logChunk - 1) }
+
+// appendLog adds a record with sequence seq to the chunk stored under key
+// (built by the caller from the owner's prefix and chunkStart(seq)). seq
+// must be above every sequence number the owner's log holds. A chunk the
+// active layer already holds is extended in place: only this apply loop
+// writes it, and bytes past a slice's length are never read through it, so
+// a reader holding the shorter value is unaffected. A chunk from an older
+// layer or from the file is copied first.
+func appendLog(b *sbucket, key []byte, seq uint64, rec []byte) {
+	old, own := b.getOwn(key)
+	v := old
+	if !own {
+		v = make([]byte, len(old), len(old)+len(rec)+binary.MaxVarintLen64)
+		copy(v, old)
+	}
+	v = binary.AppendUvarint(v, seq-chunkStart(seq))
+	v = binary.AppendUvarint(v, uint64(len(rec)))
+	v = append(v, rec...)
+	must(b.Put(key, v))
+}
+
+// appendLogWith is appendLog of v's encoding.
+func appendLogWith[T any](b *sbucket, key []byte, seq uint64, v T, enc func(*writer, T)) {
+	w := scratch.Get().(*writer)
+	enc(w, v)
+	appendLog(b, key, seq, w.b)
+	if cap(w.b) <= maxScratch {
+		w.b = w.b[:0]
+		scratch.Put(w)
+	}
+}
+
+// chunkRecords calls fn for each record of the chunk stored under the key
+// ending in start, in order, until fn returns false; it reports whether fn
+// always returned true. A chunk that does not parse is corrupt state.
+func chunkRecords(start uint64, v []byte, fn func(seq uint64, rec []byte) bool) bool {
+	for len(v) > 0 {
+		off, n := binary.Uvarint(v)
+		if n <= 0 {
+			panic(fmt.Sprintf("fsm: stored log chunk %d: %v: bad sequence offset", start, ErrCorrupt))
+		}
+		v = v[n:]
+		l, n := binary.Uvarint(v)
+		if n <= 0 || l > uint64(len(v)-n) {
+			panic(fmt.Sprintf("fsm: stored log chunk %d: %v: bad record length", start, ErrCorrupt))
+		}
+		rec := v[n : n+int(l)]
+		v = v[n+int(l):]
+		if !fn(start+off, rec) {
+			return false
+		}
+	}
+	return true
+}
+
+// isChunkKey reports whether k is a chunk key of the owner with prefix.
+func isChunkKey(k, prefix []byte) bool {
+	return len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix)
+}
+
+// scanLog calls fn for the owner's records with sequence numbers from
+// `from` on, oldest first, until fn returns false.
+func scanLog(b *sbucket, prefix []byte, from uint64, fn func(seq uint64, rec []byte) bool) {
+	c := b.Cursor()
+	seek := binary.BigEndian.AppendUint64(bytes.Clone(prefix), chunkStart(from))
+	for k, v := c.Seek(seek); isChunkKey(k, prefix); k, v = c.Next() {
+		ok := chunkRecords(binary.BigEndian.Uint64(k[len(prefix):]), v, func(seq uint64, rec []byte) bool {
+			return seq < from || fn(seq, rec)
+		})
+		if !ok {
+			return
+		}
+	}
+}
+
+// scanLogBack calls fn for the owner's records newest first until fn
+// returns false. last is the owner's last chunk (lastChunk).
+func scanLogBack(b *sbucket, prefix []byte, fn func(seq uint64, rec []byte) bool) {
+	type record struct {
+		seq uint64
+		rec []byte
+	}
+	c := b.Cursor()
+	var recs []record
+	for k, v := lastChunk(c, prefix); isChunkKey(k, prefix); k, v = c.Prev() {
+		recs = recs[:0]
+		chunkRecords(binary.BigEndian.Uint64(k[len(prefix):]), v, func(seq uint64, rec []byte) bool {
+			recs = append(recs, record{seq, rec})
+			return true
+		})
+		for i := len(recs) - 1; i >= 0; i-- {
+			if !fn(recs[i].seq, recs[i].rec) {
+				return
+			}
+		}
+	}
+}
+
+// lastChunk positions c at the owner's last chunk (or at a key of
+// another owner, or nil, when it has none).
+func lastChunk(c *scursor, prefix []byte) ([]byte, []byte) {
+	end := append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	if k, _ := c.Seek(end); k == nil {
+		return c.Last()
+	}
+	return c.Prev()
+}
+
+// lastLogSeq is the owner's newest sequence number (0: none).
+func lastLogSeq(b *sbucket, prefix []byte) uint64 {
+	var last uint64
+	if k, v := lastChunk(b.Cursor(), prefix); isChunkKey(k, prefix) {
+		chunkRecords(binary.BigEndian.Uint64(k[len(prefix):]), v, func(seq uint64, _ []byte) bool {
+			last = seq
+			return true
+		})
+	}
+	return last
+}
+
+// legacyLogs are the buckets that held these logs one record per key,
+// before they were chunked (session 10).
+var legacyLogs = [][2]string{{"trader", "ledger"}, {"trader", "order_events"}, {"market", "trades"}}
+
+// checkLogFormat refuses a state file (or a snapshot) that keeps its logs
+// the old way: reading it as chunks would show empty histories, and
+// rewriting it on one node alone would make its state differ from its
+// peers'. A node with such a file starts over from an empty data dir and
+// catches up from the cluster.
+func checkLogFormat(tx *bolt.Tx) error {
+	for _, l := range legacyLogs {
+		if top := tx.Bucket([]byte(l[0])); top != nil && top.Bucket([]byte(l[1])) != nil {
+			return fmt.Errorf("%w: bucket %s/%s holds one record per key (a HATS release before chunked logs); move the data dir aside and let the node rejoin and catch up from the cluster", ErrStateFormat, l[0], l[1])
+		}
+	}
+	return nil
+}
