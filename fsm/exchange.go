@@ -429,11 +429,10 @@ func (f *FSM) applyShares(tx *stx, c *Command) *Result {
 func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	tb := tx.Bucket(bTrader)
 	var cidKey []byte
-	cidFresh := false // the client ID sorts after every one stored: new
 	if c.ClientID != "" {
 		cidKey = acctKey(c.Account, []byte(c.ClientID))
 		cids := tb.Bucket(bClientIDs)
-		if cidFresh = f.newClientID(cids, c.Account, cidKey); !cidFresh {
+		if !f.newClientID(cids, c.Account, cidKey) {
 			if idb := cids.Get(cidKey); idb != nil {
 				o := f.loadOrder(tx, binary.BigEndian.Uint64(idb))
 				return &Result{Order: o, Replay: true, Code: o.RejectCode, Message: rejectMessage(o)}
@@ -454,11 +453,12 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	}
 	x.fresh = id
 	if cidKey != nil {
-		if cidFresh {
-			must(tb.Bucket(bClientIDs).PutFresh(cidKey, u64key(id)))
-		} else {
-			must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
-		}
+		// Hashed, not put fresh, though this key is new: several
+		// clients of one trader (or one client's pipelined orders) reach
+		// the log out of order, and every ID below the trader's largest
+		// is looked up in each layer, where a fresh key would cost a
+		// binary search instead of a hash probe.
+		must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
 		// Only a loaded maximum may be raised: caching this key as the
 		// account's largest without knowing the stored ones could hide a
 		// larger one, and with it a repeat.
