@@ -68,7 +68,7 @@ func chunkRecords(start uint64, v []byte, fn func(seq uint64, rec []byte) bool) 
 		if n <= 0 || l > uint64(len(v)-n) {
 			panic(fmt.Sprintf("fsm: stored log chunk %d: %v: bad record length", start, ErrCorrupt))
 		}
-		rec := v[n : n+int(l)]
+		rec := v[n : n+int(l) : n+int(l)] // an append to rec cannot reach the next record
 		v = v[n+int(l):]
 		if !fn(start+off, rec) {
 			return false
@@ -98,7 +98,7 @@ func scanLog(b *sbucket, prefix []byte, from uint64, fn func(seq uint64, rec []b
 }
 
 // scanLogBack calls fn for the owner's records newest first until fn
-// returns false. last is the owner's last chunk (lastChunk).
+// returns false.
 func scanLogBack(b *sbucket, prefix []byte, fn func(seq uint64, rec []byte) bool) {
 	type record struct {
 		seq uint64
@@ -142,20 +142,68 @@ func lastLogSeq(b *sbucket, prefix []byte) uint64 {
 	return last
 }
 
-// legacyLogs are the buckets that held these logs one record per key,
-// before they were chunked (session 10).
-var legacyLogs = [][2]string{{"trader", "ledger"}, {"trader", "order_events"}, {"market", "trades"}}
+// legacyLogs are the buckets that held these logs one record per key
+// (owner prefix | seq) before they were chunked (session 10), and the
+// chunked buckets that replace them.
+var legacyLogs = []struct{ top, old, chunked []byte }{
+	{bTrader, []byte("ledger"), bLedger},
+	{bTrader, []byte("order_events"), bOrderEvents},
+	{bMarket, []byte("trades"), bTrades},
+}
 
-// checkLogFormat refuses a state file (or a snapshot) that keeps its logs
-// the old way: reading it as chunks would show empty histories, and
-// rewriting it on one node alone would make its state differ from its
-// peers'. A node with such a file starts over from an empty data dir and
-// catches up from the cluster.
-func checkLogFormat(tx *bolt.Tx) error {
+// migrateLogs rewrites logs kept one record per key into chunks, in the
+// caller's transaction, and drops the old buckets; it reports how many
+// records it moved. The chunks are exactly what applying the same log
+// with chunked logs would have written (a chunk's value depends only on
+// its records), so every replica converts to the same state, whatever
+// index its file was at. A chunk the new bucket already holds is
+// extended, not replaced.
+func migrateLogs(tx *bolt.Tx) (int, error) {
+	moved := 0
 	for _, l := range legacyLogs {
-		if top := tx.Bucket([]byte(l[0])); top != nil && top.Bucket([]byte(l[1])) != nil {
-			return fmt.Errorf("%w: bucket %s/%s holds one record per key (a HATS release before chunked logs); move the data dir aside and let the node rejoin and catch up from the cluster", ErrStateFormat, l[0], l[1])
+		top := tx.Bucket(l.top)
+		if top == nil {
+			continue
+		}
+		old := top.Bucket(l.old)
+		if old == nil {
+			continue
+		}
+		nb, err := top.CreateBucketIfNotExists(l.chunked)
+		if err != nil {
+			return moved, err
+		}
+		var key, val []byte
+		put := func() error {
+			if key == nil {
+				return nil
+			}
+			return nb.Put(key, val)
+		}
+		c := old.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(k) < 9 {
+				return moved, fmt.Errorf("%w: %s/%s key %x is not owner | sequence", ErrCorrupt, l.top, l.old, k)
+			}
+			seq := binary.BigEndian.Uint64(k[len(k)-8:])
+			ck := binary.BigEndian.AppendUint64(bytes.Clone(k[:len(k)-8]), chunkStart(seq))
+			if !bytes.Equal(ck, key) {
+				if err := put(); err != nil {
+					return moved, err
+				}
+				key, val = ck, bytes.Clone(nb.Get(ck))
+			}
+			val = binary.AppendUvarint(val, seq-chunkStart(seq))
+			val = binary.AppendUvarint(val, uint64(len(v)))
+			val = append(val, v...)
+			moved++
+		}
+		if err := put(); err != nil {
+			return moved, err
+		}
+		if err := top.DeleteBucket(l.old); err != nil {
+			return moved, err
 		}
 	}
-	return nil
+	return moved, nil
 }

@@ -2,7 +2,7 @@ package fsm
 
 import (
 	"bytes"
-	"errors"
+	"encoding/binary"
 	"io"
 	"os"
 	"path/filepath"
@@ -195,46 +195,125 @@ func TestAppendLogCopiesChunksOfOlderLayers(t *testing.T) {
 	}
 }
 
-// A state file, or a snapshot, that keeps a log one record per key (the
-// layout before chunked logs) is refused: read as chunks its history would
-// look empty.
-func TestLegacyLogLayoutRefused(t *testing.T) {
+// A state file, or a snapshot, that keeps its logs one record per key
+// (the layout before chunked logs) is converted on open: the result hashes
+// the same as the state the chunked code wrote, and the numbering goes on.
+// The legacy file here is made from a chunked one: part of each chunk is
+// left in place and the rest moved to the old per-record bucket, so the
+// conversion has to extend existing chunks as well as build new ones.
+func TestLegacyLogsConvertedOnOpenAndRestore(t *testing.T) {
 	dir := t.TempDir()
-	legacy := filepath.Join(dir, "legacy.db")
-	db, err := bolt.Open(legacy, 0o600, nil)
+	path := filepath.Join(dir, "state.db")
+	f, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	sym, ref := exSymbols[0].sym, exSymbols[0].ref
+	wantCode(t, h.apply1(setInstrument(sym, ref)), CodeOK)
+	ann, bob := h.register("ann"), h.register("bob")
+	h.apply(deposit(ann, 1_000_000_00), deposit(bob, 1_000_000_00), sharesCmd(TypeDepositShares, ann, sym, 10_000))
+	for i := 0; i < 45; i++ {
+		h.apply(limitCmd(ann, sym, market.Sell, 1, ref), limitCmd(bob, sym, market.Buy, 1, ref))
+	}
+	want, _, err := f.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Un-chunk: records at offset 10 and up of every chunk go back to
+	// the old bucket, one key each; the chunks keep the first ten.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
 	err = db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucket(bMeta); err != nil {
-			return err
+		for _, l := range legacyLogs {
+			top := tx.Bucket(l.top)
+			ob, err := top.CreateBucket(l.old)
+			if err != nil {
+				return err
+			}
+			nb := top.Bucket(l.chunked)
+			keep := map[string][]byte{}
+			err = nb.ForEach(func(k, v []byte) error {
+				prefix, start := k[:len(k)-8], binary.BigEndian.Uint64(k[len(k)-8:])
+				var head []byte
+				var perr error
+				chunkRecords(start, v, func(seq uint64, rec []byte) bool {
+					if seq-start < 10 {
+						head = binary.AppendUvarint(head, seq-start)
+						head = binary.AppendUvarint(head, uint64(len(rec)))
+						head = append(head, rec...)
+						return true
+					}
+					moved++
+					perr = ob.Put(binary.BigEndian.AppendUint64(bytes.Clone(prefix), seq), bytes.Clone(rec))
+					return perr == nil
+				})
+				keep[string(k)] = head
+				return perr
+			})
+			if err != nil {
+				return err
+			}
+			for k, v := range keep {
+				if err := nb.Put([]byte(k), v); err != nil {
+					return err
+				}
+			}
 		}
-		tb, err := tx.CreateBucket(bTrader)
-		if err != nil {
-			return err
+		return nil
+	})
+	db.Close()
+	if err != nil || moved < 50 {
+		t.Fatalf("making the legacy file: %v (%d records moved)", err, moved)
+	}
+	legacy, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f, err = Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if got, _, err := f.Hash(); err != nil || got != want {
+		t.Fatalf("converted on open: hash %s (%v), the chunked state's %s", got, err, want)
+	}
+	err = f.viewFile(func(tx *bolt.Tx) error {
+		for _, l := range legacyLogs {
+			if tx.Bucket(l.top).Bucket(l.old) != nil {
+				t.Errorf("%s/%s still there after the conversion", l.top, l.old)
+			}
 		}
-		lb, err := tb.CreateBucket([]byte("ledger"))
-		if err != nil {
-			return err
-		}
-		return lb.Put(acctSeqKey(1, 1), []byte("old line"))
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Close()
-	snap, err := os.ReadFile(legacy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f, err := Open(legacy, nil); !errors.Is(err, ErrStateFormat) {
-		if f != nil {
-			f.Close()
+	h.f = f
+	r := h.apply1(deposit(ann, 1))
+	wantCode(t, r, CodeOK)
+	_ = f.View(func(v *View) error {
+		lines := v.Statement(ann, 0, 0)
+		if n := len(lines); n != 2+45+1 || lines[n-1].Seq != uint64(n) {
+			t.Fatalf("ann's statement after the conversion and one deposit: %d lines, last seq %d", n, lines[n-1].Seq)
 		}
-		t.Fatalf("Open of a legacy file: %v, want ErrStateFormat", err)
+		return nil
+	})
+
+	// The same legacy state arriving as a snapshot is converted too.
+	f2 := mustOpenPath(t, filepath.Join(dir, "other.db"))
+	if err := f2.Restore(io.NopCloser(bytes.NewReader(legacy))); err != nil {
+		t.Fatalf("Restore of a legacy snapshot: %v", err)
 	}
-	f := mustOpenPath(t, filepath.Join(dir, "state.db"))
-	if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); !errors.Is(err, ErrRestore) {
-		t.Fatalf("Restore of a legacy snapshot: %v, want ErrRestore", err)
+	if got, _, err := f2.Hash(); err != nil || got != want {
+		t.Fatalf("converted on restore: hash %s (%v), the chunked state's %s", got, err, want)
 	}
 }

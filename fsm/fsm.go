@@ -29,8 +29,6 @@ import (
 var (
 	ErrClosed  = errors.New("state machine closed")
 	ErrRestore = errors.New("snapshot restore failed")
-	// ErrStateFormat: a state file laid out by an older HATS.
-	ErrStateFormat = errors.New("unsupported state file format")
 )
 
 // Bucket layout. Top-level buckets group the two databases of the original
@@ -404,8 +402,8 @@ func (f *FSM) resetCaches() {
 }
 
 // appendFill is the fill factor of the buckets Apply writes. Their keys
-// mostly grow at the end of a range (order and trade sequence numbers,
-// per-account statement and event sequences), so a page split at bbolt's
+// mostly grow at the end of a range (order IDs, per-account order-index
+// and log-chunk keys), so a page split at bbolt's
 // default of one half leaves the older page half empty forever: the
 // file, every commit's page writes and every snapshot would be about
 // twice as large as they need to be.
@@ -475,10 +473,16 @@ func (f *FSM) open() error {
 	if err != nil {
 		return fmt.Errorf("open state %s: %w", f.path, err)
 	}
-	err = db.View(checkLogFormat)
-	if err == nil {
-		err = db.Update(func(tx *bolt.Tx) error { return ensureBuckets(tx) })
-	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		moved, err := migrateLogs(tx)
+		if moved > 0 {
+			f.log.Info("converted the state file's statements, order events and trades to chunked logs", "path", f.path, "records", moved)
+		}
+		if err != nil {
+			return err
+		}
+		return ensureBuckets(tx)
+	})
 	if err != nil {
 		db.Close()
 		return fmt.Errorf("init state %s: %w", f.path, err)
@@ -809,7 +813,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			if tx.Bucket(bMeta) == nil {
 				return errors.New("no meta bucket")
 			}
-			return checkLogFormat(tx)
+			return nil
 		})
 	}()
 	check.Close()

@@ -53,8 +53,8 @@ type ltree struct {
 	// far never seen, but possible). Hashes rather than the keys
 	// themselves: a uint64-keyed map has smaller slots and no pointers
 	// for the collector to scan, and a lookup of a key the layer does not
-	// hold (most of them: new orders, trades, statement lines) touches no
-	// key bytes.
+	// hold (new orders, client IDs, records loaded from the file) touches
+	// no key bytes.
 	idx  map[uint64]int32
 	coll map[string]int32
 	ents []kv       // in arrival order
@@ -147,10 +147,9 @@ func (t *ltree) putHashed(it kv, h uint64) {
 }
 
 // putFresh records a key the caller knows no layer and no file holds (a
-// new sequence number), without indexing it by hash: for the buckets
-// that only grow (statements, order events, the tape, the per-trader
-// order index), whose keys are read by cursor and almost never by
-// themselves, so a hash index would only cost a cache miss per key.
+// new number), without indexing it by hash: for a bucket that only grows
+// and is read by cursor, never by key (the per-trader order index), where
+// a hash index would only cost a cache miss per key.
 func (t *ltree) putFresh(it kv) {
 	t.appendEnt(it)
 	t.unhashed++
