@@ -45,13 +45,7 @@ func appendLog(b *sbucket, key []byte, seq uint64, rec []byte) {
 
 // appendLogWith is appendLog of v's encoding.
 func appendLogWith[T any](b *sbucket, key []byte, seq uint64, v T, enc func(*writer, T)) {
-	w := scratch.Get().(*writer)
-	enc(w, v)
-	appendLog(b, key, seq, w.b)
-	if cap(w.b) <= maxScratch {
-		w.b = w.b[:0]
-		scratch.Put(w)
-	}
+	withEncoding(v, enc, func(rec []byte) { appendLog(b, key, seq, rec) })
 }
 
 // chunkRecords calls fn for each record of the chunk stored under the key

@@ -36,31 +36,41 @@ func wantSeqs(t *testing.T, what string, got, want []uint64) {
 // page across chunk boundaries, whether their chunks are in the file or
 // in layers, and their numbering continues across a restart (the next
 // number comes from the last chunk).
-func TestChunkedLogsReadBackAcrossChunksAndRestart(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
+// chunkTrades opens a state file at path, funds ann and bob, and has ann
+// sell bob one share `trades` times: each a trade, a statement line for
+// each of them and two order events for ann (resting, filled). Every
+// flushEvery-th trade (0: none) the layers go to the file, so chunks end
+// up both there and in layers.
+func chunkTrades(t *testing.T, path string, trades, flushEvery int) (h *harness, ann uint64) {
+	t.Helper()
 	f, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
-	sym := exSymbols[0].sym
-	ref := exSymbols[0].ref
+	h = &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	sym, ref := exSymbols[0].sym, exSymbols[0].ref
 	wantCode(t, h.apply1(setInstrument(sym, ref)), CodeOK)
 	ann, bob := h.register("ann"), h.register("bob")
 	h.apply(deposit(ann, 1_000_000_00), deposit(bob, 1_000_000_00), sharesCmd(TypeDepositShares, ann, sym, 10_000))
-	const trades = 70 // more than two chunks of the tape
 	for i := 0; i < trades; i++ {
-		// ann sells one share, bob buys it: one trade, a statement line
-		// for each, two order events for ann (resting, filled).
 		for _, r := range h.apply(limitCmd(ann, sym, market.Sell, 1, ref), limitCmd(bob, sym, market.Buy, 1, ref)) {
 			wantCode(t, r, CodeOK)
 		}
-		if i%9 == 4 { // some chunks go to the file, the rest stay in layers
+		if flushEvery > 0 && i%flushEvery == flushEvery/2 {
 			if err := h.f.Flush(); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
+	return h, ann
+}
+
+func TestChunkedLogsReadBackAcrossChunksAndRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	const trades = 70 // more than two chunks of the tape
+	h, ann := chunkTrades(t, path, trades, 9)
+	f := h.f
+	sym := exSymbols[0].sym
 	// ann: two deposits (cash, shares) then one sale per trade.
 	annLines := uint64(2 + trades)
 	check := func(stage string) {
@@ -122,7 +132,7 @@ func TestChunkedLogsReadBackAcrossChunksAndRestart(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	f, err = Open(path, nil)
+	f, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,18 +214,8 @@ func TestAppendLogCopiesChunksOfOlderLayers(t *testing.T) {
 func TestLegacyLogsConvertedOnOpenAndRestore(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.db")
-	f, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
-	sym, ref := exSymbols[0].sym, exSymbols[0].ref
-	wantCode(t, h.apply1(setInstrument(sym, ref)), CodeOK)
-	ann, bob := h.register("ann"), h.register("bob")
-	h.apply(deposit(ann, 1_000_000_00), deposit(bob, 1_000_000_00), sharesCmd(TypeDepositShares, ann, sym, 10_000))
-	for i := 0; i < 45; i++ {
-		h.apply(limitCmd(ann, sym, market.Sell, 1, ref), limitCmd(bob, sym, market.Buy, 1, ref))
-	}
+	h, ann := chunkTrades(t, path, 45, 0)
+	f := h.f
 	want, _, err := f.Hash()
 	if err != nil {
 		t.Fatal(err)

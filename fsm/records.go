@@ -191,14 +191,21 @@ func decodeWhole[T any](b []byte, dec func(*reader) T, what string) T {
 // copy: one allocation per record (it is kept, in a layer and then the
 // file's pages) instead of one per growth of a buffer from nothing.
 func encodeWith[T any](v T, enc func(*writer, T)) []byte {
+	var out []byte
+	withEncoding(v, enc, func(b []byte) { out = bytes.Clone(b) })
+	return out
+}
+
+// withEncoding encodes v into a pooled scratch buffer and hands it to
+// use, which must not keep it.
+func withEncoding[T any](v T, enc func(*writer, T), use func([]byte)) {
 	w := scratch.Get().(*writer)
 	enc(w, v)
-	out := bytes.Clone(w.b)
+	use(w.b)
 	if cap(w.b) <= maxScratch {
 		w.b = w.b[:0]
 		scratch.Put(w)
 	}
-	return out
 }
 
 // scratch holds encoding buffers; one that grew past maxScratch (a large
