@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
 )
 
 // ErrCorrupt reports bytes that do not decode: a committed entry, a stored
@@ -93,33 +96,71 @@ func (r *reader) boolean() bool {
 	}
 }
 
-func (r *reader) bytes() []byte {
+// field takes the next length-prefixed field (what names it in the
+// error); ok is false once decoding has failed.
+func (r *reader) field(what string) (v []byte, ok bool) {
 	n := r.u()
 	if r.err != nil {
-		return nil
+		return nil, false
 	}
 	if n > uint64(len(r.b)) {
-		r.fail("bytes")
+		r.fail(what)
+		return nil, false
+	}
+	v, r.b = r.b[:n:n], r.b[n:]
+	return v, true
+}
+
+func (r *reader) bytes() []byte {
+	v, ok := r.field("bytes")
+	if !ok {
 		return nil
 	}
-	v := make([]byte, n)
-	copy(v, r.b[:n])
-	r.b = r.b[n:]
-	return v
+	return append(make([]byte, 0, len(v)), v...)
 }
 
 func (r *reader) str() string {
-	n := r.u()
-	if r.err != nil {
-		return ""
+	v, _ := r.field("string")
+	return string(v)
+}
+
+// sym reads a string that records repeat over and over (a symbol, a
+// statement line's kind) without allocating once it has been seen.
+func (r *reader) sym() string {
+	v, _ := r.field("string")
+	return intern(v)
+}
+
+// Interned strings: a copy-on-write table, read without a lock by the
+// apply loop and by views alike; it stops growing at maxInterned entries
+// (symbols are few; past that, strings are simply allocated).
+var (
+	internTab atomic.Pointer[map[string]string]
+	internMu  sync.Mutex
+)
+
+const maxInterned = 4096
+
+func intern(b []byte) string {
+	if m := internTab.Load(); m != nil {
+		if s, ok := (*m)[string(b)]; ok {
+			return s
+		}
 	}
-	if n > uint64(len(r.b)) {
-		r.fail("string")
-		return ""
+	s := string(b)
+	internMu.Lock()
+	defer internMu.Unlock()
+	old := internTab.Load()
+	if old == nil {
+		old = &map[string]string{}
 	}
-	v := string(r.b[:n])
-	r.b = r.b[n:]
-	return v
+	if len(*old) >= maxInterned {
+		return s
+	}
+	m := maps.Clone(*old)
+	m[s] = s
+	internTab.Store(&m)
+	return s
 }
 
 // done reports the first error, or trailing bytes as corruption.

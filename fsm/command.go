@@ -232,11 +232,11 @@ func Decode(b []byte) (*Command, error) {
 		c.Name = r.str()
 		c.Price = r.i()
 	case TypeDepositShares, TypeWithdrawShares:
-		c.Symbol = r.str()
+		c.Symbol = r.sym()
 		c.Qty = r.i()
 	case TypePlaceOrder:
 		c.ClientID = r.str()
-		c.Symbol = r.str()
+		c.Symbol = r.sym()
 		c.Side = r.byte1()
 		c.OrdType = r.byte1()
 		c.TIF = r.byte1()
@@ -259,7 +259,7 @@ func Decode(b []byte) (*Command, error) {
 			r.fail("tick prices")
 		}
 		for i := uint64(0); i < n && r.err == nil; i++ {
-			c.Prices = append(c.Prices, market.TickPrice{Symbol: r.str(), Price: r.i()})
+			c.Prices = append(c.Prices, market.TickPrice{Symbol: r.sym(), Price: r.i()})
 		}
 		c.MMSpread = r.i()
 		c.MMSize = r.i()

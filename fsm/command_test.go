@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"github.com/hats-trading/hats/market"
 	"reflect"
 	"testing"
@@ -357,5 +358,39 @@ func TestResultErr(t *testing.T) {
 	}
 	if err := (&Result{Code: "mystery", Message: "m"}).Err(); err == nil {
 		t.Errorf("unknown code gave nil error")
+	}
+}
+
+// Symbols decode to interned strings: the same bytes give the same string
+// (without an allocation once seen), a decoded symbol does not alias the
+// input, and the table stops growing at maxInterned.
+func TestDecodedSymbolsAreInternedAndBounded(t *testing.T) {
+	c := &Command{Type: TypePlaceOrder, ClientID: "c1", Symbol: "INTERNTEST", Side: 1, OrdType: 1, TIF: 1, Qty: 1, Limit: 100}
+	b := Encode(c)
+	first, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = 0
+	}
+	if first.Symbol != "INTERNTEST" {
+		t.Fatalf("symbol changed when the input was overwritten: %q", first.Symbol)
+	}
+	b = Encode(c)
+	if n := testing.AllocsPerRun(100, func() { _ = intern([]byte("INTERNTEST")) }); n != 0 {
+		t.Errorf("interning a known symbol allocates %.0f times", n)
+	}
+	for i := 0; i < maxInterned+10; i++ {
+		if s := intern([]byte(fmt.Sprintf("sym-%d", i))); s != fmt.Sprintf("sym-%d", i) {
+			t.Fatalf("intern(sym-%d) = %q", i, s)
+		}
+	}
+	if n := len(*internTab.Load()); n > maxInterned {
+		t.Errorf("intern table holds %d strings, want at most %d", n, maxInterned)
+	}
+	again, err := Decode(b)
+	if err != nil || again.Symbol != "INTERNTEST" {
+		t.Fatalf("Decode after the table filled: %v, %q", err, again.Symbol)
 	}
 }

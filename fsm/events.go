@@ -50,7 +50,7 @@ func encodeQuote(w *writer, q *Quote) {
 }
 
 func decodeQuote(r *reader) *Quote {
-	return &Quote{Symbol: r.str(), TickSeq: r.u(), Time: r.i(), Bid: r.i(), BidSize: r.i(), Ask: r.i(), AskSize: r.i(), Last: r.i(), Ref: r.i()}
+	return &Quote{Symbol: r.sym(), TickSeq: r.u(), Time: r.i(), Bid: r.i(), BidSize: r.i(), Ask: r.i(), AskSize: r.i(), Last: r.i(), Ref: r.i()}
 }
 
 // orderEvent appends the order's new state (enc, its encoded record) to
@@ -63,8 +63,8 @@ func (x *exch) orderEvent(o *market.Order, enc []byte) {
 		return
 	}
 	b := x.tx.Bucket(bTrader).Bucket(bOrderEvents)
-	seq := x.f.nextSeq(seqOrderEvents, b, o.Account)
-	appendLog(b, acctSeqKey(o.Account, chunkStart(seq)), seq, enc)
+	seq, key := x.f.nextSeq(seqOrderEvents, b, o.Account)
+	appendLog(b, key, seq, enc)
 }
 
 // recordQuotes stores every book's top at this tick and drops snapshots

@@ -114,7 +114,7 @@ type exch struct {
 	tx    *stx
 	now   int64
 	accts map[uint64]*trader.Account
-	pos   map[string]*trader.Position
+	pos   map[posKey]*trader.Position
 	// fresh is the order this command creates until it is stored as open:
 	// an order that never rested was never in the open set, so finishing
 	// it needs no delete there (which would cost a tombstone in the layer
@@ -122,8 +122,19 @@ type exch struct {
 	fresh uint64
 }
 
+// newExch starts a command's working set. There is one per FSM, reset
+// for each command (its maps keep their room): the apply loop runs one
+// command at a time, and no command holds two.
 func (f *FSM) newExch(tx *stx, now int64) *exch {
-	return &exch{f: f, tx: tx, now: now, accts: map[uint64]*trader.Account{}, pos: map[string]*trader.Position{}}
+	x := f.x
+	if x == nil {
+		x = &exch{f: f, accts: map[uint64]*trader.Account{}, pos: map[posKey]*trader.Position{}}
+		f.x = x
+	}
+	clear(x.accts)
+	clear(x.pos)
+	x.tx, x.now, x.fresh = tx, now, 0
+	return x
 }
 
 func (x *exch) account(id uint64) (*trader.Account, bool) {
@@ -138,7 +149,7 @@ func (x *exch) account(id uint64) (*trader.Account, bool) {
 }
 
 func (x *exch) position(acct uint64, sym string) *trader.Position {
-	k := string(acctKey(acct, []byte(sym)))
+	k := posKey{acct, sym}
 	if p, ok := x.pos[k]; ok {
 		return p
 	}
@@ -156,8 +167,9 @@ func (x *exch) entry(acct uint64, e trader.Entry) {
 		e.SharesAfter = x.position(acct, e.Symbol).Qty
 	}
 	lb := x.tx.Bucket(bTrader).Bucket(bLedger)
-	e.Seq = x.f.nextSeq(seqLedger, lb, acct)
-	appendLogWith(lb, acctSeqKey(acct, chunkStart(e.Seq)), e.Seq, &e, encodeEntry)
+	seq, key := x.f.nextSeq(seqLedger, lb, acct)
+	e.Seq = seq
+	appendLogWith(lb, key, seq, &e, encodeEntry)
 }
 
 // Per-account sequences kept in the FSM's seq cache.
@@ -175,15 +187,27 @@ type seqKey struct {
 // handed out is cached (entries are never deleted from these buckets, so
 // the cache always equals what lastSeq would find); the cache is dropped
 // whenever the state is reopened, restored or rolled back.
-func (f *FSM) nextSeq(kind byte, b *sbucket, acct uint64) uint64 {
+// It also returns the key of the chunk the sequence goes in; the key is
+// built once per chunk and shared by its records' appends (a stored
+// key's bytes never change, so one slice can name it in every layer).
+func (f *FSM) nextSeq(kind byte, b *sbucket, acct uint64) (uint64, []byte) {
 	k := seqKey{kind, acct}
 	s, ok := f.seqs[k]
 	if !ok {
-		s = lastSeq(b, acct)
+		s.last = lastSeq(b, acct)
 	}
-	s++
+	s.last++
+	if s.key == nil || chunkStart(s.last) != chunkStart(s.last-1) {
+		s.key = acctSeqKey(acct, chunkStart(s.last))
+	}
 	f.seqs[k] = s
-	return s
+	return s.last, s.key
+}
+
+// seqState is a per-account sequence's last value and its chunk's key.
+type seqState struct {
+	last uint64
+	key  []byte
 }
 
 // newClientID reports whether key (account | client ID) sorts after every
@@ -230,7 +254,7 @@ func (x *exch) flush() {
 		x.f.hot.putAccount(a)
 	}
 	for k, p := range x.pos {
-		x.f.hot.putPosition(binary.BigEndian.Uint64([]byte(k[:8])), p)
+		x.f.hot.putPosition(k.acct, p)
 	}
 }
 

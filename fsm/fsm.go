@@ -68,10 +68,11 @@ type FSM struct {
 	// (rebuilt on open and restore) and changed only inside ApplyBatch.
 	bookMu   sync.Mutex
 	books    map[string]*market.Book
-	seqs     map[seqKey]uint64 // last per-account sequences (exchange.go); under bookMu
-	cidMax   map[uint64][]byte // per account, its largest client-ID key or nil (exchange.go); under bookMu
-	hot      *hot              // accounts, positions, book stats (hot.go); under bookMu
-	idemHead []byte            // where idempotency pruning resumes (apply.go); under bookMu
+	seqs     map[seqKey]seqState // last per-account sequences (exchange.go); under bookMu
+	cidMax   map[uint64][]byte   // per account, its largest client-ID key or nil (exchange.go); under bookMu
+	hot      *hot                // accounts, positions, book stats (hot.go); under bookMu
+	x        *exch               // the command working set newExch reuses; under bookMu
+	idemHead []byte              // where idempotency pruning resumes (apply.go); under bookMu
 	// houseAcct is the house account (0: none yet) when houseKnown, so
 	// order events need not read it from the state per command
 	// (events.go); house() sets it when it creates the account, which
@@ -394,7 +395,7 @@ func (f *FSM) HasSymbol(sym string) bool {
 // where pruning resumes): on open, restore and rollback. Callers hold
 // bookMu.
 func (f *FSM) resetCaches() {
-	f.seqs = map[seqKey]uint64{}
+	f.seqs = map[seqKey]seqState{}
 	f.cidMax = map[uint64][]byte{}
 	f.hot = newHot()
 	f.idemHead = nil

@@ -3,6 +3,7 @@ package fsm
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/hats-trading/hats/trader"
 )
@@ -24,11 +25,25 @@ import (
 // rolled back or the state replaced (abandonLocked, Restore, open).
 type hot struct {
 	accts      map[uint64]*trader.Account
-	pos        map[string]*trader.Position // key: acctKey(acct, symbol)
+	pos        map[posKey]*trader.Position
 	stats      map[string]*BookStats
 	dirtyAccts map[uint64]struct{}
-	dirtyPos   map[string]struct{}
+	dirtyPos   map[posKey]struct{}
 	dirtyStats map[string]struct{}
+}
+
+// posKey names a position in memory; in the file its key is
+// acctKey(acct, sym), and comparePosKeys orders posKeys as those keys.
+type posKey struct {
+	acct uint64
+	sym  string
+}
+
+func comparePosKeys(a, b posKey) int {
+	if c := cmp.Compare(a.acct, b.acct); c != 0 {
+		return c
+	}
+	return strings.Compare(a.sym, b.sym)
 }
 
 // hotMaxClean bounds the clean records kept between entries; past it the
@@ -37,8 +52,8 @@ const hotMaxClean = 100_000
 
 func newHot() *hot {
 	return &hot{
-		accts: map[uint64]*trader.Account{}, pos: map[string]*trader.Position{}, stats: map[string]*BookStats{},
-		dirtyAccts: map[uint64]struct{}{}, dirtyPos: map[string]struct{}{}, dirtyStats: map[string]struct{}{},
+		accts: map[uint64]*trader.Account{}, pos: map[posKey]*trader.Position{}, stats: map[string]*BookStats{},
+		dirtyAccts: map[uint64]struct{}{}, dirtyPos: map[posKey]struct{}{}, dirtyStats: map[string]struct{}{},
 	}
 }
 
@@ -56,19 +71,24 @@ func (h *hot) account(tx *stx, id uint64) (*trader.Account, bool) {
 }
 
 // putAccount stores a copy of a, to be written at the end of the entry.
+// The cached record is overwritten in place: it is never handed out.
 func (h *hot) putAccount(a *trader.Account) {
-	cp := *a
-	h.accts[a.ID] = &cp
+	if c, ok := h.accts[a.ID]; ok {
+		*c = *a
+	} else {
+		cp := *a
+		h.accts[a.ID] = &cp
+	}
 	h.dirtyAccts[a.ID] = struct{}{}
 }
 
 // position returns a copy of acct's position in sym (zero if none).
 func (h *hot) position(tx *stx, acct uint64, sym string) *trader.Position {
-	k := string(acctKey(acct, []byte(sym)))
+	k := posKey{acct, sym}
 	p, ok := h.pos[k]
 	if !ok {
 		p = &trader.Position{Symbol: sym}
-		if v := tx.Bucket(bTrader).Bucket(bPositions).Get([]byte(k)); v != nil {
+		if v := tx.Bucket(bTrader).Bucket(bPositions).Get(acctKey(acct, []byte(sym))); v != nil {
 			p = decodeWhole(v, decodePosition, "position")
 		}
 		h.pos[k] = p
@@ -80,9 +100,13 @@ func (h *hot) position(tx *stx, acct uint64, sym string) *trader.Position {
 // putPosition stores a copy of p as acct's position; an all-zero position
 // is deleted when written.
 func (h *hot) putPosition(acct uint64, p *trader.Position) {
-	k := string(acctKey(acct, []byte(p.Symbol)))
-	cp := *p
-	h.pos[k] = &cp
+	k := posKey{acct, p.Symbol}
+	if c, ok := h.pos[k]; ok {
+		*c = *p
+	} else {
+		cp := *p
+		h.pos[k] = &cp
+	}
 	h.dirtyPos[k] = struct{}{}
 }
 
@@ -101,8 +125,12 @@ func (h *hot) bookStats(tx *stx, sym string) *BookStats {
 }
 
 func (h *hot) putBookStats(sym string, st *BookStats) {
-	cp := *st
-	h.stats[sym] = &cp
+	if c, ok := h.stats[sym]; ok {
+		*c = *st
+	} else {
+		cp := *st
+		h.stats[sym] = &cp
+	}
 	h.dirtyStats[sym] = struct{}{}
 }
 
@@ -112,13 +140,14 @@ func (h *hot) flush(tx *stx) {
 		putAccount(tx, h.accts[id])
 	}
 	pb := tx.Bucket(bTrader).Bucket(bPositions)
-	for _, k := range sortedKeys(h.dirtyPos) {
+	for _, k := range sortedKeysFunc(h.dirtyPos, comparePosKeys) {
 		p := h.pos[k]
+		key := acctKey(k.acct, []byte(k.sym))
 		if p.Qty == 0 && p.Reserved == 0 && p.Cost == 0 && p.Realized == 0 {
-			must(pb.Delete([]byte(k)))
+			must(pb.Delete(key))
 			continue
 		}
-		must(pb.Put([]byte(k), encodeWith(p, encodePosition)))
+		must(pb.Put(key, encodeWith(p, encodePosition)))
 	}
 	sb := tx.Bucket(bMarket).Bucket(bBooks)
 	for _, sym := range sortedKeys(h.dirtyStats) {
@@ -135,6 +164,11 @@ func (h *hot) flush(tx *stx) {
 
 // sortedKeys returns a set's keys in order.
 func sortedKeys[K cmp.Ordered](set map[K]struct{}) []K {
+	return sortedKeysFunc(set, cmp.Compare[K])
+}
+
+// sortedKeysFunc returns a set's keys in the order compare gives.
+func sortedKeysFunc[K comparable](set map[K]struct{}, compare func(a, b K) int) []K {
 	if len(set) == 0 {
 		return nil
 	}
@@ -142,6 +176,6 @@ func sortedKeys[K cmp.Ordered](set map[K]struct{}) []K {
 	for k := range set {
 		keys = append(keys, k)
 	}
-	slices.Sort(keys)
+	slices.SortFunc(keys, compare)
 	return keys
 }

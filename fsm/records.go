@@ -40,7 +40,7 @@ func encodeOrder(w *writer, o *market.Order) {
 
 func decodeOrder(r *reader) *market.Order {
 	return &market.Order{
-		ID: r.u(), ClientID: r.str(), Account: r.u(), Symbol: r.str(),
+		ID: r.u(), ClientID: r.str(), Account: r.u(), Symbol: r.sym(),
 		Side: market.Side(r.byte1()), Type: market.Type(r.byte1()), TIF: market.TIF(r.byte1()), PostOnly: r.boolean(),
 		Qty: r.i(), Filled: r.i(), Limit: r.i(), Stop: r.i(), Cap: r.i(),
 		Status: market.Status(r.byte1()), Reason: r.str(), Triggered: r.boolean(),
@@ -75,7 +75,7 @@ func encodePosition(w *writer, p *trader.Position) {
 }
 
 func decodePosition(r *reader) *trader.Position {
-	return &trader.Position{Symbol: r.str(), Qty: r.i(), Reserved: r.i(), Cost: r.i(), Realized: r.i()}
+	return &trader.Position{Symbol: r.sym(), Qty: r.i(), Reserved: r.i(), Cost: r.i(), Realized: r.i()}
 }
 
 func encodeEntry(w *writer, e *trader.Entry) {
@@ -94,7 +94,7 @@ func encodeEntry(w *writer, e *trader.Entry) {
 
 func decodeEntry(r *reader) *trader.Entry {
 	return &trader.Entry{
-		Seq: r.u(), Time: r.i(), Kind: r.str(), Symbol: r.str(), Qty: r.i(), Price: r.i(),
+		Seq: r.u(), Time: r.i(), Kind: r.sym(), Symbol: r.sym(), Qty: r.i(), Price: r.i(),
 		Cash: r.i(), CashAfter: r.i(), SharesAfter: r.i(), OrderID: r.u(), TradeSeq: r.u(),
 	}
 }
@@ -138,7 +138,7 @@ func encodeTrade(w *writer, t *Trade) {
 }
 
 func decodeTrade(r *reader) *Trade {
-	t := &Trade{Symbol: r.str(), Seq: r.u(), Time: r.i(), Price: r.i(), Qty: r.i(),
+	t := &Trade{Symbol: r.sym(), Seq: r.u(), Time: r.i(), Price: r.i(), Qty: r.i(),
 		BuyOrder: r.u(), SellOrder: r.u(), Buyer: r.u(), Seller: r.u(), TakerSide: market.Side(r.byte1())}
 	if t.TakerSide == market.Buy {
 		t.MakerOrder = t.SellOrder
