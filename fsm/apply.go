@@ -344,7 +344,5 @@ func getAccount(tx *stx, id uint64) (*trader.Account, bool) {
 }
 
 func putAccount(tx *stx, a *trader.Account) {
-	w := writer{}
-	encodeAccount(&w, a)
-	must(tx.Bucket(bTrader).Bucket(bAccounts).Put(u64key(a.ID), w.b))
+	must(tx.Bucket(bTrader).Bucket(bAccounts).Put(u64key(a.ID), encodeWith(a, encodeAccount)))
 }

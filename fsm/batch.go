@@ -44,7 +44,8 @@ func DecodeBatch(b []byte) ([]*Command, error) {
 	}
 	out := make([]*Command, 0, n)
 	for i := uint64(0); i < n && r.err == nil; i++ {
-		c, err := Decode(r.bytes())
+		part, _ := r.field("command") // Decode copies what it keeps
+		c, err := Decode(part)
 		if r.err != nil {
 			break
 		}

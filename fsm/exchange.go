@@ -276,9 +276,8 @@ func (x *exch) putOrder(o *market.Order) {
 }
 
 func (x *exch) putBook(b *market.Book) {
-	st := x.f.hot.bookStats(x.tx, b.Symbol)
+	st := x.f.hot.editBookStats(x.tx, b.Symbol)
 	st.Last, st.TradeSeq, st.NextSeq = b.Last, b.TradeSeq, b.NextSeq
-	x.f.hot.putBookStats(b.Symbol, st)
 }
 
 // reserve holds back what an order needs: cash for a buy, shares for a sell.
@@ -357,7 +356,7 @@ func (x *exch) settle(b *market.Book, out *market.Outcome) {
 }
 
 func (x *exch) dayStats(sym string, price, qty int64) {
-	st := x.f.hot.bookStats(x.tx, sym)
+	st := x.f.hot.editBookStats(x.tx, sym)
 	day := market.EndOfUTCDay(x.now) - 86_400_000_000_000
 	if st.DayStart != day {
 		st.DayStart, st.Open, st.High, st.Low, st.Volume = day, price, price, price, 0
@@ -366,7 +365,6 @@ func (x *exch) dayStats(sym string, price, qty int64) {
 	st.Low = min(st.Low, price)
 	st.Volume += qty
 	st.LastTime = x.now
-	x.f.hot.putBookStats(sym, st)
 }
 
 // expire ends DAY orders of b whose day is over, releasing their holds.

@@ -110,8 +110,12 @@ func (h *hot) putPosition(acct uint64, p *trader.Position) {
 	h.dirtyPos[k] = struct{}{}
 }
 
-// bookStats returns a copy of sym's book statistics (zero if none).
-func (h *hot) bookStats(tx *stx, sym string) *BookStats {
+// editBookStats returns sym's cached book statistics (zero if none) to
+// change in place, and marks them to be written at the end of the entry.
+// Unlike accounts and positions they are not handed out as copies: both
+// callers change them after the command's outcome is settled (fills and
+// book sequence numbers), so there is nothing to undo.
+func (h *hot) editBookStats(tx *stx, sym string) *BookStats {
 	st, ok := h.stats[sym]
 	if !ok {
 		st = &BookStats{}
@@ -120,18 +124,8 @@ func (h *hot) bookStats(tx *stx, sym string) *BookStats {
 		}
 		h.stats[sym] = st
 	}
-	cp := *st
-	return &cp
-}
-
-func (h *hot) putBookStats(sym string, st *BookStats) {
-	if c, ok := h.stats[sym]; ok {
-		*c = *st
-	} else {
-		cp := *st
-		h.stats[sym] = &cp
-	}
 	h.dirtyStats[sym] = struct{}{}
+	return st
 }
 
 // flush writes every dirty record into tx in key order.
