@@ -437,7 +437,33 @@ type benchWorker struct {
 	ok     [numKinds]int64
 	fail   [numKinds]int64
 	errs   map[string]int64
-	out    map[string]int64 // outcomes: filled, partially_filled, resting, ...
+	out    map[benchOutcome]int64 // outcomes: filled, partially_filled, resting, ...
+	// deadlines bound operations by --timeout (shared contexts: see
+	// transport.SharedDeadlines); set while the worker runs.
+	deadlines *transport.SharedDeadlines
+}
+
+// benchOutcome names an outcome tally (kind/outcome in the report).
+type benchOutcome struct {
+	kind    benchKind
+	outcome string
+}
+
+// opCtxStep is how close together operations start to share a deadline.
+const opCtxStep = 100 * time.Millisecond
+
+// run runs operations while claim allows; next gives each one's kind and
+// the moment it was due (ok false: stop).
+func (w *benchWorker) run(ctx context.Context, r *benchRun, next func() (benchKind, time.Time, bool)) {
+	w.deadlines = &transport.SharedDeadlines{Parent: ctx, Timeout: r.cfg.opWait, Step: min(opCtxStep, r.cfg.opWait/2)}
+	defer w.deadlines.Release()
+	for {
+		k, due, ok := next()
+		if !ok {
+			return
+		}
+		w.op(ctx, r, k, due)
+	}
 }
 
 // benchRun is the shared state of one run.
@@ -599,7 +625,7 @@ func (w *benchWorker) op(ctx context.Context, r *benchRun, k benchKind, due time
 	}
 	w.ok[k]++
 	if outcome != "" {
-		w.out[k.String()+"/"+outcome]++
+		w.out[benchOutcome{k, outcome}]++
 	}
 	r.noteAck(now)
 }
@@ -739,8 +765,7 @@ func (ss *sharedStream) closeCurrent() {
 // returns the first order instead of placing another, and a repeated
 // cancel finds the order no longer open.
 func (w *benchWorker) streamCall(ctx context.Context, r *benchRun, call func(context.Context, *transport.OrderStream) (*transport.Order, error)) (*transport.Order, error) {
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.opWait)
-	defer cancel()
+	cctx := w.deadlines.Get(time.Now())
 	backoff := 5 * time.Millisecond
 	for {
 		s, err := w.stream.get(ctx) // the stream outlives this operation: not cctx
@@ -802,9 +827,12 @@ func runLoad(ctx context.Context, r *benchRun, workers []*benchWorker) time.Dura
 			wg.Add(1)
 			go func(w *benchWorker) {
 				defer wg.Done()
-				for claim() {
-					w.op(ctx, r, cfg.mix.pick(w.rng.IntN(total)), time.Now())
-				}
+				w.run(ctx, r, func() (benchKind, time.Time, bool) {
+					if !claim() {
+						return 0, time.Time{}, false
+					}
+					return cfg.mix.pick(w.rng.IntN(total)), time.Now(), true
+				})
 			}(w)
 		}
 	} else {
@@ -840,12 +868,15 @@ func runLoad(ctx context.Context, r *benchRun, workers []*benchWorker) time.Dura
 			wg.Add(1)
 			go func(w *benchWorker) {
 				defer wg.Done()
-				for due := range tickets {
-					if ctx.Err() != nil {
-						continue // drain
+				w.run(ctx, r, func() (benchKind, time.Time, bool) {
+					for due := range tickets {
+						if ctx.Err() == nil {
+							return cfg.mix.pick(w.rng.IntN(total)), due, true
+						}
+						// drain
 					}
-					w.op(ctx, r, cfg.mix.pick(w.rng.IntN(total)), due)
-				}
+					return 0, time.Time{}, false
+				})
 			}(w)
 		}
 	}
@@ -1030,7 +1061,7 @@ func buildReport(r *benchRun, workers []*benchWorker, elapsed time.Duration) *be
 			rep.ErrorsByKind[e] += n
 		}
 		for o, n := range w.out {
-			rep.Outcomes[o] += n
+			rep.Outcomes[o.kind.String()+"/"+o.outcome] += n
 		}
 	}
 	rep.Operations = rep.Acknowledged + rep.Errors
@@ -1778,7 +1809,7 @@ func runBench(ctx context.Context, cfg *benchConfig, cluster []string, setup *tr
 			streams[g] = &sharedStream{cl: cl, ndjson: cfg.ndjson, opened: &r.streamsOpened, openedNDJSON: &r.streamsNDJSON, atLeader: &r.streamsAtLeader,
 				relocate: cfg.via != benchViaFollowers}
 		}
-		w := &benchWorker{id: i, cl: cl, tr: t, stream: streams[g], rng: rand.New(rand.NewPCG(seed, uint64(i))), errs: map[string]int64{}, out: map[string]int64{}}
+		w := &benchWorker{id: i, cl: cl, tr: t, stream: streams[g], rng: rand.New(rand.NewPCG(seed, uint64(i))), errs: map[string]int64{}, out: map[benchOutcome]int64{}}
 		for k := range w.hists {
 			w.hists[k] = newLatHist()
 		}

@@ -119,12 +119,12 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	sem := make(chan struct{}, maxStreamInflight)
 	var wg sync.WaitGroup
-	dl := &sharedDeadlines{parent: r.Context()}
+	dl := &SharedDeadlines{Parent: r.Context(), Timeout: streamRequestTimeout, Step: streamDeadlineStep}
 	defer func() {
 		wg.Wait()
 		close(out)
 		<-written
-		dl.release()
+		dl.Release()
 	}()
 	next := streamRequests(r.Body, bin)
 	for {
@@ -150,7 +150,7 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 			return
 		}
 		wg.Add(1)
-		ctx := dl.get(time.Now())
+		ctx := dl.Get(time.Now())
 		go func(tag string) {
 			defer wg.Done()
 			defer func() { <-sem }()
@@ -185,16 +185,21 @@ const (
 	streamDeadlineStep   = 100 * time.Millisecond
 )
 
-// sharedDeadlines hands out request contexts of one stream (used by its
-// read loop only). A context is replaced once it is streamDeadlineStep
-// old; the replaced ones run until their deadline, for the requests
-// still using them, and are released then or when the stream ends, so
-// at most streamRequestTimeout/streamDeadlineStep + 1 are live.
-type sharedDeadlines struct {
-	parent context.Context
-	ctx    context.Context
-	fresh  time.Time // ctx is handed out until then
-	live   []deadlineCtx
+// SharedDeadlines hands out contexts that bound operations by Timeout
+// while sharing one context among the operations that start within Step
+// of each other (a timer per operation is costly at tens of thousands of
+// operations a second), so each is bounded by Timeout give or take a Step.
+// A replaced context runs until its deadline, for the operations still
+// using it, and is released then or by Release, so at most Timeout/Step+1
+// are live. Get is for one goroutine at a time (an order stream's read
+// loop, one load generator client).
+type SharedDeadlines struct {
+	Parent        context.Context
+	Timeout, Step time.Duration
+
+	ctx   context.Context
+	fresh time.Time // ctx is handed out until then
+	live  []deadlineCtx
 }
 
 type deadlineCtx struct {
@@ -202,7 +207,8 @@ type deadlineCtx struct {
 	cancel context.CancelFunc
 }
 
-func (d *sharedDeadlines) get(now time.Time) context.Context {
+// Get returns the context for an operation starting at now.
+func (d *SharedDeadlines) Get(now time.Time) context.Context {
 	if d.ctx != nil && now.Before(d.fresh) {
 		return d.ctx
 	}
@@ -216,15 +222,15 @@ func (d *sharedDeadlines) get(now time.Time) context.Context {
 		n++
 	}
 	d.live = d.live[:n]
-	until := now.Add(streamRequestTimeout)
-	ctx, cancel := context.WithDeadline(d.parent, until)
-	d.ctx, d.fresh = ctx, now.Add(streamDeadlineStep)
+	until := now.Add(d.Timeout)
+	ctx, cancel := context.WithDeadline(d.Parent, until)
+	d.ctx, d.fresh = ctx, now.Add(d.Step)
 	d.live = append(d.live, deadlineCtx{until: until, cancel: cancel})
 	return ctx
 }
 
-// release cancels every context handed out (the stream has ended).
-func (d *sharedDeadlines) release() {
+// Release cancels every context handed out (their operations are over).
+func (d *SharedDeadlines) Release() {
 	for _, c := range d.live {
 		c.cancel()
 	}

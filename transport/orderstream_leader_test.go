@@ -218,33 +218,33 @@ func TestLeaderURL(t *testing.T) {
 // until its own deadline, then is released; the stream's end releases
 // the rest.
 func TestSharedDeadlines(t *testing.T) {
-	d := &sharedDeadlines{parent: context.Background()}
+	d := &SharedDeadlines{Parent: context.Background(), Timeout: streamRequestTimeout, Step: streamDeadlineStep}
 	t0 := time.Now() // the deadlines are real: the test must end well before t0+timeout
-	a := d.get(t0)
+	a := d.Get(t0)
 	if dl, ok := a.Deadline(); !ok || !dl.Equal(t0.Add(streamRequestTimeout)) {
 		t.Fatalf("deadline %v %v, want %v", dl, ok, t0.Add(streamRequestTimeout))
 	}
-	if d.get(t0.Add(streamDeadlineStep/2)) != a {
+	if d.Get(t0.Add(streamDeadlineStep/2)) != a {
 		t.Fatal("a request within a step got a context of its own")
 	}
-	b := d.get(t0.Add(streamDeadlineStep))
+	b := d.Get(t0.Add(streamDeadlineStep))
 	if b == a || a.Err() != nil {
 		t.Fatalf("after a step: same context %v, first one ended %v (requests still use it)", b == a, a.Err())
 	}
 	// Long after: both earlier contexts are past their deadline and are
 	// released; only the new one is kept.
 	late := t0.Add(2 * streamRequestTimeout)
-	c := d.get(late)
+	c := d.Get(late)
 	if len(d.live) != 1 || a.Err() == nil || b.Err() == nil || c.Err() != nil {
 		t.Fatalf("%d live contexts; ended: a %v b %v c %v", len(d.live), a.Err(), b.Err(), c.Err())
 	}
 	for i := 1; i <= 500; i++ { // a long busy stream keeps a bounded set
-		d.get(late.Add(time.Duration(i) * streamDeadlineStep))
+		d.Get(late.Add(time.Duration(i) * streamDeadlineStep))
 	}
 	if max := int(streamRequestTimeout/streamDeadlineStep) + 1; len(d.live) > max {
 		t.Fatalf("%d live contexts, want at most %d", len(d.live), max)
 	}
-	d.release()
+	d.Release()
 	if c.Err() == nil || len(d.live) != 0 {
 		t.Fatalf("after release: c %v, %d live", c.Err(), len(d.live))
 	}
