@@ -86,7 +86,11 @@ func allDigits(s string) bool {
 // a stack buffer instead of going through fmt.
 func (c Cents) String() string {
 	var buf [24]byte // "-92233720368547758.08" is 21 bytes
-	b := buf[:0]
+	return string(c.AppendTo(buf[:0]))
+}
+
+// AppendTo appends c as String formats it.
+func (c Cents) AppendTo(b []byte) []byte {
 	u := uint64(c)
 	if c < 0 {
 		b = append(b, '-')
@@ -94,8 +98,7 @@ func (c Cents) String() string {
 	}
 	b = strconv.AppendUint(b, u/100, 10)
 	r := u % 100
-	b = append(b, '.', byte('0'+r/10), byte('0'+r%10))
-	return string(b)
+	return append(b, '.', byte('0'+r/10), byte('0'+r%10))
 }
 
 // ValidateAmount checks a deposit or withdrawal amount.

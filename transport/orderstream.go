@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hats-trading/hats/fsm"
+	"github.com/hats-trading/hats/market"
 )
 
 // The fast order-entry path: POST /v1/orders/stream keeps one connection
@@ -117,6 +118,15 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 		b, _ := json.Marshal(rep)
 		out <- append(b, '\n')
 	}
+	// replyOrder answers with an order (and apiErr, if not nil).
+	replyOrder := func(tag string, apiErr *APIError, o *market.Order, replay bool, index uint64) {
+		if bin {
+			out <- appendBlock(nil, appendStreamOrderReply(nil, tag, apiErr, o, replay, index))
+			return
+		}
+		ov := OrderView(o, replay, index)
+		reply(StreamReply{Tag: tag, Error: apiErr, Order: &ov})
+	}
 	sem := make(chan struct{}, maxStreamInflight)
 	var wg sync.WaitGroup
 	dl := &SharedDeadlines{Parent: r.Context(), Timeout: streamRequestTimeout, Step: streamDeadlineStep}
@@ -158,18 +168,14 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 			switch {
 			case err != nil:
 				reply(StreamReply{Tag: tag, Error: toAPIError(err)})
+			case res.Code != fsm.CodeOK && res.Order == nil:
+				reply(StreamReply{Tag: tag, Error: marketResultError(res)})
 			case res.Code != fsm.CodeOK:
-				rep := StreamReply{Tag: tag, Error: marketResultError(res)}
-				if res.Order != nil {
-					ov := OrderView(res.Order, res.Replay, res.Index)
-					rep.Order = &ov
-				}
-				reply(rep)
+				replyOrder(tag, marketResultError(res), res.Order, res.Replay, res.Index)
 			case res.Order == nil:
 				reply(StreamReply{Tag: tag, Error: &APIError{Status: 500, Code: CodeInternal, Message: "no order in result"}})
 			default:
-				ov := OrderView(res.Order, res.Replay, res.Index)
-				reply(StreamReply{Tag: tag, Order: &ov})
+				replyOrder(tag, nil, res.Order, res.Replay, res.Index)
 			}
 		}(req.Tag)
 	}

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/hats-trading/hats/market"
+	"github.com/hats-trading/hats/trader"
 )
 
 // The order stream's binary encoding (Content-Type
@@ -53,6 +57,10 @@ func appendStr(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
+func appendBytes(b, s []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
 // appendStreamRequest appends req's body (without the frame length).
 func appendStreamRequest(b []byte, req *StreamRequest) ([]byte, error) {
 	b = appendStr(b, req.Tag)
@@ -98,33 +106,91 @@ func appendStreamReply(b []byte, rep *StreamReply) []byte {
 		b = appendStr(appendStr(appendStr(b, e.Code), e.Message), e.Leader)
 	}
 	if o := rep.Order; o != nil {
-		b = binary.AppendUvarint(b, o.OrderID)
-		for _, s := range [...]string{o.ClientID, o.Symbol, o.Side, o.Type, o.TIF} {
-			b = appendStr(b, s)
-		}
-		b = binary.AppendVarint(b, o.Quantity)
-		b = binary.AppendVarint(b, o.FilledQuantity)
-		b = binary.AppendVarint(b, o.RemainingQuantity)
-		for _, s := range [...]string{o.LimitPrice, o.StopPrice, o.AvgFillPrice, o.Status, o.Reason, o.RejectCode} {
-			b = appendStr(b, s)
-		}
-		var of byte
-		if o.PostOnly {
-			of |= orderPostOnly
-		}
-		if o.Triggered {
-			of |= orderTriggered
-		}
-		if o.Replayed {
-			of |= orderReplayed
-		}
-		b = append(b, of)
-		for _, s := range [...]string{o.CreatedAt, o.UpdatedAt, o.ExpiresAt} {
-			b = appendStr(b, s)
-		}
-		b = binary.AppendUvarint(b, o.AppliedIndex)
+		b = appendOrder(b, o)
 	}
 	return b
+}
+
+// appendOrder appends an order's binary form.
+func appendOrder(b []byte, o *Order) []byte {
+	b = binary.AppendUvarint(b, o.OrderID)
+	for _, s := range [...]string{o.ClientID, o.Symbol, o.Side, o.Type, o.TIF} {
+		b = appendStr(b, s)
+	}
+	b = binary.AppendVarint(b, o.Quantity)
+	b = binary.AppendVarint(b, o.FilledQuantity)
+	b = binary.AppendVarint(b, o.RemainingQuantity)
+	for _, s := range [...]string{o.LimitPrice, o.StopPrice, o.AvgFillPrice, o.Status, o.Reason, o.RejectCode} {
+		b = appendStr(b, s)
+	}
+	b = append(b, orderFlags(o.PostOnly, o.Triggered, o.Replayed))
+	for _, s := range [...]string{o.CreatedAt, o.UpdatedAt, o.ExpiresAt} {
+		b = appendStr(b, s)
+	}
+	return binary.AppendUvarint(b, o.AppliedIndex)
+}
+
+func orderFlags(postOnly, triggered, replayed bool) byte {
+	var of byte
+	if postOnly {
+		of |= orderPostOnly
+	}
+	if triggered {
+		of |= orderTriggered
+	}
+	if replayed {
+		of |= orderReplayed
+	}
+	return of
+}
+
+// appendStreamOrderReply appends the body of a reply carrying the order
+// OrderView(o, replay, index) (and apiErr, if not nil): exactly what
+// appendStreamReply writes for it, formatted from the state machine's
+// order directly, without building the view's strings. Every
+// acknowledgement of the order stream's binary encoding takes this path.
+func appendStreamOrderReply(b []byte, tag string, apiErr *APIError, o *market.Order, replay bool, index uint64) []byte {
+	b = appendStr(b, tag)
+	status, fl := 200, replyHasOrder
+	if apiErr != nil {
+		status, fl = apiErr.Status, fl|replyHasError
+	}
+	b = binary.AppendUvarint(b, uint64(status))
+	b = append(b, fl)
+	if apiErr != nil {
+		b = appendStr(appendStr(appendStr(b, apiErr.Code), apiErr.Message), apiErr.Leader)
+	}
+	b = binary.AppendUvarint(b, o.ID)
+	for _, s := range [...]string{o.ClientID, o.Symbol, o.Side.String(), o.Type.String(), o.TIF.String()} {
+		b = appendStr(b, s)
+	}
+	var remaining int64
+	if o.Status.Active() {
+		remaining = o.Remaining()
+	}
+	b = binary.AppendVarint(b, o.Qty)
+	b = binary.AppendVarint(b, o.Filled)
+	b = binary.AppendVarint(b, remaining)
+	var tmp [40]byte // the longest field: an RFC 3339 time with nanoseconds (35 bytes)
+	for _, c := range [...]int64{o.Limit, o.Stop, o.AvgFillPrice()} {
+		f := tmp[:0]
+		if c != 0 { // as price(): "" for none
+			f = trader.Cents(c).AppendTo(f)
+		}
+		b = appendBytes(b, f)
+	}
+	for _, s := range [...]string{o.Status.String(), o.Reason, o.RejectCode} {
+		b = appendStr(b, s)
+	}
+	b = append(b, orderFlags(o.PostOnly, o.Triggered, replay))
+	for _, ns := range [...]int64{o.Created, o.Updated, o.ExpiresAt} {
+		f := tmp[:0]
+		if ns != 0 { // as timeString(): "" for none
+			f = time.Unix(0, ns).UTC().AppendFormat(f, time.RFC3339Nano)
+		}
+		b = appendBytes(b, f)
+	}
+	return binary.AppendUvarint(b, index)
 }
 
 // frameReader decodes a frame body. The first error sticks and later

@@ -2,15 +2,20 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/hats-trading/hats/market"
 )
 
 // Every request and reply survives the binary encoding field for field,
@@ -295,5 +300,43 @@ func TestOrderStreamAbortDoesNotWaitForSilentNode(t *testing.T) {
 	case <-closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close and a second Abort after Abort still waiting 5 s later")
+	}
+}
+
+// Acknowledgements are encoded straight from the state machine's order;
+// the bytes must be exactly those of the order's API view, for orders
+// with and without prices, fills, times and errors.
+func TestStreamOrderReplyMatchesView(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func(vals ...int64) int64 { return vals[rng.IntN(len(vals))] }
+	errs := []*APIError{nil, {Status: 422, Code: "insufficient_funds", Message: "order needs 5.00, 1.00 available"}, {Status: 503, Code: CodeUnavailable, Message: "x", Leader: "127.0.0.1:1"}}
+	for i := range 2000 {
+		o := &market.Order{
+			ID: rng.Uint64(), ClientID: fmt.Sprintf("c-%d", i), Account: 7, Symbol: []string{"AAPL", "BRK.B", "X"}[rng.IntN(3)],
+			Side: market.Side(1 + rng.IntN(2)), Type: market.Type(1 + rng.IntN(4)), TIF: market.TIF(1 + rng.IntN(4)),
+			PostOnly: rng.IntN(2) == 0, Triggered: rng.IntN(2) == 0,
+			Qty: pick(1, 100, market.MaxQuantity), Limit: pick(0, 1, 99, 12_345, market.MaxPrice), Stop: pick(0, 5, 100_000),
+			Status: market.Status(1 + rng.IntN(6)), Reason: []string{"", "self trade"}[rng.IntN(2)], RejectCode: []string{"", "collar"}[rng.IntN(2)],
+			Created: pick(0, 1, 1_700_000_000_123_456_789, 1_700_000_000_000_000_000), Updated: pick(0, 1_700_000_001_000_000_001),
+			ExpiresAt: pick(0, 1_800_000_000_000_000_000),
+		}
+		o.Filled = rng.Int64N(o.Qty + 1)
+		o.Notional = o.Filled * pick(1, 101, 12_345)
+		replay, index := rng.IntN(2) == 0, rng.Uint64()
+		apiErr := errs[rng.IntN(len(errs))]
+		ov := OrderView(o, replay, index)
+		rep := StreamReply{Tag: fmt.Sprint(i), Error: apiErr, Order: &ov, Status: 200}
+		if apiErr != nil {
+			rep.Status = apiErr.Status
+		}
+		want := appendStreamReply(nil, &rep)
+		got := appendStreamOrderReply(nil, rep.Tag, apiErr, o, replay, index)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("order %+v: direct encoding\n%x\nwant (from the view)\n%x", o, got, want)
+		}
+		back, err := decodeStreamReply(got)
+		if err != nil || back.Order == nil || *back.Order != ov {
+			t.Fatalf("order %+v: decodes to %+v, %v; want %+v", o, back.Order, err, ov)
+		}
 	}
 }
