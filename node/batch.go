@@ -51,6 +51,30 @@ func (b *batcher) submit(ctx context.Context, typ fsm.Type, data []byte) (*fsm.R
 	return o.res, o.err
 }
 
+// submitAsync is submit answering through notify instead of waiting:
+// notify is called once, from the goroutine that learns the outcome (for
+// a batch, the one that waited for its entry), so it must not block. The
+// outcome comes when the entry is applied or Raft gives up on it (lost
+// leadership, shutdown); ctx bounds only the wait for room in the queue.
+func (b *batcher) submitAsync(ctx context.Context, typ fsm.Type, data []byte, notify func(outcome)) {
+	p := &pending{data: data, typ: typ, notify: notify}
+	if b.q.takeAlone() {
+		f := b.n.raft.Apply(data, b.n.cfg.ApplyTimeout)
+		go func() {
+			defer b.q.release()
+			b.await(f, []*pending{p})
+		}()
+		return
+	}
+	select {
+	case b.q.in <- p:
+	case <-ctx.Done():
+		notify(outcome{err: fmt.Errorf("%w: %w: queue full until the deadline", errNotApplied, ErrNoLeader)})
+	case <-b.n.done:
+		notify(outcome{err: ErrClosed})
+	}
+}
+
 // enqueue queues an encoded, stamped command and returns a function that
 // waits for its outcome (until ctx ends), so a caller can queue several
 // commands before waiting for any.
@@ -104,24 +128,24 @@ func (b *batcher) dispatch(batch []*pending) {
 func (b *batcher) await(f raft.ApplyFuture, batch []*pending) {
 	if err := f.Error(); err != nil {
 		for _, p := range batch {
-			p.done <- outcome{err: applyError(p.typ, err)}
+			p.finish(outcome{err: applyError(p.typ, err)})
 		}
 		return
 	}
 	switch r := f.Response().(type) {
 	case *fsm.Result:
-		batch[0].done <- outcome{res: r}
+		batch[0].finish(outcome{res: r})
 	case *fsm.BatchResult:
 		for i, p := range batch {
 			if i < len(r.Results) && r.Results[i] != nil {
-				p.done <- outcome{res: r.Results[i]}
+				p.finish(outcome{res: r.Results[i]})
 			} else {
-				p.done <- outcome{err: fmt.Errorf("%w: %s: no result from state machine", ErrOutcomeUnknown, p.typ)}
+				p.finish(outcome{err: fmt.Errorf("%w: %s: no result from state machine", ErrOutcomeUnknown, p.typ)})
 			}
 		}
 	default:
 		for _, p := range batch {
-			p.done <- outcome{err: fmt.Errorf("%w: %s: no result from state machine", ErrOutcomeUnknown, p.typ)}
+			p.finish(outcome{err: fmt.Errorf("%w: %s: no result from state machine", ErrOutcomeUnknown, p.typ)})
 		}
 	}
 }

@@ -8,6 +8,10 @@ type pending struct {
 	data []byte
 	typ  fsm.Type
 	done chan outcome
+	// notify, when set, is called with the outcome instead of sending it
+	// on done (submitAsync): from the goroutine that learns it, so it
+	// must not block.
+	notify func(outcome)
 }
 
 type outcome struct {
@@ -17,6 +21,15 @@ type outcome struct {
 
 func newPending(typ fsm.Type, data []byte) *pending {
 	return &pending{data: data, typ: typ, done: make(chan outcome, 1)}
+}
+
+// finish hands p its outcome.
+func (p *pending) finish(o outcome) {
+	if p.notify != nil {
+		p.notify(o)
+		return
+	}
+	p.done <- o
 }
 
 // maxBatchBytes stops a batch (a Raft entry, or a forwarding request)
@@ -76,7 +89,7 @@ func (c *coalescer) run(done <-chan struct{}, dispatch func([]*pending)) {
 		select {
 		case c.inflight <- struct{}{}:
 		case <-done:
-			first.done <- outcome{err: ErrClosed}
+			first.finish(outcome{err: ErrClosed})
 			c.failQueued()
 			return
 		}
@@ -100,7 +113,7 @@ func (c *coalescer) failQueued() {
 	for {
 		select {
 		case p := <-c.in:
-			p.done <- outcome{err: ErrClosed}
+			p.finish(outcome{err: ErrClosed})
 		default:
 			return
 		}

@@ -196,7 +196,7 @@ func (fw *forwarder) send(ctx context.Context, batch []*pending) {
 	n := fw.n
 	fail := func(err error) {
 		for _, p := range batch {
-			p.done <- outcome{err: err}
+			p.finish(outcome{err: err})
 		}
 	}
 	addr, err := n.leaderHTTP()
@@ -240,7 +240,7 @@ func (fw *forwarder) send(ctx context.Context, batch []*pending) {
 		return
 	}
 	for i, p := range batch {
-		p.done <- outs[i]
+		p.finish(outs[i])
 	}
 }
 

@@ -58,6 +58,33 @@ func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
 	}
 }
 
+// ApplyAsync is Apply answering through done instead of waiting: done is
+// called once, from another goroutine, and must not block. On the leader
+// the command joins group commit without a goroutine of its own waiting
+// for it (an order stream's acknowledgements are written from the
+// goroutine that learns a batch's results); a command the leader cannot
+// take (no leader here, or leadership changing) goes the way Apply goes,
+// retries included.
+func (n *Node) ApplyAsync(ctx context.Context, cmd *fsm.Command, done func(*fsm.Result, error)) {
+	retry := func() { go func() { done(n.Apply(ctx, cmd)) }() }
+	if !n.IsLeader() {
+		retry()
+		return
+	}
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) <= 0 {
+		retry() // Apply gives it the default bound, or refuses it
+		return
+	}
+	n.stamp(cmd)
+	n.batch.submitAsync(ctx, cmd.Type, fsm.Encode(cmd), func(o outcome) {
+		if o.err != nil && errors.Is(o.err, errNotApplied) {
+			retry() // certainly not applied: Apply finds the leader
+			return
+		}
+		done(o.res, o.err)
+	})
+}
+
 // stamp sets the fields only the leader may choose (BRIEF rule 1).
 func (n *Node) stamp(cmd *fsm.Command) {
 	cmd.Time = time.Now().UnixNano()

@@ -79,12 +79,23 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 	// while a yield brought more replies (up to maxReplyYields times), so
 	// a stream with many requests in a batch gathers them all, and a lone
 	// request's reply waits for one yield only.
+	//
+	// Every reply holds a slot of sem from before its request is read
+	// until the writer has written it, so out (as large as sem) always
+	// has room: a reply is often sent from the goroutine that learned a
+	// whole batch's results (AsyncApplier), and a client that stops
+	// reading must stall only its own stream, never that goroutine.
+	sem := make(chan struct{}, maxStreamInflight)
 	out := make(chan []byte, maxStreamInflight)
 	written := make(chan struct{})
+	write := func(b []byte) {
+		_, _ = w.Write(b)
+		<-sem
+	}
 	go func() {
 		defer close(written)
 		for b := range out {
-			_, _ = w.Write(b)
+			write(b)
 			yields, got := 0, true
 		more:
 			for {
@@ -93,7 +104,7 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 					if !ok {
 						break more
 					}
-					_, _ = w.Write(b)
+					write(b)
 					got = true
 				default:
 					if !got || yields == maxReplyYields {
@@ -127,7 +138,6 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 		ov := OrderView(o, replay, index)
 		reply(StreamReply{Tag: tag, Error: apiErr, Order: &ov})
 	}
-	sem := make(chan struct{}, maxStreamInflight)
 	var wg sync.WaitGroup
 	dl := &SharedDeadlines{Parent: r.Context(), Timeout: streamRequestTimeout, Step: streamDeadlineStep}
 	defer func() {
@@ -138,9 +148,16 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 	}()
 	next := streamRequests(r.Body, bin)
 	for {
+		select { // the slot of this request's reply
+		case sem <- struct{}{}:
+		case <-r.Context().Done():
+			return
+		}
 		req, ae, err := next()
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) {
+				<-sem // no reply
+			} else {
 				reply(StreamReply{Error: &APIError{Status: 400, Code: CodeBadRequest, Message: "order stream: " + err.Error()}})
 			}
 			return
@@ -154,17 +171,10 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 			reply(StreamReply{Tag: req.Tag, Error: ae})
 			continue
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-r.Context().Done():
-			return
-		}
 		wg.Add(1)
-		ctx := dl.Get(time.Now())
-		go func(tag string) {
+		tag := req.Tag
+		s.applyAsync(dl.Get(time.Now()), cmd, func(res *fsm.Result, err error) {
 			defer wg.Done()
-			defer func() { <-sem }()
-			res, err := s.b.Apply(ctx, cmd)
 			switch {
 			case err != nil:
 				reply(StreamReply{Tag: tag, Error: toAPIError(err)})
@@ -177,8 +187,25 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 			default:
 				replyOrder(tag, nil, res.Order, res.Replay, res.Index)
 			}
-		}(req.Tag)
+		})
 	}
+}
+
+// AsyncApplier is a Backend that can apply a command without a goroutine
+// waiting for it (node.Node.ApplyAsync): done is called once, from
+// another goroutine, and must not block.
+type AsyncApplier interface {
+	ApplyAsync(ctx context.Context, cmd *fsm.Command, done func(*fsm.Result, error))
+}
+
+// applyAsync applies cmd and calls done with its outcome, through the
+// backend's ApplyAsync when it has one.
+func (s *Server) applyAsync(ctx context.Context, cmd *fsm.Command, done func(*fsm.Result, error)) {
+	if a, ok := s.b.(AsyncApplier); ok {
+		a.ApplyAsync(ctx, cmd, done)
+		return
+	}
+	go func() { done(s.b.Apply(ctx, cmd)) }()
 }
 
 // streamRequestTimeout bounds each order-stream request, as a plain
