@@ -42,8 +42,7 @@ func newBatcher(n *Node, maxBatch int) *batcher {
 func (b *batcher) submit(ctx context.Context, typ fsm.Type, data []byte) (*fsm.Result, error) {
 	if b.q.takeAlone() {
 		p := newPending(typ, data)
-		b.await(b.n.raft.Apply(data, b.n.cfg.ApplyTimeout), []*pending{p})
-		b.q.release()
+		b.await(b.n.raft.Apply(data, b.n.cfg.ApplyTimeout), []*pending{p}, b.q.release)
 		o := <-p.done // await has answered
 		return o.res, o.err
 	}
@@ -60,19 +59,20 @@ func (b *batcher) submitAsync(ctx context.Context, typ fsm.Type, data []byte, no
 	p := &pending{data: data, typ: typ, notify: notify}
 	if b.q.takeAlone() {
 		f := b.n.raft.Apply(data, b.n.cfg.ApplyTimeout)
-		go func() {
-			defer b.q.release()
-			b.await(f, []*pending{p})
-		}()
+		go b.await(f, []*pending{p}, b.q.release)
 		return
 	}
-	select {
-	case b.q.in <- p:
-	case <-ctx.Done():
-		notify(outcome{err: fmt.Errorf("%w: %w: queue full until the deadline", errNotApplied, ErrNoLeader)})
-	case <-b.n.done:
-		notify(outcome{err: ErrClosed})
+	if err := b.q.push(ctx, b.n.done, p); err != nil {
+		notify(outcome{err: pushError(err)})
 	}
+}
+
+// pushError is the outcome of a command the queue did not take.
+func pushError(err error) error {
+	if errors.Is(err, ErrClosed) {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: %w: queue full until the deadline", errNotApplied, ErrNoLeader)
 }
 
 // enqueue queues an encoded, stamped command and returns a function that
@@ -80,13 +80,9 @@ func (b *batcher) submitAsync(ctx context.Context, typ fsm.Type, data []byte, no
 // commands before waiting for any.
 func (b *batcher) enqueue(ctx context.Context, typ fsm.Type, data []byte) func() outcome {
 	p := newPending(typ, data)
-	select {
-	case b.q.in <- p:
-	case <-ctx.Done():
-		err := fmt.Errorf("%w: %w: queue full until the deadline", errNotApplied, ErrNoLeader)
+	if err := b.q.push(ctx, b.n.done, p); err != nil {
+		err = pushError(err)
 		return func() outcome { return outcome{err: err} }
-	case <-b.n.done:
-		return func() outcome { return outcome{err: ErrClosed} }
 	}
 	return func() outcome {
 		select {
@@ -118,15 +114,17 @@ func (b *batcher) dispatch(batch []*pending) {
 		data = fsm.EncodeBatch(parts)
 	}
 	f := b.n.raft.Apply(data, b.n.cfg.ApplyTimeout)
-	go func() {
-		defer b.q.release()
-		b.await(f, batch)
-	}()
+	go b.await(f, batch, b.q.release)
 }
 
-// await waits for an entry's fate and hands each member its outcome.
-func (b *batcher) await(f raft.ApplyFuture, batch []*pending) {
-	if err := f.Error(); err != nil {
+// await waits for an entry's fate, frees its in-flight slot (release),
+// and hands each member its outcome: the next entry can go to Raft while
+// the members' callbacks run (an order stream's encode their
+// acknowledgements).
+func (b *batcher) await(f raft.ApplyFuture, batch []*pending, release func()) {
+	err := f.Error()
+	release()
+	if err != nil {
 		for _, p := range batch {
 			p.finish(outcome{err: applyError(p.typ, err)})
 		}

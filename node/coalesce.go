@@ -1,6 +1,11 @@
 package node
 
-import "github.com/hats-trading/hats/fsm"
+import (
+	"context"
+	"sync"
+
+	"github.com/hats-trading/hats/fsm"
+)
 
 // pending is one command waiting in a coalescing queue (group commit on
 // the leader, forwarding on a follower) for its outcome.
@@ -46,6 +51,12 @@ type coalescer struct {
 	inflight chan struct{}
 	maxBatch int
 	maxBytes int // a batch stops growing past this many bytes
+	// mu makes closing final: push holds it shared while it sends, and
+	// failQueued takes it whole to mark the queue closed before the last
+	// drain, so no command lands in the queue after that drain (its
+	// outcome would never come).
+	mu     sync.RWMutex
+	closed bool
 }
 
 func newCoalescer(queue, inflight, maxBatch, maxBytes int) *coalescer {
@@ -53,6 +64,25 @@ func newCoalescer(queue, inflight, maxBatch, maxBytes int) *coalescer {
 		maxBatch = 512
 	}
 	return &coalescer{in: make(chan *pending, queue), inflight: make(chan struct{}, inflight), maxBatch: maxBatch, maxBytes: maxBytes}
+}
+
+// push queues p. It returns ErrClosed once the queue has closed (done
+// is closed), or ctx's error if ctx ends while the queue is full; either
+// way p was not queued.
+func (c *coalescer) push(ctx context.Context, done <-chan struct{}, p *pending) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return ErrClosed
+	}
+	select {
+	case c.in <- p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-done:
+		return ErrClosed
+	}
 }
 
 // takeAlone reserves an in-flight slot for a command nobody is queued
@@ -110,6 +140,9 @@ func (c *coalescer) run(done <-chan struct{}, dispatch func([]*pending)) {
 }
 
 func (c *coalescer) failQueued() {
+	c.mu.Lock() // pushes under way see done closed and leave, or have queued
+	c.closed = true
+	c.mu.Unlock()
 	for {
 		select {
 		case p := <-c.in:

@@ -77,12 +77,11 @@ func (fw *forwarder) forward(ctx context.Context, cmd *fsm.Command) (*fsm.Result
 		o := <-p.done // send has answered
 		return o.res, o.err
 	}
-	select {
-	case fw.q.in <- p:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w: forward queue full until the deadline", errNotApplied, ErrNoLeader)
-	case <-fw.n.done:
+	switch err := fw.q.push(ctx, fw.n.done, p); {
+	case errors.Is(err, ErrClosed):
 		return nil, ErrClosed
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w: forward queue full until the deadline", errNotApplied, ErrNoLeader)
 	}
 	select {
 	case o := <-p.done:

@@ -59,7 +59,8 @@ func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
 }
 
 // ApplyAsync is Apply answering through done instead of waiting: done is
-// called once, from another goroutine, and must not block. On the leader
+// called exactly once, before ApplyAsync returns or later from another
+// goroutine, and must not block. On the leader
 // the command joins group commit without a goroutine of its own waiting
 // for it (an order stream's acknowledgements are written from the
 // goroutine that learns a batch's results); a command the leader cannot
@@ -67,6 +68,12 @@ func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
 // retries included.
 func (n *Node) ApplyAsync(ctx context.Context, cmd *fsm.Command, done func(*fsm.Result, error)) {
 	retry := func() { go func() { done(n.Apply(ctx, cmd)) }() }
+	select {
+	case <-n.done:
+		done(nil, ErrClosed)
+		return
+	default:
+	}
 	if !n.IsLeader() {
 		retry()
 		return

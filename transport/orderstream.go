@@ -192,8 +192,9 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 }
 
 // AsyncApplier is a Backend that can apply a command without a goroutine
-// waiting for it (node.Node.ApplyAsync): done is called once, from
-// another goroutine, and must not block.
+// waiting for it (node.Node.ApplyAsync): done is called exactly once,
+// before ApplyAsync returns or later from another goroutine, and must not
+// block.
 type AsyncApplier interface {
 	ApplyAsync(ctx context.Context, cmd *fsm.Command, done func(*fsm.Result, error))
 }
