@@ -452,8 +452,8 @@ type benchOutcome struct {
 // opCtxStep is how close together operations start to share a deadline.
 const opCtxStep = 100 * time.Millisecond
 
-// run runs operations while claim allows; next gives each one's kind and
-// the moment it was due (ok false: stop).
+// run runs operations until next says stop (ok false); next gives each
+// operation's kind and the moment it was due.
 func (w *benchWorker) run(ctx context.Context, r *benchRun, next func() (benchKind, time.Time, bool)) {
 	w.deadlines = &transport.SharedDeadlines{Parent: ctx, Timeout: r.cfg.opWait, Step: min(opCtxStep, r.cfg.opWait/2)}
 	defer w.deadlines.Release()

@@ -400,6 +400,7 @@ func (f *FSM) resetCaches() {
 	f.hot = newHot()
 	f.idemHead = nil
 	f.houseAcct, f.houseKnown = 0, false
+	f.x = nil // it holds the last command's transaction
 }
 
 // appendFill is the fill factor of the buckets Apply writes. Their keys

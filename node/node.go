@@ -209,6 +209,11 @@ type Node struct {
 
 var _ transport.Backend = (*Node)(nil)
 
+// Order streams take the callback path only if Node keeps ApplyAsync's
+// signature; without it they would quietly fall back to a goroutine per
+// order.
+var _ transport.AsyncApplier = (*Node)(nil)
+
 // New opens the data dir and starts Raft. A node with an empty data dir and
 // no join addresses bootstraps a one-node cluster; one with existing state
 // resumes its membership and never bootstraps again. Call JoinCluster after
