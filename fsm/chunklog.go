@@ -34,7 +34,11 @@ func appendLog(b *sbucket, key []byte, seq uint64, rec []byte) {
 	old, own := b.getOwn(key)
 	v := old
 	if !own {
-		v = make([]byte, len(old), len(old)+len(rec)+binary.MaxVarintLen64)
+		// Room for the rest of the chunk at this record's size: the
+		// chunk is extended in place record by record from here on,
+		// instead of growing (and copying) five times on the way to 32.
+		left := logChunk - int(seq-chunkStart(seq))
+		v = make([]byte, len(old), len(old)+left*(len(rec)+2*binary.MaxVarintLen16))
 		copy(v, old)
 	}
 	v = binary.AppendUvarint(v, seq-chunkStart(seq))

@@ -210,21 +210,67 @@ type seqState struct {
 	key  []byte
 }
 
-// newClientID reports whether key (account | client ID) sorts after every
-// client ID the account has used, so it cannot be a repeat and the lookup
-// can be skipped: the Go client's IDs grow with time, so nearly every
-// order's does. Client IDs are never deleted, so the largest one only
-// grows; it is cached per account (loaded on first use, dropped with the
-// other caches) and raised by applyPlace as it stores new ones.
-func (f *FSM) newClientID(b *sbucket, acct uint64, key []byte) bool {
-	last, ok := f.cidMax[acct]
-	if !ok {
-		if k := lastUnder(b, acct); len(k) > 8 {
-			last = bytes.Clone(k)
-		}
-		f.cidMax[acct] = last
+// cidWindow is what the state machine knows in memory about an account's
+// client-ID keys (account | client ID): every stored key that sorts after
+// floor is in keys (sorted). Keys at or below floor are looked up.
+//
+// Client IDs are never deleted, so this only grows: loaded on first use
+// with floor at the account's largest stored key (nothing is stored above
+// it) and no keys, then every key applyPlace stores above floor is added.
+// The Go client's IDs grow with time, and several clients of one trader
+// (or one client's pipelined orders) reach the log slightly out of order,
+// so nearly every new ID is either above all of them or among the newest
+// few: both are answered here without a lookup through every layer and
+// the file. The window is bounded: past maxCIDWindow keys the older half
+// is dropped and floor raised to the newest key dropped, which keeps the
+// rule (every stored key above floor is in keys).
+type cidWindow struct {
+	floor []byte
+	keys  [][]byte
+}
+
+const maxCIDWindow = 64
+
+// known reports whether the window answers for key, and if so whether
+// the key is stored.
+func (w *cidWindow) known(key []byte) (answered, stored bool) {
+	if bytes.Compare(key, w.floor) <= 0 {
+		return false, false
 	}
-	return bytes.Compare(key, last) > 0
+	_, found := slices.BinarySearchFunc(w.keys, key, bytes.Compare)
+	return true, found
+}
+
+// add records a key just stored.
+func (w *cidWindow) add(key []byte) {
+	if bytes.Compare(key, w.floor) <= 0 {
+		return // below the window: looked up anyway
+	}
+	i, found := slices.BinarySearchFunc(w.keys, key, bytes.Compare)
+	if found {
+		return
+	}
+	w.keys = slices.Insert(w.keys, i, key)
+	if len(w.keys) > maxCIDWindow {
+		drop := len(w.keys) / 2
+		w.floor = w.keys[drop-1]
+		w.keys = append(w.keys[:0:0], w.keys[drop:]...)
+	}
+}
+
+// newClientID reports whether key (account | client ID) is certainly not
+// stored, so the lookup can be skipped (see cidWindow).
+func (f *FSM) newClientID(b *sbucket, acct uint64, key []byte) bool {
+	w := f.cids[acct]
+	if w == nil {
+		w = &cidWindow{}
+		if k := lastUnder(b, acct); len(k) > 8 {
+			w.floor = bytes.Clone(k)
+		}
+		f.cids[acct] = w
+	}
+	answered, stored := w.known(key)
+	return answered && !stored
 }
 
 // lastSeq is an account's newest sequence number in a chunked log.
@@ -481,11 +527,10 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 		// is looked up in each layer, where a fresh key would cost a
 		// binary search instead of a hash probe.
 		must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
-		// Only a loaded maximum may be raised: caching this key as the
-		// account's largest without knowing the stored ones could hide a
-		// larger one, and with it a repeat.
-		if last, ok := f.cidMax[c.Account]; ok && bytes.Compare(cidKey, last) > 0 {
-			f.cidMax[c.Account] = cidKey
+		// Only a loaded window may learn it: one made up without the
+		// stored keys could hide a larger one, and with it a repeat.
+		if w := f.cids[c.Account]; w != nil {
+			w.add(cidKey)
 		}
 	}
 	must(tb.Bucket(bAcctOrders).PutFresh(acctSeqKey(c.Account, id), nil))

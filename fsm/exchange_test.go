@@ -1312,3 +1312,79 @@ func TestExchangeClientIDCacheDroppedOnRestore(t *testing.T) {
 		t.Fatal("the repeat changed the restored state")
 	}
 }
+
+// TestCIDWindowAgreesWithTheStoredSet: whenever the client-ID window
+// answers, its answer is what the stored set says, through many times its
+// bound of keys arriving slightly out of order; and it answers for most
+// of them (the newest IDs), which is what spares the lookups.
+func TestCIDWindowAgreesWithTheStoredSet(t *testing.T) {
+	r := rand.New(rand.NewSource(7))
+	key := func(n int) []byte { return acctKey(42, fmt.Appendf(nil, "c-%08d", n)) }
+	stored := map[string]bool{}
+	w := &cidWindow{floor: key(100)} // as loaded: 100 is the largest stored
+	for n := 0; n <= 100; n += 3 {
+		stored[string(key(n))] = true
+	}
+	stored[string(key(100))] = true
+	answered := 0
+	const total = 20 * maxCIDWindow
+	for i := 0; i < total; i++ {
+		n := 101 + i + r.Intn(12) - 6 // jittered arrival
+		if r.Intn(10) == 0 {
+			n = r.Intn(101 + i) // an old ID: repeat or a gap
+		}
+		k := key(n)
+		ok, in := w.known(k)
+		if ok {
+			answered++
+			if in != stored[string(k)] {
+				t.Fatalf("step %d: window says stored=%v for %s, the stored set says %v", i, in, k[8:], stored[string(k)])
+			}
+		}
+		if !stored[string(k)] {
+			stored[string(k)] = true
+			w.add(k)
+		}
+		if len(w.keys) > maxCIDWindow {
+			t.Fatalf("window holds %d keys, bound %d", len(w.keys), maxCIDWindow)
+		}
+	}
+	if answered < total/2 {
+		t.Fatalf("window answered %d of %d: it should answer for the newest IDs", answered, total)
+	}
+}
+
+// TestExchangeClientIDRepeatsBeyondTheWindow: an account places many
+// times the window's bound of client IDs, out of order, and repeats IDs
+// from anywhere in its history: every repeat replays its first order and
+// no new ID replays.
+func TestExchangeClientIDRepeatsBeyondTheWindow(t *testing.T) {
+	h, ids, l := exHarness(t)
+	ann := ids[0]
+	r := rand.New(rand.NewSource(11))
+	first := map[string]uint64{}
+	var used []string
+	for i := 0; i < 5*maxCIDWindow; i++ {
+		cid := fmt.Sprintf("c-%06d", i+r.Intn(8))
+		if r.Intn(4) == 0 && len(used) > 0 {
+			cid = used[r.Intn(len(used))]
+		}
+		c := limitCmd(ann, "AAA", market.Buy, 1, 9_000)
+		c.ClientID = cid
+		res := h.exApply1(c)
+		if res.Code != CodeOK || res.Order == nil {
+			t.Fatalf("%s: %+v", cid, res)
+		}
+		id, seen := first[cid]
+		switch {
+		case seen && (!res.Replay || res.Order.ID != id):
+			t.Fatalf("step %d: repeat of %s placed order %d (replay %v), want a replay of %d", i, cid, res.Order.ID, res.Replay, id)
+		case !seen && res.Replay:
+			t.Fatalf("step %d: new client ID %s replayed order %d", i, cid, res.Order.ID)
+		case !seen:
+			first[cid] = res.Order.ID
+			used = append(used, cid)
+		}
+	}
+	checkExchange(t, h.f, l)
+}

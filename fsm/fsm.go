@@ -68,11 +68,11 @@ type FSM struct {
 	// (rebuilt on open and restore) and changed only inside ApplyBatch.
 	bookMu   sync.Mutex
 	books    map[string]*market.Book
-	seqs     map[seqKey]seqState // last per-account sequences (exchange.go); under bookMu
-	cidMax   map[uint64][]byte   // per account, its largest client-ID key or nil (exchange.go); under bookMu
-	hot      *hot                // accounts, positions, book stats (hot.go); under bookMu
-	x        *exch               // the command working set newExch reuses; under bookMu
-	idemHead []byte              // where idempotency pruning resumes (apply.go); under bookMu
+	seqs     map[seqKey]seqState   // last per-account sequences (exchange.go); under bookMu
+	cids     map[uint64]*cidWindow // per account, its newest client-ID keys (exchange.go); under bookMu
+	hot      *hot                  // accounts, positions, book stats (hot.go); under bookMu
+	x        *exch                 // the command working set newExch reuses; under bookMu
+	idemHead []byte                // where idempotency pruning resumes (apply.go); under bookMu
 	// houseAcct is the house account (0: none yet) when houseKnown, so
 	// order events need not read it from the state per command
 	// (events.go); house() sets it when it creates the account, which
@@ -396,7 +396,7 @@ func (f *FSM) HasSymbol(sym string) bool {
 // bookMu.
 func (f *FSM) resetCaches() {
 	f.seqs = map[seqKey]seqState{}
-	f.cidMax = map[uint64][]byte{}
+	f.cids = map[uint64]*cidWindow{}
 	f.hot = newHot()
 	f.idemHead = nil
 	f.houseAcct, f.houseKnown = 0, false
