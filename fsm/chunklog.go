@@ -205,3 +205,66 @@ func migrateLogs(tx *bolt.Tx) (int, error) {
 	}
 	return moved, nil
 }
+
+// legacyOrderIndex is the bucket that held each trader's order index one
+// key per order (account | order ID -> nothing) before it was chunked
+// (session 12) into bOrderIndex.
+var legacyOrderIndex = []byte("acct_orders")
+
+// migrateOrderIndex rewrites a per-key order index into chunks, in the
+// caller's transaction, and drops the old bucket; it reports how many
+// orders it moved. An account's keys are in order-ID order, which is the
+// order it placed them in, so the record with sequence n is its n-th
+// order, exactly what applying the same log with the chunked index would
+// have written: every replica converts to the same state.
+func migrateOrderIndex(tx *bolt.Tx) (int, error) {
+	top := tx.Bucket(bTrader)
+	if top == nil {
+		return 0, nil
+	}
+	old := top.Bucket(legacyOrderIndex)
+	if old == nil {
+		return 0, nil
+	}
+	nb, err := top.CreateBucketIfNotExists(bOrderIndex)
+	if err != nil {
+		return 0, err
+	}
+	if k, _ := nb.Cursor().First(); k != nil {
+		return 0, fmt.Errorf("%w: both trader/%s and trader/%s hold an order index", ErrCorrupt, legacyOrderIndex, bOrderIndex)
+	}
+	moved := 0
+	var acct, seq uint64
+	var key, val []byte
+	put := func() error {
+		if key == nil {
+			return nil
+		}
+		return nb.Put(key, val)
+	}
+	c := old.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) != 16 {
+			return moved, fmt.Errorf("%w: trader/%s key %x is not account | order id", ErrCorrupt, legacyOrderIndex, k)
+		}
+		if a := binary.BigEndian.Uint64(k); a != acct || key == nil {
+			acct, seq = a, 0
+		}
+		seq++
+		ck := binary.BigEndian.AppendUint64(u64key(acct), chunkStart(seq))
+		if !bytes.Equal(ck, key) {
+			if err := put(); err != nil {
+				return moved, err
+			}
+			key, val = ck, nil
+		}
+		val = binary.AppendUvarint(val, seq-chunkStart(seq))
+		val = binary.AppendUvarint(val, 8)
+		val = append(val, k[8:]...)
+		moved++
+	}
+	if err := put(); err != nil {
+		return moved, err
+	}
+	return moved, top.DeleteBucket(legacyOrderIndex)
+}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"testing"
@@ -310,6 +312,111 @@ func TestLegacyLogsConvertedOnOpenAndRestore(t *testing.T) {
 
 	// The same legacy state arriving as a snapshot is converted too.
 	f2 := mustOpenPath(t, filepath.Join(dir, "other.db"))
+	if err := f2.Restore(io.NopCloser(bytes.NewReader(legacy))); err != nil {
+		t.Fatalf("Restore of a legacy snapshot: %v", err)
+	}
+	if got, _, err := f2.Hash(); err != nil || got != want {
+		t.Fatalf("converted on restore: hash %s (%v), the chunked state's %s", got, err, want)
+	}
+}
+
+// A state file, or a snapshot, that keeps each trader's order index one
+// key per order (account | order ID, before session 12) is converted on
+// open and on restore: the result hashes the same as the state the
+// chunked index wrote, every trader's orders list the same, and the
+// numbering goes on with the next order.
+func TestLegacyOrderIndexConvertedOnOpenAndRestore(t *testing.T) {
+	h, ids, _ := exHarness(t)
+	r := rand.New(rand.NewSource(3))
+	for i := 0; i < 3*logChunk+5; i++ { // several chunks per account, interleaved
+		acct := ids[r.Intn(len(ids))]
+		wantCode(t, h.exApply1(limitCmd(acct, "AAA", market.Buy, 1, 9_000-int64(i))), CodeOK)
+	}
+	lists := func(f *FSM) map[uint64][]uint64 {
+		out := map[uint64][]uint64{}
+		_ = f.View(func(v *View) error {
+			for _, a := range ids {
+				for _, o := range v.Orders(a, false, "", 0) {
+					out[a] = append(out[a], o.ID)
+				}
+			}
+			return nil
+		})
+		return out
+	}
+	wantLists := lists(h.f)
+	want, _, err := h.f.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := h.f.path
+	if err := h.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Un-chunk: the index goes back to one key per order.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	err = db.Update(func(tx *bolt.Tx) error {
+		top := tx.Bucket(bTrader)
+		ob, err := top.CreateBucket(legacyOrderIndex)
+		if err != nil {
+			return err
+		}
+		err = top.Bucket(bOrderIndex).ForEach(func(k, v []byte) error {
+			var perr error
+			chunkRecords(binary.BigEndian.Uint64(k[8:]), v, func(_ uint64, rec []byte) bool {
+				moved++
+				perr = ob.Put(append(bytes.Clone(k[:8]), rec...), nil)
+				return perr == nil
+			})
+			return perr
+		})
+		if err != nil {
+			return err
+		}
+		return top.DeleteBucket(bOrderIndex)
+	})
+	db.Close()
+	if err != nil || moved != 3*logChunk+5 {
+		t.Fatalf("making the legacy file: %v (%d orders moved)", err, moved)
+	}
+	legacy, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	h.f = mustOpenPath(t, path)
+	if got, _, err := h.f.Hash(); err != nil || got != want {
+		t.Fatalf("converted on open: hash %s (%v), the chunked state's %s", got, err, want)
+	}
+	if got := lists(h.f); !reflect.DeepEqual(got, wantLists) {
+		t.Fatalf("orders listed after the conversion:\n%v\nbefore:\n%v", got, wantLists)
+	}
+	err = h.f.viewFile(func(tx *bolt.Tx) error {
+		if tx.Bucket(bTrader).Bucket(legacyOrderIndex) != nil {
+			t.Error("the per-key order index is still there after the conversion")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := h.exApply1(limitCmd(ids[0], "AAA", market.Buy, 1, 8_000))
+	wantCode(t, next, CodeOK)
+	_ = h.f.View(func(v *View) error {
+		got := v.Orders(ids[0], false, "", 2)
+		if len(got) != 2 || got[0].ID != next.Order.ID || got[1].ID != wantLists[ids[0]][0] {
+			t.Fatalf("newest two of the converted index after one more order: %v", got)
+		}
+		return nil
+	})
+
+	// The same legacy state arriving as a snapshot is converted too.
+	f2 := mustOpenPath(t, filepath.Join(t.TempDir(), "other.db"))
 	if err := f2.Restore(io.NopCloser(bytes.NewReader(legacy))); err != nil {
 		t.Fatalf("Restore of a legacy snapshot: %v", err)
 	}

@@ -249,7 +249,7 @@ func TestAppendBucketsArePacked(t *testing.T) {
 		}
 	}
 	err := h.f.viewFile(func(tx *bolt.Tx) error {
-		for _, path := range [][][]byte{{bMarket, bOrders}, {bMarket, bOpen}, {bTrader, bOrderEvents}, {bTrader, bAcctOrders}} {
+		for _, path := range [][][]byte{{bMarket, bOrders}, {bMarket, bOpen}, {bTrader, bOrderEvents}, {bTrader, bOrderIndex}} {
 			b := tx.Bucket(path[0]).Bucket(path[1])
 			st := b.Stats()
 			if st.LeafPageN < 10 {

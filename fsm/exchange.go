@@ -26,7 +26,7 @@ var (
 	bBooks       = []byte("books")         // market: symbol -> book stats
 	bTrades      = []byte("trade_chunks")  // market: symbol 0 chunk -> trades (chunklog.go)
 	bClientIDs   = []byte("client_ids")    // trader: account | client id -> order id
-	bAcctOrders  = []byte("acct_orders")   // trader: account | order id -> nil
+	bOrderIndex  = []byte("order_index")   // trader: account | chunk -> order ids, placement order (chunklog.go)
 	bPositions   = []byte("positions")     // trader: account | symbol -> position
 	bLedger      = []byte("ledger_chunks") // trader: account | chunk -> statement entries (chunklog.go)
 
@@ -172,10 +172,20 @@ func (x *exch) entry(acct uint64, e trader.Entry) {
 	appendLogWith(lb, key, seq, &e, encodeEntry)
 }
 
+// indexOrder appends a new order's ID to its trader's order index, a
+// chunked log (one key per 32 orders of an account, not one per order).
+func (x *exch) indexOrder(b *sbucket, acct, id uint64) {
+	seq, key := x.f.nextSeq(seqOrderIndex, b, acct)
+	var rec [8]byte
+	binary.BigEndian.PutUint64(rec[:], id)
+	appendLog(b, key, seq, rec[:])
+}
+
 // Per-account sequences kept in the FSM's seq cache.
 const (
 	seqLedger byte = iota
 	seqOrderEvents
+	seqOrderIndex
 )
 
 type seqKey struct {
@@ -533,7 +543,7 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 			w.add(cidKey)
 		}
 	}
-	must(tb.Bucket(bAcctOrders).PutFresh(acctSeqKey(c.Account, id), nil))
+	x.indexOrder(tb.Bucket(bOrderIndex), c.Account, id)
 
 	rejectOrder := func(err error) *Result {
 		res := reject(err)

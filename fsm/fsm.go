@@ -483,6 +483,13 @@ func (f *FSM) open() error {
 		if err != nil {
 			return err
 		}
+		moved, err = migrateOrderIndex(tx)
+		if moved > 0 {
+			f.log.Info("converted the state file's per-trader order index to chunks", "path", f.path, "orders", moved)
+		}
+		if err != nil {
+			return err
+		}
 		return ensureBuckets(tx)
 	})
 	if err != nil {
@@ -519,7 +526,7 @@ func ensureBuckets(tx *bolt.Tx) error {
 	}{
 		{bMeta, nil},
 		{bCluster, [][]byte{bNodes, bAssignments}},
-		{bTrader, [][]byte{bAccounts, bUsers, bCredentials, bSessions, bIdem, bIdemByTime, bClientIDs, bAcctOrders, bPositions, bLedger, bOrderEvents}},
+		{bTrader, [][]byte{bAccounts, bUsers, bCredentials, bSessions, bIdem, bIdemByTime, bClientIDs, bOrderIndex, bPositions, bLedger, bOrderEvents}},
 		{bMarket, [][]byte{bInstruments, bOrders, bOpen, bBooks, bTrades, bQuotes}},
 	}
 	for _, l := range layout {

@@ -237,7 +237,7 @@ func (t *ltree) ordered() []int32 {
 // into the main run many times over), in the active layer and once it is
 // frozen.
 func TestLayerKeyOrderWithManyLateKeys(t *testing.T) {
-	tr := newLtree(0, 0)
+	tr := newLtree(0)
 	model := map[string]bool{} // key -> deleted
 	rng := uint64(12345)
 	next := func() uint64 { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng }
@@ -455,7 +455,7 @@ func TestOpenSetDeletesOnlyOrdersThatRested(t *testing.T) {
 // own change, an update reaches the right one, a missing key with a taken
 // hash is not found, and the key order is unaffected.
 func TestLayerIndexHashCollisions(t *testing.T) {
-	l := newLtree(0, 0)
+	l := newLtree(0)
 	const h = 7
 	for _, it := range []kv{
 		{k: []byte("b"), v: []byte("1")},
@@ -490,25 +490,8 @@ func TestLayerIndexHashCollisions(t *testing.T) {
 	if strings.Join(order, ",") != "a,b,c" {
 		t.Fatalf("key order %v, want a,b,c", order)
 	}
-	// A key put fresh is in no hash index: found by its order even when
-	// its hash is taken by an indexed key, and a later put of it updates
-	// it in place.
-	f := newLtree(0, 0)
-	f.putHashed(kv{k: []byte("m"), v: []byte("1")}, h)
-	f.putFresh(kv{k: []byte("n"), v: []byte("2")})
-	f.putFresh(kv{k: []byte("d"), v: []byte("3")}) // late: placed by the search
-	if i, ok := f.find([]byte("n"), h); !ok || string(f.ents[i].v) != "2" {
-		t.Fatalf("fresh key n under a taken hash: found %v", ok)
-	}
-	f.putHashed(kv{k: []byte("d"), v: []byte("33")}, h+1)
-	if got, ok := f.get([]byte("d")); !ok || string(got.v) != "33" || len(f.ents) != 3 {
-		t.Fatalf("update of fresh key d: %+v %v, %d changes", got, ok, len(f.ents))
-	}
-	if _, ok := f.find([]byte("e"), h+2); ok {
-		t.Fatal("a key never put was found among fresh ones")
-	}
 	// The hashed index serves plain gets too.
-	n := newLtree(0, 0)
+	n := newLtree(0)
 	n.put(kv{k: []byte("k1"), v: []byte("v1")})
 	if got, ok := n.get([]byte("k1")); !ok || string(got.v) != "v1" {
 		t.Fatalf("get k1: %+v %v", got, ok)

@@ -63,10 +63,6 @@ type ltree struct {
 	tail []int32    // positions in key order, merged into main past tailMax
 	// placed counts the ents already in main or tail; the rest are late.
 	placed int
-	// unhashed counts the ents put with putFresh, which are in ents and
-	// the runs but not in idx: find falls back to an ordered search for
-	// them while there are any.
-	unhashed int
 }
 
 // tailMax bounds the short run: placing a late key costs a search and a
@@ -78,10 +74,9 @@ const tailMax = 1024
 // never leave memory, so replicas need not agree on them).
 var keySeed = maphash.MakeSeed()
 
-// newLtree sizes the changes for keys keys, hashed of them indexed by
-// hash.
-func newLtree(keys, hashed int) *ltree {
-	return &ltree{idx: make(map[uint64]int32, hashed), ents: make([]kv, 0, keys)}
+// newLtree sizes the changes for keys keys.
+func newLtree(keys int) *ltree {
+	return &ltree{idx: make(map[uint64]int32, keys), ents: make([]kv, 0, keys)}
 }
 
 // find returns the position of the key's change in this layer.
@@ -95,23 +90,7 @@ func (t *ltree) find(k []byte, h uint64) (int32, bool) {
 			return i, true
 		}
 	}
-	if t.unhashed > 0 {
-		return t.search(k)
-	}
 	return 0, false // no key with this hash: not here
-}
-
-// search finds a key by its place in the sorted runs (the keys put with
-// putFresh are in no hash index).
-func (t *ltree) search(k []byte) (int32, bool) {
-	main, tail := t.runs()
-	for _, run := range [][]int32{main, tail} {
-		j, ok := slices.BinarySearchFunc(run, k, func(p int32, k []byte) int { return bytes.Compare(t.ents[p].k, k) })
-		if ok {
-			return run[j], true
-		}
-	}
-	return 0, false
 }
 
 func keyHash(k []byte) uint64 { return maphash.Bytes(keySeed, k) }
@@ -144,15 +123,6 @@ func (t *ltree) putHashed(it kv, h uint64) {
 		// change (Put's contract, as bbolt's), so the index shares them.
 		t.coll[unsafe.String(unsafe.SliceData(it.k), len(it.k))] = i
 	}
-}
-
-// putFresh records a key the caller knows no layer and no file holds (a
-// new number), without indexing it by hash: for a bucket that only grows
-// and is read by cursor, never by key (the per-trader order index), where
-// a hash index would only cost a cache miss per key.
-func (t *ltree) putFresh(it kv) {
-	t.appendEnt(it)
-	t.unhashed++
 }
 
 // appendEnt adds a new key's change, extending the main run when the key
@@ -274,15 +244,14 @@ func newLayer(sizes map[string]treeSize) *layer {
 	return &layer{buckets: map[string]*ltree{}, since: time.Now(), sizes: sizes}
 }
 
-// treeSize is how many keys a bucket's changes hold, and how many of
-// them are indexed by hash (not put fresh).
-type treeSize struct{ keys, hashed int }
+// treeSize is how many keys a bucket's changes hold.
+type treeSize struct{ keys int }
 
 // keyCounts is the size of each bucket's changes in the layer.
 func (l *layer) keyCounts() map[string]treeSize {
 	out := make(map[string]treeSize, len(l.buckets))
 	for p, t := range l.buckets {
-		out[p] = treeSize{len(t.ents), len(t.ents) - t.unhashed}
+		out[p] = treeSize{len(t.ents)}
 	}
 	return out
 }
@@ -293,7 +262,7 @@ func (l *layer) tree(path string, create bool) *ltree {
 	t := l.buckets[path]
 	if t == nil && create {
 		sz := l.sizes[path]
-		t = newLtree(sz.keys, sz.hashed)
+		t = newLtree(sz.keys)
 		l.buckets[path] = t
 	}
 	return t
@@ -434,12 +403,6 @@ func (b *sbucket) getOwn(k []byte) (v []byte, own bool) {
 
 // Put sets a key. As with bbolt, k and v must not change afterwards.
 func (b *sbucket) Put(k, v []byte) error { return b.put(k, v, (*ltree).put) }
-
-// PutFresh sets a key the caller knows is new: in no layer and not in
-// the file (a key built from a sequence number just drawn). It skips the
-// hash index; Get still finds the key, by an ordered search. Putting a key
-// that exists breaks reads of it.
-func (b *sbucket) PutFresh(k, v []byte) error { return b.put(k, v, (*ltree).putFresh) }
 
 func (b *sbucket) put(k, v []byte, into func(*ltree, kv)) error {
 	if err := b.writable(k); err != nil {

@@ -217,9 +217,6 @@ type lstRun struct {
 
 	putBias int // percent of writes that are puts (changes by phase)
 	recent  []string
-	// touched holds path + "\x00" + key for every key the file, a layer
-	// or a write ever held; the others may be written with PutFresh.
-	touched map[string]bool
 }
 
 func (r *lstRun) note(format string, args ...any) {
@@ -305,14 +302,9 @@ func (r *lstRun) modelKeys(path string) []string {
 
 func (r *lstRun) put(path, k string, v []byte) {
 	b := lstBucket(r.t, r.w, path)
-	put, how := b.Put, "put"
-	if !r.touched[path+"\x00"+k] && r.rng.IntN(2) == 0 {
-		put, how = b.PutFresh, "put fresh"
-	}
-	r.touched[path+"\x00"+k] = true
-	r.note("%s %q %q = %q (nil value: %v)", how, path, k, v, v == nil)
-	if err := put([]byte(k), v); err != nil {
-		r.fatalf("%s %q %q: %v", how, path, k, err)
+	r.note("put %q %q = %q (nil value: %v)", path, k, v, v == nil)
+	if err := b.Put([]byte(k), v); err != nil {
+		r.fatalf("put %q %q: %v", path, k, err)
 	}
 	if v == nil {
 		v = []byte{}
@@ -323,7 +315,6 @@ func (r *lstRun) put(path, k string, v []byte) {
 func (r *lstRun) del(path, k string) {
 	_, had := r.model[path][k]
 	r.note("delete %q %q (present: %v)", path, k, had)
-	r.touched[path+"\x00"+k] = true
 	if err := lstBucket(r.t, r.w, path).Delete([]byte(k)); err != nil {
 		r.fatalf("delete %q %q: %v", path, k, err)
 	}
@@ -711,7 +702,6 @@ func lstRunSeed(t *testing.T, seed uint64, steps int) {
 		model:   newLstModel(),
 		active:  newLayer(nil),
 		putBias: 60,
-		touched: map[string]bool{},
 	}
 	// On failure, end the read transactions still open so the file can
 	// close (cleanups run newest first: before lstOpenDB's Close).
@@ -736,7 +726,6 @@ func lstRunSeed(t *testing.T, seed uint64, steps int) {
 					return err
 				}
 				r.model[path][k] = v
-				r.touched[path+"\x00"+k] = true
 			}
 		}
 		return nil

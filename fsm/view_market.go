@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 
 	"github.com/hats-trading/hats/market"
 	"github.com/hats-trading/hats/trader"
@@ -58,24 +59,17 @@ func (v *View) OrderByClientID(acct uint64, clientID string) (*market.Order, boo
 // ones or one symbol's, at most limit (0: no limit).
 func (v *View) Orders(acct uint64, openOnly bool, symbol string, limit int) []*market.Order {
 	var out []*market.Order
-	c := v.tx.Bucket(bTrader).Bucket(bAcctOrders).Cursor()
-	prefix := u64key(acct)
-	k, _ := c.Seek(u64key(acct + 1))
-	if k == nil {
-		k, _ = c.Last()
-	} else {
-		k, _ = c.Prev()
-	}
-	for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
-		o, ok := v.Order(binary.BigEndian.Uint64(k[8:]))
+	scanLogBack(v.tx.Bucket(bTrader).Bucket(bOrderIndex), u64key(acct), func(_ uint64, rec []byte) bool {
+		if len(rec) != 8 {
+			panic(fmt.Sprintf("fsm: order index of account %d: %v: record of %d bytes", acct, ErrCorrupt, len(rec)))
+		}
+		o, ok := v.Order(binary.BigEndian.Uint64(rec))
 		if !ok || (openOnly && !o.Status.Active()) || (symbol != "" && o.Symbol != symbol) {
-			continue
+			return true
 		}
 		out = append(out, o)
-		if limit > 0 && len(out) >= limit {
-			break
-		}
-	}
+		return limit <= 0 || len(out) < limit
+	})
 	return out
 }
 
