@@ -171,32 +171,18 @@ func migrateLogs(tx *bolt.Tx) (int, error) {
 		if err != nil {
 			return moved, err
 		}
-		var key, val []byte
-		put := func() error {
-			if key == nil {
-				return nil
-			}
-			return nb.Put(key, val)
-		}
+		w := &chunkWriter{b: nb}
 		c := old.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if len(k) < 9 {
 				return moved, fmt.Errorf("%w: %s/%s key %x is not owner | sequence", ErrCorrupt, l.top, l.old, k)
 			}
-			seq := binary.BigEndian.Uint64(k[len(k)-8:])
-			ck := binary.BigEndian.AppendUint64(bytes.Clone(k[:len(k)-8]), chunkStart(seq))
-			if !bytes.Equal(ck, key) {
-				if err := put(); err != nil {
-					return moved, err
-				}
-				key, val = ck, bytes.Clone(nb.Get(ck))
+			if err := w.add(bytes.Clone(k[:len(k)-8]), binary.BigEndian.Uint64(k[len(k)-8:]), v); err != nil {
+				return moved, err
 			}
-			val = binary.AppendUvarint(val, seq-chunkStart(seq))
-			val = binary.AppendUvarint(val, uint64(len(v)))
-			val = append(val, v...)
 			moved++
 		}
-		if err := put(); err != nil {
+		if err := w.flush(); err != nil {
 			return moved, err
 		}
 		if err := top.DeleteBucket(l.old); err != nil {
@@ -235,36 +221,53 @@ func migrateOrderIndex(tx *bolt.Tx) (int, error) {
 	}
 	moved := 0
 	var acct, seq uint64
-	var key, val []byte
-	put := func() error {
-		if key == nil {
-			return nil
-		}
-		return nb.Put(key, val)
-	}
+	w := &chunkWriter{b: nb}
 	c := old.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		if len(k) != 16 {
 			return moved, fmt.Errorf("%w: trader/%s key %x is not account | order id", ErrCorrupt, legacyOrderIndex, k)
 		}
-		if a := binary.BigEndian.Uint64(k); a != acct || key == nil {
+		if a := binary.BigEndian.Uint64(k); a != acct || moved == 0 {
 			acct, seq = a, 0
 		}
 		seq++
-		ck := binary.BigEndian.AppendUint64(u64key(acct), chunkStart(seq))
-		if !bytes.Equal(ck, key) {
-			if err := put(); err != nil {
-				return moved, err
-			}
-			key, val = ck, nil
+		if err := w.add(u64key(acct), seq, k[8:]); err != nil {
+			return moved, err
 		}
-		val = binary.AppendUvarint(val, seq-chunkStart(seq))
-		val = binary.AppendUvarint(val, 8)
-		val = append(val, k[8:]...)
 		moved++
 	}
-	if err := put(); err != nil {
+	if err := w.flush(); err != nil {
 		return moved, err
 	}
 	return moved, top.DeleteBucket(legacyOrderIndex)
+}
+
+// chunkWriter builds chunks in a bbolt bucket from records given in key
+// order (owner, then sequence), for the conversions above. A chunk the
+// bucket already holds is extended, not replaced.
+type chunkWriter struct {
+	b        *bolt.Bucket
+	key, val []byte
+}
+
+func (w *chunkWriter) add(prefix []byte, seq uint64, rec []byte) error {
+	ck := binary.BigEndian.AppendUint64(prefix, chunkStart(seq))
+	if !bytes.Equal(ck, w.key) {
+		if err := w.flush(); err != nil {
+			return err
+		}
+		w.key, w.val = ck, bytes.Clone(w.b.Get(ck))
+	}
+	w.val = binary.AppendUvarint(w.val, seq-chunkStart(seq))
+	w.val = binary.AppendUvarint(w.val, uint64(len(rec)))
+	w.val = append(w.val, rec...)
+	return nil
+}
+
+// flush writes the chunk being built.
+func (w *chunkWriter) flush() error {
+	if w.key == nil {
+		return nil
+	}
+	return w.b.Put(w.key, w.val)
 }
