@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
@@ -345,22 +346,9 @@ func TestLegacyOrderIndexConvertedOnOpenAndRestore(t *testing.T) {
 		return out
 	}
 	wantLists := lists(h.f)
-	want, _, err := h.f.Hash()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := h.f.path
-	if err := h.f.Close(); err != nil {
-		t.Fatal(err)
-	}
-
 	// Un-chunk: the index goes back to one key per order.
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	moved := 0
-	err = db.Update(func(tx *bolt.Tx) error {
+	want, path, legacy := hashAndRewrite(t, h, func(tx *bolt.Tx) error {
 		top := tx.Bucket(bTrader)
 		ob, err := top.CreateBucket(legacyOrderIndex)
 		if err != nil {
@@ -380,13 +368,8 @@ func TestLegacyOrderIndexConvertedOnOpenAndRestore(t *testing.T) {
 		}
 		return top.DeleteBucket(bOrderIndex)
 	})
-	db.Close()
-	if err != nil || moved != 3*logChunk+5 {
-		t.Fatalf("making the legacy file: %v (%d orders moved)", err, moved)
-	}
-	legacy, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	if moved != 3*logChunk+5 {
+		t.Fatalf("making the legacy file: %d orders moved", moved)
 	}
 
 	h.f = mustOpenPath(t, path)
@@ -396,7 +379,7 @@ func TestLegacyOrderIndexConvertedOnOpenAndRestore(t *testing.T) {
 	if got := lists(h.f); !reflect.DeepEqual(got, wantLists) {
 		t.Fatalf("orders listed after the conversion:\n%v\nbefore:\n%v", got, wantLists)
 	}
-	err = h.f.viewFile(func(tx *bolt.Tx) error {
+	err := h.f.viewFile(func(tx *bolt.Tx) error {
 		if tx.Bucket(bTrader).Bucket(legacyOrderIndex) != nil {
 			t.Error("the per-key order index is still there after the conversion")
 		}
@@ -423,4 +406,120 @@ func TestLegacyOrderIndexConvertedOnOpenAndRestore(t *testing.T) {
 	if got, _, err := f2.Hash(); err != nil || got != want {
 		t.Fatalf("converted on restore: hash %s (%v), the chunked state's %s", got, err, want)
 	}
+}
+
+// A state whose open set holds symbols and whose orders table holds every
+// order's record (before session 12) is converted on open and on
+// restore: the result hashes the same as the state the new layout wrote,
+// the books and every order read the same, and trading goes on.
+func TestLegacyOpenSetConvertedOnOpenAndRestore(t *testing.T) {
+	h, ids, l := exHarness(t)
+	r := rand.New(rand.NewSource(5))
+	for i := 0; i < 300; i++ {
+		acct := ids[r.Intn(len(ids))]
+		side := market.Side(1 + r.Intn(2))
+		price := 10_000 - 50 + int64(r.Intn(100))
+		if side == market.Sell {
+			price += 20
+		}
+		wantCode(t, h.exApply1(limitCmd(acct, "AAA", side, 1+int64(r.Intn(3)), price)), CodeOK)
+	}
+	type snapshot struct {
+		open  []uint64
+		all   map[uint64][]uint64
+		books string
+	}
+	look := func(f *FSM) snapshot {
+		s := snapshot{all: map[uint64][]uint64{}}
+		_ = f.View(func(v *View) error {
+			for _, o := range v.OpenOrders() {
+				s.open = append(s.open, o.ID)
+			}
+			for _, a := range ids {
+				for _, o := range v.Orders(a, false, "", 0) {
+					s.all[a] = append(s.all[a], o.ID*10+uint64(o.Status))
+				}
+			}
+			return nil
+		})
+		b, _ := f.Book("AAA", 100)
+		s.books = fmt.Sprintf("%+v", *b)
+		return s
+	}
+	want := look(h.f)
+	if len(want.open) < 20 || len(want.open) > 280 {
+		t.Fatalf("%d open orders of 300: the test needs both kinds", len(want.open))
+	}
+	// Back to the old layout: every record in the orders table, symbols
+	// in the open set, no mark.
+	wantHash, path, legacy := hashAndRewrite(t, h, func(tx *bolt.Tx) error {
+		mb := tx.Bucket(bMarket)
+		open, orders := mb.Bucket(bOpen), mb.Bucket(bOrders)
+		recs := map[string][]byte{}
+		if err := open.ForEach(func(k, v []byte) error { recs[string(k)] = bytes.Clone(v); return nil }); err != nil {
+			return err
+		}
+		for k, v := range recs {
+			o := decodeWhole(v, decodeOrder, "order")
+			if err := orders.Put([]byte(k), v); err != nil {
+				return err
+			}
+			if err := open.Put([]byte(k), []byte(o.Symbol)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bMeta).Delete(kOpenRecords)
+	})
+
+	h.f = mustOpenPath(t, path)
+	if got, _, err := h.f.Hash(); err != nil || got != wantHash {
+		t.Fatalf("converted on open: hash %s (%v), the new layout's %s", got, err, wantHash)
+	}
+	if got := look(h.f); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the conversion:\n%+v\nbefore:\n%+v", got, want)
+	}
+	// Trading goes on against the rebuilt books.
+	for i := 0; i < 50; i++ {
+		acct := ids[r.Intn(len(ids))]
+		wantCode(t, h.exApply1(placeCmd(acct, "AAA", market.Side(1+r.Intn(2)), market.Market, market.IOC, 1, 0, 0)), CodeOK)
+	}
+	checkExchange(t, h.f, l)
+
+	f2 := mustOpenPath(t, filepath.Join(t.TempDir(), "other.db"))
+	if err := f2.Restore(io.NopCloser(bytes.NewReader(legacy))); err != nil {
+		t.Fatalf("Restore of a legacy snapshot: %v", err)
+	}
+	if got, _, err := f2.Hash(); err != nil || got != wantHash {
+		t.Fatalf("converted on restore: hash %s (%v), the new layout's %s", got, err, wantHash)
+	}
+}
+
+// hashAndRewrite closes h's state, returns its hash, then rewrites the
+// file with edit (in one bbolt transaction) and returns the new file's
+// bytes: a state in an older layout, for the conversion tests.
+func hashAndRewrite(t *testing.T, h *harness, edit func(tx *bolt.Tx) error) (hash string, path string, file []byte) {
+	t.Helper()
+	hash, _, err := h.f.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path = h.f.path
+	if err := h.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(edit)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("rewriting the state file: %v", err)
+	}
+	if file, err = os.ReadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	return hash, path, file
 }

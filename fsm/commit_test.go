@@ -215,8 +215,8 @@ func TestRecentHash(t *testing.T) {
 }
 
 // Buckets whose keys grow at the end of a range are packed: after
-// thousands of orders from a few traders, the leaf pages of the order,
-// statement and order-event buckets are mostly full (65% or more). bbolt's default
+// thousands of orders from a few traders, the leaf pages of the order
+// table, open set, statement and order-event buckets are mostly full (65% or more). bbolt's default
 // split leaves them about half full, which doubles the file, each
 // commit's writes and each snapshot.
 func TestAppendBucketsArePacked(t *testing.T) {
@@ -240,6 +240,9 @@ func TestAppendBucketsArePacked(t *testing.T) {
 				side, price = market.Sell, ref+1+int64(i%50)
 			}
 			cmds = append(cmds, limitCmd(a, sym, side, 1, price))
+			if i%4 == 0 { // one that finishes at once: the orders table
+				cmds = append(cmds, placeCmd(a, sym, market.Buy, market.Limit, market.IOC, 1, ref-100, 0))
+			}
 		}
 		for _, r := range h.apply(cmds...) {
 			wantCode(t, r, CodeOK)

@@ -21,8 +21,8 @@ var (
 // Exchange buckets: inside bMarket and bTrader.
 var (
 	bInstruments = []byte("instruments")   // market: symbol -> instrument
-	bOrders      = []byte("orders")        // market: order id -> order
-	bOpen        = []byte("open")          // market: order id -> symbol (active orders)
+	bOrders      = []byte("orders")        // market: order id -> order (finished orders)
+	bOpen        = []byte("open")          // market: order id -> order (active orders)
 	bBooks       = []byte("books")         // market: symbol -> book stats
 	bTrades      = []byte("trade_chunks")  // market: symbol 0 chunk -> trades (chunklog.go)
 	bClientIDs   = []byte("client_ids")    // trader: account | client id -> order id
@@ -31,6 +31,10 @@ var (
 	bLedger      = []byte("ledger_chunks") // trader: account | chunk -> statement entries (chunklog.go)
 
 	kNextOrder = []byte("next_order_id")
+	// kOpenRecords in meta marks a state whose open set holds the active
+	// orders' records (session 12); before, it held their symbols and
+	// every record was in bOrders (migrateOpenSet converts).
+	kOpenRecords = []byte("open_set_records")
 )
 
 // maxExpirePerCommand bounds the DAY-order expiry sweep done by each order
@@ -77,12 +81,7 @@ func loadBooks(tx *stx) (map[string]*market.Book, error) {
 		return nil, err
 	}
 	var open []*market.Order
-	orders := mb.Bucket(bOrders)
-	err = mb.Bucket(bOpen).ForEach(func(k, _ []byte) error {
-		v := orders.Get(k)
-		if v == nil {
-			return fmt.Errorf("%w: open order %x has no record", ErrCorrupt, k)
-		}
+	err = mb.Bucket(bOpen).ForEach(func(_, v []byte) error {
 		open = append(open, decodeWhole(v, decodeOrder, "order"))
 		return nil
 	})
@@ -314,21 +313,35 @@ func (x *exch) flush() {
 	}
 }
 
+// putOrder stores an order's new state: an active order's record in the
+// open set, a finished one's in the orders table (and out of the open
+// set, if it ever rested there). An order is active from placement until
+// it finishes, never again after, so each order is written once per
+// state change to one key, and a resting order costs no second key.
 func (x *exch) putOrder(o *market.Order) {
 	mb := x.tx.Bucket(bMarket)
 	id := u64key(o.ID)
 	enc := encodeWith(o, encodeOrder) // the record and the event share it
-	must(mb.Bucket(bOrders).Put(id, enc))
-	switch {
-	case o.Status.Active():
-		must(mb.Bucket(bOpen).Put(id, []byte(o.Symbol)))
+	if o.Status.Active() {
+		must(mb.Bucket(bOpen).Put(id, enc))
 		if o.ID == x.fresh {
 			x.fresh = 0
 		}
-	case o.ID != x.fresh:
-		must(mb.Bucket(bOpen).Delete(id))
+	} else {
+		must(mb.Bucket(bOrders).Put(id, enc))
+		if o.ID != x.fresh {
+			must(mb.Bucket(bOpen).Delete(id))
+		}
 	}
 	x.orderEvent(o, enc)
+}
+
+// orderRecord is an order's stored record, active or finished, or nil.
+func orderRecord(mb *sbucket, id []byte) []byte {
+	if v := mb.Bucket(bOpen).Get(id); v != nil {
+		return v
+	}
+	return mb.Bucket(bOrders).Get(id)
 }
 
 func (x *exch) putBook(b *market.Book) {
@@ -585,7 +598,7 @@ func rejectMessage(o *market.Order) string {
 }
 
 func (f *FSM) loadOrder(tx *stx, id uint64) *market.Order {
-	v := tx.Bucket(bMarket).Bucket(bOrders).Get(u64key(id))
+	v := orderRecord(tx.Bucket(bMarket), u64key(id))
 	if v == nil {
 		return nil
 	}

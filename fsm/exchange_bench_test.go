@@ -120,6 +120,10 @@ func benchApplyOrders(b *testing.B, noSync, packed bool) {
 	for range 40 {
 		exApply(b, h.f, genBatch())
 	}
+	if err := h.f.Flush(); err != nil { // the warm-up's keys are not counted
+		b.Fatal(err)
+	}
+	keys0 := h.f.checkpointKeys.Load()
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	trades0 := book.TradeSeq
@@ -156,6 +160,7 @@ func benchApplyOrders(b *testing.B, noSync, packed bool) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/cmd")
 	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "allocs/cmd")
 	b.ReportMetric(float64(book.TradeSeq-trades0)/n, "trades/cmd")
+	b.ReportMetric(float64(h.f.checkpointKeys.Load()-keys0)/n, "ckpt-keys/cmd")
 	if msg := exchangeViolation(h.f, ledger); msg != "" {
 		b.Fatal(msg)
 	}

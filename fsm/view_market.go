@@ -39,7 +39,7 @@ func (v *View) BookStats(sym string) (*BookStats, bool) {
 
 // Order returns an order by ID as stored.
 func (v *View) Order(id uint64) (*market.Order, bool) {
-	val := v.tx.Bucket(bMarket).Bucket(bOrders).Get(u64key(id))
+	val := orderRecord(v.tx.Bucket(bMarket), u64key(id))
 	if val == nil {
 		return nil, false
 	}
@@ -153,10 +153,8 @@ func (v *View) Totals() (cash int64, reserved int64, shares map[string]int64) {
 // OpenOrders lists every active order in ID order (invariant checks).
 func (v *View) OpenOrders() []*market.Order {
 	var out []*market.Order
-	_ = v.tx.Bucket(bMarket).Bucket(bOpen).ForEach(func(k, _ []byte) error {
-		if o, ok := v.Order(binary.BigEndian.Uint64(k)); ok {
-			out = append(out, o)
-		}
+	_ = v.tx.Bucket(bMarket).Bucket(bOpen).ForEach(func(_, val []byte) error {
+		out = append(out, decodeWhole(val, decodeOrder, "order"))
 		return nil
 	})
 	return out
