@@ -544,11 +544,6 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	}
 	x.fresh = id
 	if cidKey != nil {
-		// Hashed, not put fresh, though this key is new: several
-		// clients of one trader (or one client's pipelined orders) reach
-		// the log out of order, and every ID below the trader's largest
-		// is looked up in each layer, where a fresh key would cost a
-		// binary search instead of a hash probe.
 		must(tb.Bucket(bClientIDs).Put(cidKey, u64key(id)))
 		// Only a loaded window may learn it: one made up without the
 		// stored keys could hide a larger one, and with it a repeat.
