@@ -1216,10 +1216,10 @@ func TestExchangeFillAtHoldingCapDoesNotPanic(t *testing.T) {
 }
 
 // TestExchangeClientIDRepeatsWhateverTheirOrder: placing skips the
-// client-ID lookup for an ID above every ID its account has used (the
-// cached largest one); IDs that arrive out of order, repeats inside one
-// batch entry, another account's larger IDs, and repeats after the cache
-// is dropped by a reopen must all still be caught.
+// client-ID lookup for an ID the account's window answers for (cidWindow);
+// IDs that arrive out of order, repeats inside one batch entry, another
+// account's larger IDs, and repeats after the window is dropped by a
+// reopen must all still be caught.
 func TestExchangeClientIDRepeatsWhateverTheirOrder(t *testing.T) {
 	h, ids, l := exHarness(t)
 	ann, bob := ids[0], ids[1]
