@@ -35,9 +35,15 @@ func BenchmarkApplyOrders(b *testing.B) {
 	b.Run("fsync", func(b *testing.B) { benchApplyOrders(b, false, false) })
 	b.Run("nosync", func(b *testing.B) { benchApplyOrders(b, true, false) })
 	b.Run("packed", func(b *testing.B) { benchApplyOrders(b, false, true) })
+	b.Run("lone", func(b *testing.B) { benchApplyOrders(b, false, false, lone) })
 }
 
-func benchApplyOrders(b *testing.B, noSync, packed bool) {
+// lone applies each entry with an ApplyBatch call of its own, as Raft
+// hands them over when orders arrive one at a time (one client, or a
+// moderate rate): what an entry costs beyond its orders.
+const lone = true
+
+func benchApplyOrders(b *testing.B, noSync, packed bool, oneByOne ...bool) {
 	const (
 		batch   = 256
 		accts   = 64
@@ -144,6 +150,12 @@ func benchApplyOrders(b *testing.B, noSync, packed bool) {
 		}
 		gen += cpuTime(cpuThread) - g0
 		b.StartTimer()
+		if len(oneByOne) > 0 && oneByOne[0] {
+			for _, l := range logs {
+				h.f.ApplyBatch([]*raft.Log{l})
+			}
+			continue
+		}
 		h.f.ApplyBatch(logs)
 	}
 	if err := h.f.Flush(); err != nil {

@@ -108,10 +108,21 @@ type FSM struct {
 	// which replays them after a crash because the applied index stored
 	// in the file is the committed one.
 	opts    Options
-	txMu    sync.Mutex // guards active and frozen; held by ApplyBatch and View
+	txMu    sync.Mutex // guards active, frozen and applyTx; held by ApplyBatch and View
 	flushed *sync.Cond // on txMu: a frozen layer was committed or dropped
 	active  *layer
 	frozen  []*layer // oldest first
+	// applyTx is the state transaction ApplyBatch writes through, kept
+	// from one call to the next while the layers it reads through stay
+	// the same (applyTxLocked): a lone entry then skips opening a bbolt
+	// read transaction and every bucket it touches. Its read transaction
+	// is released at every freeze, so it lives at most about a commit
+	// interval, and before anything waits for the checkpoint writer or
+	// closes the file.
+	applyTx *stx
+	// mapped is the address space the state file was opened with
+	// (initialMmap, or fallbackMmap where that failed).
+	mapped int
 	// frozenN counts the layers frozen so far; a layer's number is the
 	// count after it, and those up to frozenN-len(frozen) are done
 	// (checkpointed or discarded: they leave frozen in order).
@@ -250,6 +261,7 @@ func (f *FSM) flushLoop() {
 // freezeLocked queues the active layer for the checkpoint writer. Callers
 // hold txMu, at an entry boundary.
 func (f *FSM) freezeLocked() {
+	f.dropApplyTxLocked()
 	if f.active == nil {
 		return
 	}
@@ -323,6 +335,7 @@ func (f *FSM) checkpointOne() bool {
 // the state; Close after a final Flush); snapshots waiting on them fail.
 // Callers hold txMu.
 func (f *FSM) discardLocked(err error) {
+	f.dropApplyTxLocked()
 	for _, l := range f.frozen {
 		for _, s := range l.snaps {
 			s.err = err
@@ -331,6 +344,50 @@ func (f *FSM) discardLocked(err error) {
 	}
 	f.frozen, f.active = nil, nil
 	f.flushed.Broadcast()
+}
+
+// applyTxLocked returns the transaction ApplyBatch writes through: the
+// one the last call used while the layers are still the ones it reads
+// through (the file changes only under a checkpoint, which then drops its
+// layer, so the same layers mean the same state), else a new one, with
+// the active layer created if there is none. Callers hold txMu.
+func (f *FSM) applyTxLocked() *stx {
+	if f.active == nil {
+		f.active = newLayer(f.sizes)
+	}
+	if t := f.applyTx; t != nil && f.sameLayersLocked(t.layers) {
+		return t
+	}
+	f.dropApplyTxLocked()
+	base, err := f.db.Begin(false)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: begin state transaction: %v", err))
+	}
+	f.applyTx = newStx(base, f.layersLocked(), true)
+	return f.applyTx
+}
+
+// sameLayersLocked reports whether ls is what layersLocked would return.
+func (f *FSM) sameLayersLocked(ls []*layer) bool {
+	if f.active == nil || len(ls) != len(f.frozen)+1 || ls[0] != f.active {
+		return false
+	}
+	for i, l := range ls[1:] {
+		if l != f.frozen[len(f.frozen)-1-i] {
+			return false
+		}
+	}
+	return true
+}
+
+// dropApplyTxLocked releases the transaction applyTxLocked keeps (its
+// bbolt read transaction holds pages the writer frees, and bbolt's Close
+// waits for it). Callers hold txMu.
+func (f *FSM) dropApplyTxLocked() {
+	if f.applyTx != nil {
+		_ = f.applyTx.base.Rollback()
+		f.applyTx = nil
+	}
 }
 
 // layersLocked lists the layers a transaction reads through, newest
@@ -354,6 +411,7 @@ func (f *FSM) layersLocked() []*layer {
 // pass the batch's read transaction (opening a second one could wait
 // forever behind a checkpoint that waits for the first to end).
 func (f *FSM) abandonLocked(base *bolt.Tx) {
+	defer f.dropApplyTxLocked()
 	f.resetCaches()
 	f.active = nil
 	f.members.Add(1) // the dropped layer may have held a member change
@@ -473,10 +531,12 @@ func (f *FSM) CheckpointStats() (index uint64, queued int, waits uint64) {
 }
 
 func (f *FSM) open() error {
+	f.mapped = initialMmap
 	db, err := bolt.Open(f.path, 0o600, boltOptions(initialMmap))
 	if errors.Is(err, syscall.ENOMEM) && initialMmap > fallbackMmap {
 		f.log.Warn("could not map the state file's address space up front (ulimit -v?); mapping 1 GiB instead: once the file outgrows it, a checkpoint waits for open reads, including a snapshot being sent",
 			"path", f.path, "wanted_bytes", initialMmap, "err", err)
+		f.mapped = fallbackMmap
 		db, err = bolt.Open(f.path, 0o600, boltOptions(fallbackMmap))
 	}
 	if err != nil {
@@ -704,21 +764,21 @@ func (f *FSM) applyBatch(logs []*raft.Log) (resps []interface{}, syncCommit bool
 	defer f.txMu.Unlock()
 	f.bookMu.Lock()
 	defer f.bookMu.Unlock()
-	base, err := f.db.Begin(false)
-	if err != nil {
-		panic(fmt.Sprintf("fsm: begin state transaction: %v", err))
-	}
-	defer base.Rollback()
+	tx := f.applyTxLocked()
 	defer func() {
 		if r := recover(); r != nil {
+			base := tx.base
+			if f.applyTx != tx { // a freeze in this batch released it
+				var err error
+				if base, err = f.db.Begin(false); err != nil {
+					panic(r)
+				}
+				defer base.Rollback()
+			}
 			f.abandonLocked(base)
 			panic(r)
 		}
 	}()
-	if f.active == nil {
-		f.active = newLayer(f.sizes)
-	}
-	tx := newStx(base, f.layersLocked(), true)
 	meta := tx.Bucket(bMeta)
 	applied := getU64(meta, kAppliedIndex)
 	last := applied
@@ -768,6 +828,14 @@ func (f *FSM) applyBatch(logs []*raft.Log) (resps []interface{}, syncCommit bool
 	f.commands.Add(n)
 	if last > f.applied.Load() {
 		f.setApplied(last)
+	}
+	if f.applyTx == tx && tx.base.Size() > int64(f.mapped/2) {
+		// A checkpoint that grows the file past its mapping remaps it,
+		// which waits for every read transaction; while it waits, a
+		// View opening one would wait holding txMu, and dropping this
+		// one needs txMu. Near the mapping's end, keep none between
+		// calls.
+		f.dropApplyTxLocked()
 	}
 	return resps, syncCommit
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -498,5 +499,105 @@ func TestLayerIndexHashCollisions(t *testing.T) {
 	}
 	if _, ok := n.get([]byte("k2")); ok {
 		t.Fatal("get of a missing key found one")
+	}
+}
+
+// The apply loop's transaction is kept from one ApplyBatch to the next
+// only while the layers it reads through are the current ones: a freeze
+// releases it, and so does a checkpoint dropping a layer (the next batch
+// opens a new one over the newer file). Whatever the transaction, the
+// state matches a replica that committed every command at once, and Close
+// does not wait on a kept read transaction.
+func TestApplyTransactionLastsWhileLayersDo(t *testing.T) {
+	hold := make(chan struct{})
+	var release sync.Once
+	f := mustOpenOpts(t, Options{CommitInterval: time.Hour})
+	f.beforeCheckpoint = func() { <-hold }
+	t.Cleanup(func() { release.Do(func() { close(hold) }) }) // before Close, if the test stops early
+	h := &harness{t: t, f: f, next: 1, term: 1, now: t0}
+	ref := newHarness(t)
+	both := func(cmds ...*Command) []*Result {
+		t.Helper()
+		res := h.apply(cmds...)
+		for i, r := range ref.apply(cmds...) {
+			if r.Code != res[i].Code {
+				t.Fatalf("command %d: %s here, %s on the reference", i, res[i].Code, r.Code)
+			}
+		}
+		return res
+	}
+	kept := func() *stx {
+		f.txMu.Lock()
+		defer f.txMu.Unlock()
+		return f.applyTx
+	}
+	sym := exSymbols[0]
+	both(setInstrument(sym.sym, sym.ref))
+	ann := h.register("ann")
+	ref.register("ann")
+	both(deposit(ann, 1_000_000), sharesCmd(TypeDepositShares, ann, sym.sym, 500))
+	first := kept()
+	if first == nil {
+		t.Fatal("no transaction kept after a batch")
+	}
+	placed := both(limitCmd(ann, sym.sym, market.Buy, 10, sym.ref-100))[0]
+	if kept() != first {
+		t.Fatal("the next batch over the same layers opened a new transaction")
+	}
+
+	// A freeze releases it; the frozen layer waits for the held writer.
+	f.txMu.Lock()
+	f.freezeLocked()
+	f.txMu.Unlock()
+	if first.base.DB() != nil || kept() != nil {
+		t.Fatal("a freeze left the kept transaction open")
+	}
+	both(deposit(ann, 7))
+	second := kept()
+	if second == nil || second == first {
+		t.Fatal("no new transaction after the freeze")
+	}
+	// The writer commits the frozen layer and drops it: the kept
+	// transaction no longer matches the layers.
+	release.Do(func() { close(hold) })
+	pollUntil(t, "the checkpoint writer to drop the frozen layer", func() bool {
+		_, queued, _ := f.CheckpointStats()
+		return queued == 0
+	})
+	// The order placed before the freeze is now only in the file.
+	both(&Command{Type: TypeCancelOrder, Account: ann, OrderID: placed.Order.ID})
+	third := kept()
+	if third == second || second.base.DB() != nil {
+		t.Fatal("a batch after a checkpoint dropped a layer reused the old transaction")
+	}
+	if got, want := hashOf(t, f), hashOf(t, ref.f); got != want {
+		t.Fatal("state differs from a replica that committed every command at once")
+	}
+
+	// Near the end of the file's mapping none is kept between batches.
+	f.txMu.Lock()
+	f.mapped = 0
+	f.txMu.Unlock()
+	both(deposit(ann, 11))
+	if kept() != nil {
+		t.Fatal("a transaction was kept with the file near the end of its mapping")
+	}
+	both(deposit(ann, 13)) // and batches still apply
+	f.txMu.Lock()
+	f.mapped = initialMmap
+	f.txMu.Unlock()
+	both(deposit(ann, 17))
+	if kept() == nil {
+		t.Fatal("no transaction kept once the file is well inside its mapping again")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited on the kept read transaction")
 	}
 }
