@@ -505,7 +505,8 @@ func TestLayerIndexHashCollisions(t *testing.T) {
 // The apply loop's transaction is kept from one ApplyBatch to the next
 // only while the layers it reads through are the current ones: a freeze
 // releases it, and so does a checkpoint dropping a layer (the next batch
-// opens a new one over the newer file). Whatever the transaction, the
+// opens a new one over the newer file), and a restore releases it with
+// the file it replaces. Whatever the transaction, the
 // state matches a replica that committed every command at once, and Close
 // does not wait on a kept read transaction.
 func TestApplyTransactionLastsWhileLayersDo(t *testing.T) {
@@ -590,6 +591,37 @@ func TestApplyTransactionLastsWhileLayersDo(t *testing.T) {
 	if kept() == nil {
 		t.Fatal("no transaction kept once the file is well inside its mapping again")
 	}
+	// A restore replaces the file: the kept transaction goes with the
+	// old one, which then closes (nothing else reads it), and batches
+	// after it apply over the restored state.
+	sink := &memSink{}
+	snap, err := ref.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if err := f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if kept() != nil {
+		t.Fatal("a restore left the old file's transaction kept")
+	}
+	oldClosed := make(chan struct{})
+	go func() { f.oldDBs.Wait(); close(oldClosed) }()
+	select {
+	case <-oldClosed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the file a restore replaced is still open")
+	}
+	h.next = f.AppliedIndex() + 1
+	both(deposit(ann, 19))
+	if got, want := hashOf(t, f), hashOf(t, ref.f); got != want {
+		t.Fatal("state after a restore differs from the reference")
+	}
+
 	closed := make(chan error, 1)
 	go func() { closed <- f.Close() }()
 	select {
