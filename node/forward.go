@@ -273,6 +273,13 @@ func (n *Node) ApplyForwardedBatch(ctx context.Context, data []byte) ([]byte, er
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 		defer cancel()
 	}
+	if len(cmds) == 1 {
+		// A lone command takes submit's shortcut to Raft when nothing is
+		// queued, as one sent to the leader directly would.
+		n.stamp(cmds[0])
+		res, err := n.batch.submit(ctx, cmds[0].Type, fsm.Encode(cmds[0]))
+		return encodeForwardReply([]outcome{{res: res, err: err}}), nil
+	}
 	waits := make([]func() outcome, len(cmds))
 	for i, cmd := range cmds {
 		n.stamp(cmd)
