@@ -30,20 +30,28 @@ import (
 // "fsync" is the real configuration (one fsync per batch commit);
 // "nosync" sets bbolt's NoSync to show the CPU cost alone; "packed" hands
 // each batch over as one TypeBatch entry, as the leader's group commit
-// does under load, instead of one entry per command.
+// does under load, instead of one entry per command; "lone" applies each
+// entry with an ApplyBatch call of its own, as Raft hands them over when
+// orders arrive one at a time (one client, or a moderate rate): what an
+// entry costs beyond its orders.
 func BenchmarkApplyOrders(b *testing.B) {
-	b.Run("fsync", func(b *testing.B) { benchApplyOrders(b, false, false) })
-	b.Run("nosync", func(b *testing.B) { benchApplyOrders(b, true, false) })
-	b.Run("packed", func(b *testing.B) { benchApplyOrders(b, false, true) })
-	b.Run("lone", func(b *testing.B) { benchApplyOrders(b, false, false, lone) })
+	b.Run("fsync", func(b *testing.B) { benchApplyOrders(b, entriesTogether) })
+	b.Run("nosync", func(b *testing.B) { benchApplyOrders(b, entriesTogether|noSync) })
+	b.Run("packed", func(b *testing.B) { benchApplyOrders(b, packedEntry) })
+	b.Run("lone", func(b *testing.B) { benchApplyOrders(b, entriesAlone) })
 }
 
-// lone applies each entry with an ApplyBatch call of its own, as Raft
-// hands them over when orders arrive one at a time (one client, or a
-// moderate rate): what an entry costs beyond its orders.
-const lone = true
+// benchMode says how benchApplyOrders hands its commands over.
+type benchMode int
 
-func benchApplyOrders(b *testing.B, noSync, packed bool, oneByOne ...bool) {
+const (
+	entriesTogether benchMode = 0         // an entry per command, one ApplyBatch call per batch
+	packedEntry     benchMode = 1 << iota // the batch as one TypeBatch entry
+	entriesAlone                          // an ApplyBatch call per entry
+	noSync                                // bbolt's NoSync
+)
+
+func benchApplyOrders(b *testing.B, mode benchMode) {
 	const (
 		batch   = 256
 		accts   = 64
@@ -65,7 +73,7 @@ func benchApplyOrders(b *testing.B, noSync, packed bool, oneByOne ...bool) {
 		wantCode(b, r, CodeOK)
 		ledger.note(setup[i], r)
 	}
-	h.f.db.NoSync = noSync
+	h.f.db.NoSync = mode&noSync != 0
 
 	rng := uint64(0x9e3779b97f4a7c15)
 	next := func() uint64 {
@@ -141,7 +149,7 @@ func benchApplyOrders(b *testing.B, noSync, packed bool, oneByOne ...bool) {
 		b.StopTimer()
 		g0 := cpuTime(cpuThread)
 		logs := genBatch()
-		if packed {
+		if mode&packedEntry != 0 {
 			parts := make([][]byte, len(logs))
 			for j, l := range logs {
 				parts[j] = l.Data
@@ -150,7 +158,7 @@ func benchApplyOrders(b *testing.B, noSync, packed bool, oneByOne ...bool) {
 		}
 		gen += cpuTime(cpuThread) - g0
 		b.StartTimer()
-		if len(oneByOne) > 0 && oneByOne[0] {
+		if mode&entriesAlone != 0 {
 			for _, l := range logs {
 				h.f.ApplyBatch([]*raft.Log{l})
 			}
