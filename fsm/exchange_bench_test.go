@@ -44,11 +44,14 @@ func BenchmarkApplyOrders(b *testing.B) {
 // benchMode says how benchApplyOrders hands its commands over.
 type benchMode int
 
+// entriesTogether (no flag) is an entry per command and one ApplyBatch
+// call per batch.
+const entriesTogether benchMode = 0
+
 const (
-	entriesTogether benchMode = 0         // an entry per command, one ApplyBatch call per batch
-	packedEntry     benchMode = 1 << iota // the batch as one TypeBatch entry
-	entriesAlone                          // an ApplyBatch call per entry
-	noSync                                // bbolt's NoSync
+	packedEntry  benchMode = 1 << iota // the batch as one TypeBatch entry
+	entriesAlone                       // an ApplyBatch call per entry
+	noSync                             // bbolt's NoSync
 )
 
 func benchApplyOrders(b *testing.B, mode benchMode) {

@@ -275,7 +275,9 @@ func (n *Node) ApplyForwardedBatch(ctx context.Context, data []byte) ([]byte, er
 	}
 	if len(cmds) == 1 {
 		// A lone command takes submit's shortcut to Raft when nothing is
-		// queued, as one sent to the leader directly would.
+		// queued, as one sent to the leader directly would (and, like
+		// it, then waits for Raft's answer rather than for ctx: the
+		// follower's own deadline bounds what its client waits).
 		n.stamp(cmds[0])
 		res, err := n.batch.submit(ctx, cmds[0].Type, fsm.Encode(cmds[0]))
 		return encodeForwardReply([]outcome{{res: res, err: err}}), nil
