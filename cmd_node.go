@@ -43,6 +43,7 @@ func nodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "election-timeout", Value: node.DefaultElectionTimeout, Usage: "Raft election timeout", EnvVars: []string{"HATS_ELECTION_TIMEOUT"}},
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: node.DefaultSnapshotThreshold, Usage: "log entries between snapshots", EnvVars: []string{"HATS_SNAPSHOT_THRESHOLD"}},
 		&cli.StringFlag{Name: "raft-log-store", Usage: "Raft log format for a new data dir: wal (default; one fsync per append) or boltdb; an existing data dir keeps the format it holds", EnvVars: []string{"HATS_RAFT_LOG_STORE"}},
+		&cli.BoolFlag{Name: "raft-early-append", Value: true, Usage: "the leader sends new Raft entries to caught-up followers while it writes them to its own log instead of after (false: hashicorp/raft's own order)", EnvVars: []string{"HATS_RAFT_EARLY_APPEND"}},
 		&cli.DurationFlag{Name: "state-commit-interval", Value: fsm.DefaultCommitInterval, Usage: "how long applied commands stay in memory before a background checkpoint commits and fsyncs them to the state file (they are in the fsynced Raft log meanwhile; 0: wait for a checkpoint after every batch)", EnvVars: []string{"HATS_STATE_COMMIT_INTERVAL"}},
 		&cli.IntFlag{Name: "join-attempts", Value: 10, Usage: "join rounds before giving up", EnvVars: []string{"HATS_JOIN_ATTEMPTS"}},
 		&cli.DurationFlag{Name: "session-ttl", Value: node.DefaultSessionTTL, Usage: "lifetime of a login session", EnvVars: []string{"HATS_SESSION_TTL"}},
@@ -134,7 +135,8 @@ func nodeCommand() *cli.Command {
 				HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 				SnapshotThreshold: c.Uint64("snapshot-threshold"), JoinAttempts: c.Int("join-attempts"),
 				StateCommitInterval: stateCommitInterval(c.Duration("state-commit-interval")), RaftLogStore: c.String("raft-log-store"),
-				SessionTTL: c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
+				NoEarlyAppend: !c.Bool("raft-early-append"),
+				SessionTTL:    c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()

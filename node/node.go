@@ -98,6 +98,11 @@ type Config struct {
 	// tests use small segments to make snapshot catch-up happen.
 	RaftWALSegmentSize int
 
+	// NoEarlyAppend turns off early append: the leader then sends new
+	// entries to its followers only after writing them to its own log, as
+	// hashicorp/raft does by itself (earlyappend.go).
+	NoEarlyAppend bool
+
 	// StateCommitInterval is how long applied commands stay in the state
 	// machine's memory layer before the background checkpoint commits
 	// them to state.db (fsm.Options.CommitInterval); the Raft log holds
@@ -180,6 +185,7 @@ type Node struct {
 	fsm    *fsm.FSM
 	store  logStore
 	trans  *raft.NetworkTransport
+	early  *earlyAppend // nil when Config.NoEarlyAppend
 	peer   *transport.Peer
 	eng    *engine
 	batch  *batcher
@@ -317,7 +323,16 @@ func newNode(cfg Config) (n *Node, err error) {
 		n.trans.Close()
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, noPipelineTransport{n.trans})
+	var rlogs raft.LogStore = logs
+	rtrans := replicationTransport{noPipelineTransport: noPipelineTransport{n.trans}}
+	var started atomic.Pointer[raft.Raft] // NewRaft starts Raft before it returns
+	if !cfg.NoEarlyAppend {
+		leading := func() bool { r := started.Load(); return r != nil && r.State() == raft.Leader }
+		n.early = newEarlyAppend(logs, n.trans, leading, cfg.Logger.With("component", "raft", "node", cfg.ID))
+		rlogs, rtrans.early = n.early, n.early
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, rlogs, n.store, snaps, rtrans)
+	started.Store(n.raft)
 	if err != nil {
 		n.trans.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -562,6 +577,9 @@ func (n *Node) shutdown(graceful bool) error {
 		n.closeErr = n.stopRaft()
 		n.wg.Wait()
 		n.trans.Close()
+		if n.early != nil {
+			n.early.wait()
+		}
 		n.closeStores()
 	})
 	return n.closeErr

@@ -13,7 +13,7 @@ for r in $(seq 1 "$rounds"); do
 	for bin in "$a" "$b"; do
 		echo "## round $r bin $bin" >>"$out"
 		HATS_BIN=$bin scripts/bench-cluster.sh "$@" 2>&1 |
-			grep -E "^(throughput|latency|longest gap|# node|# n1 data|# hats bench CPU|operations)" >>"$out"
+			grep -E "^(throughput|latency|longest gap|# node|# early|# n1 data|# hats bench CPU|operations)" >>"$out"
 	done
 done
 echo done >>"$out"

@@ -208,6 +208,10 @@ type NodeStatus struct {
 	CommitIndex  uint64 `json:"commit_index"`
 	LastIndex    uint64 `json:"last_index"`
 	RaftLogStore string `json:"raft_log_store,omitempty"` // wal or boltdb
+	// Early append (leaders only): new entries this node sent to followers
+	// while writing them itself, and how many of those the followers took.
+	EarlyAppendsSent     uint64 `json:"early_appends_sent,omitempty"`
+	EarlyAppendsAccepted uint64 `json:"early_appends_accepted,omitempty"`
 	// The state file's checkpoint: the applied index it holds (reads see
 	// applied_index; the Raft log holds the rest until the checkpoint),
 	// layers queued for the checkpoint writer, and how often applying

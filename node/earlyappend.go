@@ -1,0 +1,257 @@
+package node
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
+
+// Early append: the leader sends new entries to its followers while it
+// writes them to its own log, instead of after (Raft thesis §10.2.1; etcd
+// does the same). hashicorp/raft v1.7.3 writes and fsyncs the leader's log
+// in dispatchLogs and only then wakes the replicators, so a lone order
+// waits for two fsyncs in a row: the leader's, then a follower's. Here the
+// log store Raft writes through (earlyAppend) hands the entries to every
+// follower that is known to hold everything before them, as the
+// AppendEntries its replicator would send next, and then writes them
+// locally; the follower's fsync runs alongside the leader's. When the
+// replicator's own AppendEntries for those entries comes, the follower
+// already has them and answers without writing.
+//
+// Why this is safe: the early request is exactly one the leader could send
+// once the entries are in its log, which Raft allows before they are
+// durable there; durability matters only for counting the leader in a
+// commit quorum, and that is unchanged: Raft counts the leader after
+// StoreLogs returns, and counts a follower only from its replicator's
+// answers, never from an early request's. The early requests' answers are
+// dropped. A leader whose write fails steps down and cannot lead that term
+// again, so no other entries are ever sent for those indexes in that term.
+// A follower that is behind (or whose match is unknown) gets nothing early
+// and is served by the replicator as before; under load the replicator is
+// always mid-request, matches trail the log, and nothing is sent early.
+type earlyAppend struct {
+	raft.LogStore             // what Raft would otherwise write to (the log cache)
+	trans         appender    // the plain transport: answers are not observed
+	leading       func() bool // Raft is the leader; see newEarlyAppend
+	log           *slog.Logger
+	wg            sync.WaitGroup // early requests in flight
+	sent, ok      atomic.Uint64  // early requests sent, and accepted by followers
+
+	mu        sync.Mutex
+	lastIndex uint64 // the last entry stored through here; 0 when not known
+	lastTerm  uint64
+	peers     map[raft.ServerID]*earlyPeer
+}
+
+// appender is the part of raft.Transport early append sends with.
+type appender interface {
+	AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error
+}
+
+// earlyPeer is what the leader's replication has shown about one follower.
+type earlyPeer struct {
+	addr   raft.ServerAddress
+	term   uint64 // the term of the requests below
+	header raft.RPCHeader
+	leader []byte
+	match  uint64 // the last index the follower acknowledged in term; 0: not known
+	early  *earlyReq
+}
+
+// earlyReq is the last early request sent to a follower.
+type earlyReq struct {
+	last, term uint64        // its last entry
+	done       chan struct{} // closed once answered (or failed)
+	ok         bool          // the follower took it; set before done closes
+}
+
+// newEarlyAppend wraps store. leading reports whether the Raft writing
+// through it is the leader: Raft leaves the Leader state only from its
+// main goroutine, the one that calls StoreLogs (or to shut down), so
+// inside StoreLogs a true answer means these are the leader's own new
+// entries, in its current term.
+func newEarlyAppend(store raft.LogStore, trans appender, leading func() bool, log *slog.Logger) *earlyAppend {
+	return &earlyAppend{LogStore: store, trans: trans, leading: leading, log: log, peers: map[raft.ServerID]*earlyPeer{}}
+}
+
+// counts returns how many early requests were sent and how many of them
+// followers accepted.
+func (e *earlyAppend) counts() (sent, accepted uint64) { return e.sent.Load(), e.ok.Load() }
+
+// StoreLog implements raft.LogStore.
+func (e *earlyAppend) StoreLog(l *raft.Log) error { return e.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs implements raft.LogStore: on the leader it first sends the
+// entries to the followers that can take them, then writes them.
+func (e *earlyAppend) StoreLogs(logs []*raft.Log) error {
+	if len(logs) > 0 && e.leading() {
+		e.sendEarly(logs)
+	}
+	err := e.LogStore.StoreLogs(logs)
+	e.mu.Lock()
+	if err != nil {
+		e.lastIndex, e.lastTerm = 0, 0
+	} else if n := len(logs); n > 0 {
+		e.lastIndex, e.lastTerm = logs[n-1].Index, logs[n-1].Term
+	}
+	e.mu.Unlock()
+	return err
+}
+
+// IsMonotonic implements raft.MonotonicLogStore by asking the store
+// underneath: Raft checks it to empty a WAL log whole after a snapshot
+// install, instead of leaving a gap the WAL would refuse.
+func (e *earlyAppend) IsMonotonic() bool {
+	m, ok := e.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
+// DeleteRange implements raft.LogStore; deleting the last entry forgets it.
+func (e *earlyAppend) DeleteRange(lo, hi uint64) error {
+	e.mu.Lock()
+	if e.lastIndex >= lo && e.lastIndex <= hi {
+		e.lastIndex, e.lastTerm = 0, 0
+	}
+	e.mu.Unlock()
+	return e.LogStore.DeleteRange(lo, hi)
+}
+
+// sendEarly runs in Raft's leader loop, inside dispatchLogs.
+func (e *earlyAppend) sendEarly(logs []*raft.Log) {
+	first, term := logs[0].Index, logs[0].Term
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id, p := range e.peers {
+		if p.term < term {
+			delete(e.peers, id) // learnt under an earlier leadership
+		}
+	}
+	if e.lastIndex == 0 || first != e.lastIndex+1 {
+		return // the previous entry is not known here (a restart, a snapshot)
+	}
+	for id, p := range e.peers {
+		if p.term != term || p.match != e.lastIndex {
+			continue
+		}
+		req := &raft.AppendEntriesRequest{
+			RPCHeader: p.header, Term: term, Leader: p.leader,
+			PrevLogEntry: e.lastIndex, PrevLogTerm: e.lastTerm,
+			Entries: logs,
+		}
+		r := &earlyReq{last: logs[len(logs)-1].Index, term: term, done: make(chan struct{})}
+		p.early = r
+		e.wg.Add(1)
+		e.sent.Add(1)
+		go e.send(id, p.addr, req, r)
+	}
+}
+
+func (e *earlyAppend) send(id raft.ServerID, addr raft.ServerAddress, req *raft.AppendEntriesRequest, r *earlyReq) {
+	defer e.wg.Done()
+	defer close(r.done)
+	var resp raft.AppendEntriesResponse
+	err := e.trans.AppendEntries(id, addr, req, &resp)
+	switch {
+	case err != nil:
+		e.log.Debug("early append failed", "peer", id, "err", err)
+	case resp.Success:
+		r.ok = true
+		e.ok.Add(1)
+	default:
+		e.log.Debug("early append refused", "peer", id, "term", resp.Term)
+	}
+}
+
+// trim returns the request to send a follower in place of Raft's own req:
+// without the entries an early request already gave it. When the early
+// request that covers some of req's entries is still out, trim waits for
+// its answer (the follower handles requests one at a time, so req would
+// wait behind it there anyway). The request it returns asks the follower
+// to check it holds the early request's last entry, by index and term,
+// instead of req's previous entry: by Raft's log matching property a
+// follower holding that entry holds every one before it, so a success
+// means what success of req would: the follower holds req's entries.
+func (e *earlyAppend) trim(id raft.ServerID, req *raft.AppendEntriesRequest) *raft.AppendEntriesRequest {
+	n := len(req.Entries)
+	if n == 0 {
+		return req
+	}
+	e.mu.Lock()
+	var r *earlyReq
+	if p := e.peers[id]; p != nil {
+		r = p.early
+	}
+	e.mu.Unlock()
+	first := req.Entries[0].Index
+	if r == nil || r.term != req.Term || r.last < first || r.last > req.Entries[n-1].Index {
+		return req
+	}
+	<-r.done
+	k := r.last - first
+	if !r.ok || req.Entries[k].Index != r.last || req.Entries[k].Term != r.term {
+		return req
+	}
+	t := *req
+	t.PrevLogEntry, t.PrevLogTerm = r.last, r.term
+	t.Entries = req.Entries[k+1:]
+	return &t
+}
+
+// observe learns from the answer to one of Raft's own AppendEntries
+// requests which entries the follower holds. Heartbeats say nothing about
+// the log and are skipped.
+func (e *earlyAppend) observe(id raft.ServerID, addr raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error) {
+	if req.PrevLogEntry == 0 && len(req.Entries) == 0 {
+		return
+	}
+	last := req.PrevLogEntry
+	if n := len(req.Entries); n > 0 {
+		last = req.Entries[n-1].Index
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.peers[id]
+	if p == nil {
+		p = &earlyPeer{}
+		e.peers[id] = p
+	}
+	if req.Term < p.term {
+		return // a late answer from an earlier leadership
+	}
+	if req.Term > p.term {
+		p.term, p.match = req.Term, 0
+	}
+	p.addr, p.header, p.leader = addr, req.RPCHeader, req.Leader
+	switch {
+	case err != nil || !resp.Success || resp.Term != req.Term:
+		// Forget what the early request showed too: the follower may
+		// have lost its log (a new node under the same ID), and a
+		// trimmed request would be refused again and again.
+		p.match, p.early = 0, nil
+	case last > p.match:
+		p.match = last
+	}
+}
+
+// wait returns once no early request is in flight.
+func (e *earlyAppend) wait() { e.wg.Wait() }
+
+// replicationTransport is the transport Raft replicates through: without
+// its pipeline (see noPipelineTransport) and, when early append is on,
+// showing the leader's log store each answer to Raft's AppendEntries.
+type replicationTransport struct {
+	noPipelineTransport
+	early *earlyAppend
+}
+
+// AppendEntries implements raft.Transport.
+func (t replicationTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if t.early == nil {
+		return t.NetworkTransport.AppendEntries(id, target, args, resp)
+	}
+	err := t.NetworkTransport.AppendEntries(id, target, t.early.trim(id, args), resp)
+	t.early.observe(id, target, args, resp, err)
+	return err
+}

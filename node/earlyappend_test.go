@@ -1,0 +1,269 @@
+package node
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+// fakeAppender records the early requests and answers them.
+type fakeAppender struct {
+	mu     sync.Mutex
+	reqs   map[raft.ServerID][]*raft.AppendEntriesRequest
+	refuse bool
+}
+
+func (f *fakeAppender) AppendEntries(id raft.ServerID, _ raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.reqs == nil {
+		f.reqs = map[raft.ServerID][]*raft.AppendEntriesRequest{}
+	}
+	f.reqs[id] = append(f.reqs[id], args)
+	resp.Term, resp.Success = args.Term, !f.refuse
+	return nil
+}
+
+// take returns the requests sent to each peer since the last take.
+func (f *fakeAppender) take() map[raft.ServerID][]*raft.AppendEntriesRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.reqs
+	f.reqs = nil
+	return r
+}
+
+// failingStore fails StoreLogs while fail is set.
+type failingStore struct {
+	*raft.InmemStore
+	fail bool
+}
+
+var errDiskFull = errors.New("disk full")
+
+func (s *failingStore) StoreLogs(logs []*raft.Log) error {
+	if s.fail {
+		return errDiskFull
+	}
+	return s.InmemStore.StoreLogs(logs)
+}
+
+func entries(term uint64, from, to uint64) []*raft.Log {
+	var out []*raft.Log
+	for i := from; i <= to; i++ {
+		out = append(out, &raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: []byte{byte(i)}})
+	}
+	return out
+}
+
+// replicated is the request Raft's replicator sends a follower: entries
+// from..to of term after prev.
+func replicated(term, prev, from, to uint64) *raft.AppendEntriesRequest {
+	return &raft.AppendEntriesRequest{
+		RPCHeader: raft.RPCHeader{ID: []byte("n1"), Addr: []byte("127.0.0.1:1")},
+		Term:      term, Leader: []byte("127.0.0.1:1"),
+		PrevLogEntry: prev, PrevLogTerm: term, Entries: entries(term, from, to),
+	}
+}
+
+func ok(term uint64) *raft.AppendEntriesResponse {
+	return &raft.AppendEntriesResponse{Term: term, Success: true}
+}
+
+// TestEarlyAppendSendsWhatTheReplicatorWouldNext checks the rules that
+// keep early append safe: only the leader sends, only to a follower its
+// replication showed to hold every entry before the new ones, in the same
+// term, with the previous entry's index and term, and never from an
+// answer to an early request itself.
+func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
+	store := &failingStore{InmemStore: raft.NewInmemStore()}
+	fa := &fakeAppender{}
+	leading := false
+	e := newEarlyAppend(store, fa, func() bool { return leading }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	store1 := func(l []*raft.Log) {
+		t.Helper()
+		if err := e.StoreLogs(l); err != nil {
+			t.Fatal(err)
+		}
+		e.wait()
+	}
+	expectNone := func(what string) {
+		t.Helper()
+		if got := fa.take(); len(got) != 0 {
+			t.Fatalf("%s: sent early %v", what, got)
+		}
+	}
+
+	// A follower stores its leader's entries: it sends nothing, even to a
+	// peer it once knew.
+	store1(entries(1, 1, 3))
+	e.observe("n2", "a2", replicated(1, 0, 1, 3), ok(1), nil)
+	store1(entries(1, 4, 4))
+	expectNone("as a follower")
+
+	// Leading in term 2; n2 has shown it holds entry 4, n3 refused, n4
+	// only got heartbeats.
+	leading = true
+	store1(entries(2, 5, 5)) // n2's match is from term 1: forgotten
+	expectNone("match from an earlier term")
+	e.observe("n2", "a2", replicated(2, 4, 5, 5), ok(2), nil)
+	e.observe("n3", "a3", replicated(2, 4, 5, 5), &raft.AppendEntriesResponse{Term: 2}, nil)
+	e.observe("n4", "a4", &raft.AppendEntriesRequest{Term: 2}, ok(2), nil)
+	store1(entries(2, 6, 7))
+	got := fa.take()
+	if len(got) != 1 || len(got["n2"]) != 1 {
+		t.Fatalf("want one early request, to n2; got %v", got)
+	}
+	req := got["n2"][0]
+	if req.Term != 2 || req.PrevLogEntry != 5 || req.PrevLogTerm != 2 || len(req.Entries) != 2 ||
+		req.Entries[0].Index != 6 || string(req.ID) != "n1" || string(req.Addr) != "127.0.0.1:1" || req.LeaderCommitIndex != 0 {
+		t.Fatalf("early request %+v", req)
+	}
+	if s, a := e.counts(); s != 1 || a != 1 {
+		t.Fatalf("counts %d sent, %d accepted; want 1, 1", s, a)
+	}
+
+	// Until the replicator shows n2 holds 7, nothing more goes early;
+	// answers to early requests do not count.
+	store1(entries(2, 8, 8))
+	expectNone("match behind the log")
+	e.observe("n2", "a2", replicated(2, 5, 6, 8), ok(2), nil)
+	e.observe("n2", "a2", &raft.AppendEntriesRequest{Term: 2}, &raft.AppendEntriesResponse{Term: 3}, nil) // a heartbeat says nothing
+	store1(entries(2, 9, 9))
+	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 8 {
+		t.Fatalf("after the replicator caught up: %v", got)
+	}
+
+	// A failed request, or one answered from a later term, forgets the
+	// match.
+	e.observe("n2", "a2", replicated(2, 8, 9, 9), nil, errors.New("connection reset"))
+	store1(entries(2, 10, 10))
+	expectNone("after a failed request")
+	e.observe("n2", "a2", replicated(2, 9, 10, 10), &raft.AppendEntriesResponse{Term: 3}, nil)
+	store1(entries(2, 11, 11))
+	expectNone("after an answer from a later term")
+
+	// A late answer from an earlier term changes nothing.
+	e.observe("n2", "a2", replicated(2, 10, 11, 11), ok(2), nil)
+	e.observe("n2", "a2", replicated(1, 3, 4, 4), &raft.AppendEntriesResponse{Term: 1}, nil)
+	store1(entries(2, 12, 12))
+	if got := fa.take(); len(got["n2"]) != 1 {
+		t.Fatalf("a late answer from term 1 changed the match: %v", got)
+	}
+
+	// Deleting the last entry forgets it: the previous entry is unknown.
+	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
+	if err := e.DeleteRange(12, 12); err != nil {
+		t.Fatal(err)
+	}
+	store1(entries(2, 12, 12))
+	expectNone("after the last entry was deleted")
+
+	// A failed write forgets the last entry too.
+	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
+	store.fail = true
+	if err := e.StoreLogs(entries(2, 13, 13)); !errors.Is(err, errDiskFull) {
+		t.Fatalf("store error %v", err)
+	}
+	store.fail = false
+	e.wait()
+	fa.take() // the request sent before the write failed
+	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
+	store1(entries(2, 13, 13))
+	expectNone("after a failed write")
+
+	// Entries that do not follow the last stored one go to nobody.
+	e.observe("n2", "a2", replicated(2, 12, 13, 13), ok(2), nil)
+	store1(entries(2, 15, 15))
+	expectNone("after a gap")
+
+	// Every entry reached the store underneath.
+	if last, _ := store.LastIndex(); last != 15 {
+		t.Fatalf("store's last index %d", last)
+	}
+}
+
+type monotonicStore struct{ *raft.InmemStore }
+
+func (monotonicStore) IsMonotonic() bool { return true }
+
+// TestEarlyAppendKeepsTheStoreMonotonic: Raft must still see that the
+// log underneath refuses gaps (the WAL), or after a snapshot install it
+// leaves the old entries in place and the next append fails.
+func TestEarlyAppendKeepsTheStoreMonotonic(t *testing.T) {
+	for _, c := range []struct {
+		store raft.LogStore
+		want  bool
+	}{{monotonicStore{raft.NewInmemStore()}, true}, {raft.NewInmemStore(), false}} {
+		var ls raft.LogStore = newEarlyAppend(c.store, &fakeAppender{}, func() bool { return true }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		m, ok := ls.(raft.MonotonicLogStore)
+		if got := ok && m.IsMonotonic(); got != c.want {
+			t.Fatalf("%T: monotonic %v, want %v", c.store, got, c.want)
+		}
+	}
+}
+
+// TestEarlyAppendTrimsWhatTheFollowerTook: Raft's next request to a
+// follower that took an early request leaves those entries out and asks
+// for the last of them instead; anything else goes as Raft made it.
+func TestEarlyAppendTrimsWhatTheFollowerTook(t *testing.T) {
+	fa := &fakeAppender{}
+	e := newEarlyAppend(raft.NewInmemStore(), fa, func() bool { return true }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := e.StoreLogs(entries(2, 1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	e.observe("n2", "a2", replicated(2, 0, 1, 5), ok(2), nil)
+	if err := e.StoreLogs(entries(2, 6, 7)); err != nil {
+		t.Fatal(err)
+	}
+	e.wait()
+
+	req := replicated(2, 5, 6, 8)
+	req.LeaderCommitIndex = 5
+	got := e.trim("n2", req)
+	if got == req || got.PrevLogEntry != 7 || got.PrevLogTerm != 2 || len(got.Entries) != 1 || got.Entries[0].Index != 8 ||
+		got.LeaderCommitIndex != 5 || got.Term != 2 || string(got.ID) != "n1" {
+		t.Fatalf("trimmed %+v", got)
+	}
+	if req.PrevLogEntry != 5 || len(req.Entries) != 3 {
+		t.Fatalf("Raft's own request changed: %+v", req)
+	}
+	for what, r := range map[string]*raft.AppendEntriesRequest{
+		"entries before the early ones": replicated(2, 3, 4, 5),
+		"entries after the early ones":  replicated(2, 7, 8, 9),
+		"another term":                  replicated(3, 5, 6, 8),
+		"no entries":                    {Term: 2, PrevLogEntry: 7, PrevLogTerm: 2},
+	} {
+		if e.trim("n2", r) != r {
+			t.Fatalf("%s: trimmed", what)
+		}
+	}
+	if r := replicated(2, 5, 6, 8); e.trim("n3", r) != r {
+		t.Fatal("trimmed for a follower that got nothing early")
+	}
+
+	// A refused request from the replicator forgets the early one: the
+	// follower may have lost its log, and would refuse the trimmed one.
+	e.observe("n2", "a2", got, &raft.AppendEntriesResponse{Term: 2}, nil)
+	if r := replicated(2, 5, 6, 8); e.trim("n2", r) != r {
+		t.Fatal("trimmed after the follower refused")
+	}
+
+	// An early request the follower refused trims nothing.
+	e.observe("n2", "a2", replicated(2, 0, 1, 7), ok(2), nil)
+	fa.refuse = true
+	if err := e.StoreLogs(entries(2, 8, 8)); err != nil {
+		t.Fatal(err)
+	}
+	e.wait()
+	if s, a := e.counts(); s != 2 || a != 1 {
+		t.Fatalf("counts %d sent, %d accepted; want 2, 1", s, a)
+	}
+	if r := replicated(2, 7, 8, 8); e.trim("n2", r) != r {
+		t.Fatal("trimmed after a refused early request")
+	}
+}
