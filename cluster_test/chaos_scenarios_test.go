@@ -215,13 +215,19 @@ func chaosSnapshotScenario(e *chaosEnv) {
 		}
 		e.net.Isolate(f)
 		e.event("partition", "round %d: isolate follower %s while the others commit and compact", round, f)
-		fIdx := e.node(f).Node.FSM().AppliedIndex()
+		// The follower's log, not its applied index: entries it holds but
+		// has not applied yet need no snapshot.
+		fIdx := e.node(f).Node.Raft().LastIndex()
 		err := pollUntil(15*time.Second, func() error {
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			st := e.node(l).Node.Raft().Stats()
 			snap, _ := strconv.ParseUint(st["last_snapshot_index"], 10, 64)
-			if snap <= fIdx+64 {
+			// Past what the leader keeps behind a snapshot (32 trailing
+			// entries) plus one request's worth of entries (256) that may
+			// be on its way to the follower when it was cut off and reach
+			// it at the heal.
+			if snap <= fIdx+64+256 {
 				return fmt.Errorf("leader snapshot at %d, follower at %d", snap, fIdx)
 			}
 			return nil
@@ -236,12 +242,12 @@ func chaosSnapshotScenario(e *chaosEnv) {
 			e.heal()
 			err := pollUntil(15*time.Second, func() error {
 				if e.logs.mark(f, "Installed remote snapshot") == before {
-					return fmt.Errorf("no snapshot installed on %s yet", f)
+					return fmt.Errorf("no snapshot installed on %s yet (its log ends at %d)", f, e.node(f).Node.Raft().LastIndex())
 				}
 				return nil
 			})
 			if err != nil {
-				e.anomaly("snapshot", "%v", err)
+				e.anomaly("snapshot", "%v; the leader's snapshot is at %s", err, e.node(l).Node.Raft().Stats()["last_snapshot_index"])
 			} else {
 				e.event("note", "%s installed a snapshot from %s", f, l)
 			}

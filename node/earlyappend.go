@@ -14,23 +14,24 @@ import (
 // in dispatchLogs and only then wakes the replicators, so a lone order
 // waits for two fsyncs in a row: the leader's, then a follower's. Here the
 // log store Raft writes through (earlyAppend) hands the entries to every
-// follower that is known to hold everything before them, as the
-// AppendEntries its replicator would send next, and then writes them
-// locally; the follower's fsync runs alongside the leader's. When the
-// replicator's own AppendEntries for those entries comes, the follower
-// already has them and answers without writing.
+// follower known to hold everything before them, as the AppendEntries its
+// replicator would send next, and then writes them locally; the
+// follower's fsync runs alongside the leader's. When the replicator's own
+// AppendEntries for those entries comes, the transport it sends through
+// (replicationTransport) trims it to what the follower does not have yet.
 //
 // Why this is safe: the early request is exactly one the leader could send
 // once the entries are in its log, which Raft allows before they are
 // durable there; durability matters only for counting the leader in a
 // commit quorum, and that is unchanged: Raft counts the leader after
-// StoreLogs returns, and counts a follower only from its replicator's
-// answers, never from an early request's. The early requests' answers are
-// dropped. A leader whose write fails steps down and cannot lead that term
-// again, so no other entries are ever sent for those indexes in that term.
-// A follower that is behind (or whose match is unknown) gets nothing early
-// and is served by the replicator as before; under load the replicator is
-// always mid-request, matches trail the log, and nothing is sent early.
+// StoreLogs returns, and a follower only from its replicator's answers.
+// Answers to early requests never reach Raft; they only tell this wrapper
+// that the follower can take the next entries early too. A leader whose
+// write fails steps down and cannot lead that term again, so no other
+// entries are ever sent for those indexes in that term; a late early
+// request is an ordinary late AppendEntries of its term. A follower that
+// is behind (or whose state is unknown) gets nothing early and is served
+// by the replicator as before.
 type earlyAppend struct {
 	raft.LogStore             // what Raft would otherwise write to (the log cache)
 	trans         appender    // the plain transport: answers are not observed
@@ -56,7 +57,7 @@ type earlyPeer struct {
 	term   uint64 // the term of the requests below
 	header raft.RPCHeader
 	leader []byte
-	match  uint64 // the last index the follower acknowledged in term; 0: not known
+	match  uint64 // the last index the follower acknowledged in term (to the replicator or early); 0: not known
 	early  *earlyReq
 }
 
@@ -159,6 +160,11 @@ func (e *earlyAppend) send(id raft.ServerID, addr raft.ServerAddress, req *raft.
 	case resp.Success:
 		r.ok = true
 		e.ok.Add(1)
+		e.mu.Lock()
+		if p := e.peers[id]; p != nil && p.term == r.term && r.last > p.match && resp.Term == r.term {
+			p.match = r.last // worth sending the next entries early too
+		}
+		e.mu.Unlock()
 	default:
 		e.log.Debug("early append refused", "peer", id, "term", resp.Term)
 	}
@@ -188,8 +194,15 @@ func (e *earlyAppend) trim(id raft.ServerID, req *raft.AppendEntriesRequest) *ra
 	if r == nil || r.term != req.Term || r.last < first || r.last > req.Entries[n-1].Index {
 		return req
 	}
-	<-r.done
 	k := r.last - first
+	select {
+	case <-r.done:
+	default:
+		if entryBytes(req.Entries[:k+1]) <= earlyResendBytes {
+			return req // sending them again costs less than waiting
+		}
+		<-r.done
+	}
 	if !r.ok || req.Entries[k].Index != r.last || req.Entries[k].Term != r.term {
 		return req
 	}
@@ -233,6 +246,20 @@ func (e *earlyAppend) observe(id raft.ServerID, addr raft.ServerAddress, req *ra
 	case last > p.match:
 		p.match = last
 	}
+}
+
+// earlyResendBytes: Raft's request for entries an early request is still
+// carrying goes as it is, without waiting for the early answer, when the
+// entries hold at most this many bytes. The follower then finds it has
+// them and writes nothing; the leader saves the round trip a trimmed
+// request would wait for.
+const earlyResendBytes = 16 << 10
+
+func entryBytes(logs []*raft.Log) (n int) {
+	for _, l := range logs {
+		n += len(l.Data) + len(l.Extensions)
+	}
+	return n
 }
 
 // wait returns once no early request is in flight.

@@ -75,10 +75,10 @@ func ok(term uint64) *raft.AppendEntriesResponse {
 }
 
 // TestEarlyAppendSendsWhatTheReplicatorWouldNext checks the rules that
-// keep early append safe: only the leader sends, only to a follower its
-// replication showed to hold every entry before the new ones, in the same
-// term, with the previous entry's index and term, and never from an
-// answer to an early request itself.
+// keep early append safe: only the leader sends, only to a follower shown
+// (by its replicator or an early request it took) to hold every entry
+// before the new ones, in the same term, with the previous entry's index
+// and term.
 func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 	store := &failingStore{InmemStore: raft.NewInmemStore()}
 	fa := &fakeAppender{}
@@ -127,62 +127,69 @@ func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 		t.Fatalf("counts %d sent, %d accepted; want 1, 1", s, a)
 	}
 
-	// Until the replicator shows n2 holds 7, nothing more goes early;
-	// answers to early requests do not count.
+	// n2 took 6..7 early, so 8 goes early too; n2 refuses it, so 9 does
+	// not go early until the replicator shows n2 holds 8. A heartbeat
+	// says nothing.
+	fa.refuse = true
 	store1(entries(2, 8, 8))
-	expectNone("match behind the log")
-	e.observe("n2", "a2", replicated(2, 5, 6, 8), ok(2), nil)
-	e.observe("n2", "a2", &raft.AppendEntriesRequest{Term: 2}, &raft.AppendEntriesResponse{Term: 3}, nil) // a heartbeat says nothing
+	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 7 {
+		t.Fatalf("after n2 took 6..7 early: %v", got)
+	}
+	fa.refuse = false
+	e.observe("n2", "a2", &raft.AppendEntriesRequest{Term: 2}, &raft.AppendEntriesResponse{Term: 3}, nil)
 	store1(entries(2, 9, 9))
-	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 8 {
+	expectNone("match behind the log")
+	e.observe("n2", "a2", replicated(2, 7, 8, 9), ok(2), nil)
+	store1(entries(2, 10, 10))
+	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 9 {
 		t.Fatalf("after the replicator caught up: %v", got)
 	}
 
 	// A failed request, or one answered from a later term, forgets the
 	// match.
-	e.observe("n2", "a2", replicated(2, 8, 9, 9), nil, errors.New("connection reset"))
-	store1(entries(2, 10, 10))
-	expectNone("after a failed request")
-	e.observe("n2", "a2", replicated(2, 9, 10, 10), &raft.AppendEntriesResponse{Term: 3}, nil)
+	e.observe("n2", "a2", replicated(2, 9, 10, 10), nil, errors.New("connection reset"))
 	store1(entries(2, 11, 11))
+	expectNone("after a failed request")
+	e.observe("n2", "a2", replicated(2, 10, 11, 11), &raft.AppendEntriesResponse{Term: 3}, nil)
+	store1(entries(2, 12, 12))
 	expectNone("after an answer from a later term")
 
 	// A late answer from an earlier term changes nothing.
-	e.observe("n2", "a2", replicated(2, 10, 11, 11), ok(2), nil)
+	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
 	e.observe("n2", "a2", replicated(1, 3, 4, 4), &raft.AppendEntriesResponse{Term: 1}, nil)
-	store1(entries(2, 12, 12))
+	store1(entries(2, 13, 13))
 	if got := fa.take(); len(got["n2"]) != 1 {
 		t.Fatalf("a late answer from term 1 changed the match: %v", got)
 	}
 
 	// Deleting the last entry forgets it: the previous entry is unknown.
-	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
-	if err := e.DeleteRange(12, 12); err != nil {
+	e.observe("n2", "a2", replicated(2, 12, 13, 13), ok(2), nil)
+	if err := e.DeleteRange(13, 13); err != nil {
 		t.Fatal(err)
 	}
-	store1(entries(2, 12, 12))
+	store1(entries(2, 13, 13))
 	expectNone("after the last entry was deleted")
 
 	// A failed write forgets the last entry too.
-	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
+	e.observe("n2", "a2", replicated(2, 12, 13, 13), ok(2), nil)
 	store.fail = true
-	if err := e.StoreLogs(entries(2, 13, 13)); !errors.Is(err, errDiskFull) {
+	if err := e.StoreLogs(entries(2, 14, 14)); !errors.Is(err, errDiskFull) {
 		t.Fatalf("store error %v", err)
 	}
 	store.fail = false
 	e.wait()
 	fa.take() // the request sent before the write failed
-	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
-	store1(entries(2, 13, 13))
+	e.observe("n2", "a2", replicated(2, 12, 13, 13), ok(2), nil)
+	store1(entries(2, 14, 14))
 	expectNone("after a failed write")
 
 	// Entries that do not follow the last stored one go to nobody.
-	e.observe("n2", "a2", replicated(2, 12, 13, 13), ok(2), nil)
-	store1(entries(2, 15, 15))
+	e.observe("n2", "a2", replicated(2, 13, 14, 14), ok(2), nil)
+	store1(entries(2, 16, 16))
 	expectNone("after a gap")
 
 	// Every entry reached the store underneath.
-	if last, _ := store.LastIndex(); last != 15 {
+	if last, _ := store.LastIndex(); last != 16 {
 		t.Fatalf("store's last index %d", last)
 	}
 }
