@@ -25,8 +25,11 @@ import (
 // durable there; durability matters only for counting the leader in a
 // commit quorum, and that is unchanged: Raft counts the leader after
 // StoreLogs returns, and a follower only from its replicator's answers.
-// Answers to early requests never reach Raft; they only tell this wrapper
-// that the follower can take the next entries early too. A leader whose
+// Answers to early requests never reach Raft, nor do they move the match
+// kept here: only the replicator's answers do, so a follower the
+// replicator stopped serving (removed from the cluster) gets at most one
+// early request. An accepted one lets the replicator's next request be
+// trimmed, nothing more. A leader whose
 // write fails steps down and cannot lead that term again, so no other
 // entries are ever sent for those indexes in that term; a late early
 // request is an ordinary late AppendEntries of its term. A follower that
@@ -57,7 +60,7 @@ type earlyPeer struct {
 	term   uint64 // the term of the requests below
 	header raft.RPCHeader
 	leader []byte
-	match  uint64 // the last index the follower acknowledged in term (to the replicator or early); 0: not known
+	match  uint64 // the last index the follower acknowledged to the replicator in term; 0: not known
 	early  *earlyReq
 }
 
@@ -160,11 +163,6 @@ func (e *earlyAppend) send(id raft.ServerID, addr raft.ServerAddress, req *raft.
 	case resp.Success:
 		r.ok = true
 		e.ok.Add(1)
-		e.mu.Lock()
-		if p := e.peers[id]; p != nil && p.term == r.term && r.last > p.match && resp.Term == r.term {
-			p.match = r.last // worth sending the next entries early too
-		}
-		e.mu.Unlock()
 	default:
 		e.log.Debug("early append refused", "peer", id, "term", resp.Term)
 	}
@@ -172,9 +170,10 @@ func (e *earlyAppend) send(id raft.ServerID, addr raft.ServerAddress, req *raft.
 
 // trim returns the request to send a follower in place of Raft's own req:
 // without the entries an early request already gave it. When the early
-// request that covers some of req's entries is still out, trim waits for
-// its answer (the follower handles requests one at a time, so req would
-// wait behind it there anyway). The request it returns asks the follower
+// request that covers some of req's entries is still out, trim sends req
+// as it is if those entries are small, and otherwise waits for the early
+// answer (the follower handles requests one at a time, so req would wait
+// behind it there anyway). The request it returns asks the follower
 // to check it holds the early request's last entry, by index and term,
 // instead of req's previous entry: by Raft's log matching property a
 // follower holding that entry holds every one before it, so a success

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -75,10 +76,10 @@ func ok(term uint64) *raft.AppendEntriesResponse {
 }
 
 // TestEarlyAppendSendsWhatTheReplicatorWouldNext checks the rules that
-// keep early append safe: only the leader sends, only to a follower shown
-// (by its replicator or an early request it took) to hold every entry
-// before the new ones, in the same term, with the previous entry's index
-// and term.
+// keep early append safe: only the leader sends, only to a follower its
+// replication showed to hold every entry before the new ones, in the same
+// term, with the previous entry's index and term, and never from an
+// answer to an early request itself.
 func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 	store := &failingStore{InmemStore: raft.NewInmemStore()}
 	fa := &fakeAppender{}
@@ -127,69 +128,62 @@ func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 		t.Fatalf("counts %d sent, %d accepted; want 1, 1", s, a)
 	}
 
-	// n2 took 6..7 early, so 8 goes early too; n2 refuses it, so 9 does
-	// not go early until the replicator shows n2 holds 8. A heartbeat
-	// says nothing.
-	fa.refuse = true
+	// Until the replicator shows n2 holds 7, nothing more goes early;
+	// answers to early requests do not count.
 	store1(entries(2, 8, 8))
-	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 7 {
-		t.Fatalf("after n2 took 6..7 early: %v", got)
-	}
-	fa.refuse = false
-	e.observe("n2", "a2", &raft.AppendEntriesRequest{Term: 2}, &raft.AppendEntriesResponse{Term: 3}, nil)
-	store1(entries(2, 9, 9))
 	expectNone("match behind the log")
-	e.observe("n2", "a2", replicated(2, 7, 8, 9), ok(2), nil)
-	store1(entries(2, 10, 10))
-	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 9 {
+	e.observe("n2", "a2", replicated(2, 5, 6, 8), ok(2), nil)
+	e.observe("n2", "a2", &raft.AppendEntriesRequest{Term: 2}, &raft.AppendEntriesResponse{Term: 3}, nil) // a heartbeat says nothing
+	store1(entries(2, 9, 9))
+	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 8 {
 		t.Fatalf("after the replicator caught up: %v", got)
 	}
 
 	// A failed request, or one answered from a later term, forgets the
 	// match.
-	e.observe("n2", "a2", replicated(2, 9, 10, 10), nil, errors.New("connection reset"))
-	store1(entries(2, 11, 11))
+	e.observe("n2", "a2", replicated(2, 8, 9, 9), nil, errors.New("connection reset"))
+	store1(entries(2, 10, 10))
 	expectNone("after a failed request")
-	e.observe("n2", "a2", replicated(2, 10, 11, 11), &raft.AppendEntriesResponse{Term: 3}, nil)
-	store1(entries(2, 12, 12))
+	e.observe("n2", "a2", replicated(2, 9, 10, 10), &raft.AppendEntriesResponse{Term: 3}, nil)
+	store1(entries(2, 11, 11))
 	expectNone("after an answer from a later term")
 
 	// A late answer from an earlier term changes nothing.
-	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
+	e.observe("n2", "a2", replicated(2, 10, 11, 11), ok(2), nil)
 	e.observe("n2", "a2", replicated(1, 3, 4, 4), &raft.AppendEntriesResponse{Term: 1}, nil)
-	store1(entries(2, 13, 13))
+	store1(entries(2, 12, 12))
 	if got := fa.take(); len(got["n2"]) != 1 {
 		t.Fatalf("a late answer from term 1 changed the match: %v", got)
 	}
 
 	// Deleting the last entry forgets it: the previous entry is unknown.
-	e.observe("n2", "a2", replicated(2, 12, 13, 13), ok(2), nil)
-	if err := e.DeleteRange(13, 13); err != nil {
+	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
+	if err := e.DeleteRange(12, 12); err != nil {
 		t.Fatal(err)
 	}
-	store1(entries(2, 13, 13))
+	store1(entries(2, 12, 12))
 	expectNone("after the last entry was deleted")
 
 	// A failed write forgets the last entry too.
-	e.observe("n2", "a2", replicated(2, 12, 13, 13), ok(2), nil)
+	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
 	store.fail = true
-	if err := e.StoreLogs(entries(2, 14, 14)); !errors.Is(err, errDiskFull) {
+	if err := e.StoreLogs(entries(2, 13, 13)); !errors.Is(err, errDiskFull) {
 		t.Fatalf("store error %v", err)
 	}
 	store.fail = false
 	e.wait()
 	fa.take() // the request sent before the write failed
-	e.observe("n2", "a2", replicated(2, 12, 13, 13), ok(2), nil)
-	store1(entries(2, 14, 14))
+	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
+	store1(entries(2, 13, 13))
 	expectNone("after a failed write")
 
 	// Entries that do not follow the last stored one go to nobody.
-	e.observe("n2", "a2", replicated(2, 13, 14, 14), ok(2), nil)
-	store1(entries(2, 16, 16))
+	e.observe("n2", "a2", replicated(2, 12, 13, 13), ok(2), nil)
+	store1(entries(2, 15, 15))
 	expectNone("after a gap")
 
 	// Every entry reached the store underneath.
-	if last, _ := store.LastIndex(); last != 16 {
+	if last, _ := store.LastIndex(); last != 15 {
 		t.Fatalf("store's last index %d", last)
 	}
 }
@@ -272,5 +266,60 @@ func TestEarlyAppendTrimsWhatTheFollowerTook(t *testing.T) {
 	}
 	if r := replicated(2, 7, 8, 8); e.trim("n2", r) != r {
 		t.Fatal("trimmed after a refused early request")
+	}
+}
+
+// blockingAppender holds every early request until release is closed.
+type blockingAppender struct{ release chan struct{} }
+
+func (b blockingAppender) AppendEntries(_ raft.ServerID, _ raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	<-b.release
+	resp.Term, resp.Success = args.Term, true
+	return nil
+}
+
+// TestEarlyAppendTrimWhileTheEarlyRequestIsOut: small entries go again
+// at once rather than wait for the early answer; large ones wait for it
+// and then go trimmed.
+func TestEarlyAppendTrimWhileTheEarlyRequestIsOut(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		size int
+		trim bool
+	}{{"small", 100, false}, {"large", earlyResendBytes + 1, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			b := blockingAppender{release: make(chan struct{})}
+			e := newEarlyAppend(raft.NewInmemStore(), b, func() bool { return true }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			defer e.wait()
+			if err := e.StoreLogs(entries(2, 1, 5)); err != nil {
+				t.Fatal(err)
+			}
+			e.observe("n2", "a2", replicated(2, 0, 1, 5), ok(2), nil)
+			big := entries(2, 6, 6)
+			big[0].Data = make([]byte, c.size)
+			if err := e.StoreLogs(big); err != nil {
+				t.Fatal(err)
+			}
+			req := replicated(2, 5, 6, 7)
+			req.Entries[0] = big[0]
+			got := make(chan *raft.AppendEntriesRequest, 1)
+			go func() { got <- e.trim("n2", req) }()
+			if !c.trim {
+				if r := <-got; r != req {
+					t.Fatalf("small entries trimmed: %+v", r)
+				}
+				close(b.release)
+				return
+			}
+			select {
+			case r := <-got:
+				t.Fatalf("did not wait for the early answer: %+v", r)
+			case <-time.After(50 * time.Millisecond): // a negative check: it must still be waiting
+			}
+			close(b.release)
+			if r := <-got; r.PrevLogEntry != 6 || len(r.Entries) != 1 || r.Entries[0].Index != 7 {
+				t.Fatalf("large entries not trimmed after the answer: %+v", r)
+			}
+		})
 	}
 }
