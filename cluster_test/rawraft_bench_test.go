@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -70,6 +71,7 @@ type rawStore interface {
 
 type rawNode struct {
 	raft  *raft.Raft
+	repl  *node.Replication // nil unless the kind runs Raft as a node does
 	store rawStore
 	trans *raft.NetworkTransport
 }
@@ -86,7 +88,7 @@ func newRawCluster(b *testing.B, kind string) []*rawNode {
 		dir := b.TempDir()
 		var store rawStore
 		var err error
-		if kind == node.LogStoreWAL || kind == rawWALCached {
+		if kind != node.LogStoreBoltDB {
 			store, err = wal.Open(dir, wal.WithLogger(hclog.NewNullLogger()))
 		} else {
 			store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
@@ -120,16 +122,25 @@ func newRawCluster(b *testing.B, kind string) []*rawNode {
 		rc.BatchApplyCh = true
 		rc.Logger = hclog.NewNullLogger()
 		var logs raft.LogStore = rn.store
-		if kind == rawWALCached { // as node.New reads its log
+		var trans raft.Transport = rn.trans
+		if kind != node.LogStoreWAL && kind != node.LogStoreBoltDB { // as node.New reads its log
 			if logs, err = raft.NewLogCache(node.RaftLogCache, rn.store); err != nil {
 				b.Fatal(err)
 			}
 		}
-		r, err := raft.NewRaft(rc, &rawFSM{}, logs, rn.store, snaps, rn.trans)
+		var rr *node.Replication
+		if kind == rawNoPipeline || kind == rawEarly { // and replicates
+			rr = node.NewReplication(logs, rn.trans, kind == rawEarly, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			logs, trans = rr.Logs, rr.Transport
+		}
+		r, err := raft.NewRaft(rc, &rawFSM{}, logs, rn.store, snaps, trans)
 		if err != nil {
 			b.Fatal(err)
 		}
-		rn.raft = r
+		if rr != nil {
+			rr.Started(r)
+		}
+		rn.raft, rn.repl = r, rr
 		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
 			b.Fatal(err)
 		}
@@ -173,15 +184,23 @@ func rawQuantile(sorted []time.Duration, q float64) time.Duration {
 // 64 and 256 concurrent goroutines; each Apply returns after the entry is
 // committed (fsynced on a quorum) and applied on the leader. Reports
 // entries/s and the latency of one Apply, for each log store, and for the
-// WAL read through raft.NewLogCache as HATS reads it (store=wal-logcache).
+// WAL read through raft.NewLogCache as HATS reads it (store=wal-logcache),
+// and then with HATS's own replication around Raft: no pipeline
+// (store=wal-logcache-nopipeline), and no pipeline with early append
+// (store=wal-logcache-nopipeline-early), which is how a node runs Raft.
+// The state machine is still a counter: these show what HATS's Raft setup
+// does, not what HATS does.
 func BenchmarkRawRaft_Apply(b *testing.B) {
-	for _, kind := range []string{node.LogStoreWAL, rawWALCached, node.LogStoreBoltDB} {
+	for _, kind := range []string{node.LogStoreWAL, rawWALCached, rawNoPipeline, rawEarly, node.LogStoreBoltDB} {
 		b.Run("store="+kind, func(b *testing.B) { rawApply(b, kind) })
 	}
 }
 
-// rawWALCached is the WAL behind Raft's log cache.
-const rawWALCached = "wal-logcache"
+const (
+	rawWALCached  = "wal-logcache"                  // the WAL behind Raft's log cache
+	rawNoPipeline = "wal-logcache-nopipeline"       // and node.Replication without early append
+	rawEarly      = "wal-logcache-nopipeline-early" // and with it
+)
 
 func rawApply(b *testing.B, kind string) {
 	nodes := newRawCluster(b, kind)
@@ -199,6 +218,10 @@ func rawApply(b *testing.B, kind string) {
 			var mu sync.Mutex
 			lat := make([]time.Duration, 0, b.N)
 			var failed atomic.Int64
+			var early0 uint64
+			if leader.repl != nil {
+				early0, _ = leader.repl.EarlyCounts()
+			}
 			b.ResetTimer()
 			start := time.Now()
 			var wg sync.WaitGroup
@@ -231,6 +254,10 @@ func rawApply(b *testing.B, kind string) {
 			b.ReportMetric(float64(rawQuantile(lat, 0.50).Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(rawQuantile(lat, 0.99).Microseconds())/1000, "p99-ms")
 			b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+			if leader.repl != nil {
+				early, _ := leader.repl.EarlyCounts()
+				b.ReportMetric(float64(early-early0)/float64(len(lat)), "early/entry")
+			}
 		})
 	}
 }

@@ -83,8 +83,8 @@ func ok(term uint64) *raft.AppendEntriesResponse {
 func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 	store := &failingStore{InmemStore: raft.NewInmemStore()}
 	fa := &fakeAppender{}
-	leading := false
-	e := newEarlyAppend(store, fa, func() bool { return leading }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	leading, commit := false, uint64(1<<63)
+	e := newEarlyAppend(store, fa, func() (bool, uint64) { return leading, commit }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	store1 := func(l []*raft.Log) {
 		t.Helper()
 		if err := e.StoreLogs(l); err != nil {
@@ -182,11 +182,27 @@ func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 	store1(entries(2, 15, 15))
 	expectNone("after a gap")
 
+	// While entries before the new ones are uncommitted, nothing goes
+	// early: the replicator sends them all in one request.
+	e.observe("n2", "a2", replicated(2, 14, 15, 15), ok(2), nil)
+	commit = 14
+	store1(entries(2, 16, 16))
+	expectNone("with entry 15 not yet committed")
+	e.observe("n2", "a2", replicated(2, 15, 16, 16), ok(2), nil)
+	commit = 16
+	store1(entries(2, 17, 17))
+	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 16 {
+		t.Fatalf("with everything before committed: %v", got)
+	}
+
 	// Every entry reached the store underneath.
-	if last, _ := store.LastIndex(); last != 15 {
+	if last, _ := store.LastIndex(); last != 17 {
 		t.Fatalf("store's last index %d", last)
 	}
 }
+
+// idleLeader is a leader whose every entry is committed.
+func idleLeader() (bool, uint64) { return true, 1 << 63 }
 
 type monotonicStore struct{ *raft.InmemStore }
 
@@ -200,7 +216,7 @@ func TestEarlyAppendKeepsTheStoreMonotonic(t *testing.T) {
 		store raft.LogStore
 		want  bool
 	}{{monotonicStore{raft.NewInmemStore()}, true}, {raft.NewInmemStore(), false}} {
-		var ls raft.LogStore = newEarlyAppend(c.store, &fakeAppender{}, func() bool { return true }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		var ls raft.LogStore = newEarlyAppend(c.store, &fakeAppender{}, idleLeader, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		m, ok := ls.(raft.MonotonicLogStore)
 		if got := ok && m.IsMonotonic(); got != c.want {
 			t.Fatalf("%T: monotonic %v, want %v", c.store, got, c.want)
@@ -213,7 +229,7 @@ func TestEarlyAppendKeepsTheStoreMonotonic(t *testing.T) {
 // for the last of them instead; anything else goes as Raft made it.
 func TestEarlyAppendTrimsWhatTheFollowerTook(t *testing.T) {
 	fa := &fakeAppender{}
-	e := newEarlyAppend(raft.NewInmemStore(), fa, func() bool { return true }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e := newEarlyAppend(raft.NewInmemStore(), fa, idleLeader, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err := e.StoreLogs(entries(2, 1, 5)); err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +305,7 @@ func TestEarlyAppendTrimWhileTheEarlyRequestIsOut(t *testing.T) {
 	}{{"small", 100, false}, {"large", earlyResendBytes + 1, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			b := blockingAppender{release: make(chan struct{})}
-			e := newEarlyAppend(raft.NewInmemStore(), b, func() bool { return true }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			e := newEarlyAppend(raft.NewInmemStore(), b, idleLeader, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			defer e.wait()
 			if err := e.StoreLogs(entries(2, 1, 5)); err != nil {
 				t.Fatal(err)

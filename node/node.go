@@ -323,16 +323,10 @@ func newNode(cfg Config) (n *Node, err error) {
 		n.trans.Close()
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
-	var rlogs raft.LogStore = logs
-	rtrans := replicationTransport{noPipelineTransport: noPipelineTransport{n.trans}}
-	var started atomic.Pointer[raft.Raft] // NewRaft starts Raft before it returns
-	if !cfg.NoEarlyAppend {
-		leading := func() bool { r := started.Load(); return r != nil && r.State() == raft.Leader }
-		n.early = newEarlyAppend(logs, n.trans, leading, cfg.Logger.With("component", "raft", "node", cfg.ID))
-		rlogs, rtrans.early = n.early, n.early
-	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, rlogs, n.store, snaps, rtrans)
-	started.Store(n.raft)
+	rr := NewReplication(logs, n.trans, !cfg.NoEarlyAppend, cfg.Logger.With("component", "raft", "node", cfg.ID))
+	n.early = rr.early
+	n.raft, err = raft.NewRaft(rc, n.fsm, rr.Logs, n.store, snaps, rr.Transport)
+	rr.Started(n.raft)
 	if err != nil {
 		n.trans.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
