@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -47,6 +48,7 @@ type earlyAppend struct {
 	lastIndex uint64 // the last entry stored through here; 0 when not known
 	lastTerm  uint64
 	peers     map[raft.ServerID]*earlyPeer
+	closed    bool // close was called: send nothing more
 }
 
 // appender is the part of raft.Transport early append sends with.
@@ -72,10 +74,14 @@ type earlyReq struct {
 }
 
 // newEarlyAppend wraps store. leader reports whether the Raft writing
-// through it is the leader, and its commit index. Raft leaves the Leader
-// state only from its main goroutine, the one that calls StoreLogs (or to
-// shut down), so inside StoreLogs a true answer means these are the
-// leader's own new entries, in its current term.
+// through it is the leader, and its commit index. On a leader only its
+// main goroutine's dispatchLogs calls StoreLogs (a follower's
+// appendEntries steps down first). The state can still change meanwhile
+// (Raft's heartbeat fast path steps a leader down from a connection's
+// goroutine when it sees a newer term), but that does not matter: an
+// early request carries the entries' own term and the previous entry's
+// index and term, which makes it a valid request of that term whenever
+// it arrives.
 func newEarlyAppend(store raft.LogStore, trans appender, leader func() (bool, uint64), log *slog.Logger) *earlyAppend {
 	return &earlyAppend{LogStore: store, trans: trans, leader: leader, log: log, peers: map[raft.ServerID]*earlyPeer{}}
 }
@@ -156,9 +162,12 @@ func (e *earlyAppend) sendEarly(logs []*raft.Log, commit uint64) {
 			PrevLogEntry: e.lastIndex, PrevLogTerm: e.lastTerm,
 			Entries: logs,
 		}
+		if e.closed {
+			return
+		}
 		r := &earlyReq{last: logs[len(logs)-1].Index, term: term, done: make(chan struct{})}
 		p.early = r
-		e.wg.Add(1)
+		e.wg.Add(1) // under mu, never after close has set closed
 		e.sent.Add(1)
 		go e.send(id, p.addr, req, r)
 	}
@@ -212,7 +221,13 @@ func (e *earlyAppend) trim(id raft.ServerID, req *raft.AppendEntriesRequest) *ra
 		if entryBytes(req.Entries[:k+1]) <= earlyResendBytes {
 			return req // sending them again costs less than waiting
 		}
-		<-r.done
+		t := time.NewTimer(earlyWaitMax)
+		select {
+		case <-r.done:
+			t.Stop()
+		case <-t.C:
+			return req // the early request is stuck: do not hold up the replicator
+		}
 	}
 	if !r.ok || req.Entries[k].Index != r.last || req.Entries[k].Term != r.term {
 		return req
@@ -266,6 +281,11 @@ func (e *earlyAppend) observe(id raft.ServerID, addr raft.ServerAddress, req *ra
 // request would wait for.
 const earlyResendBytes = 16 << 10
 
+// earlyWaitMax bounds how long Raft's request waits for an early answer
+// (the transport's own deadline bounds the early request too, but a
+// NetworkTransport made without a timeout has none).
+const earlyWaitMax = time.Second
+
 func entryBytes(logs []*raft.Log) (n int) {
 	for _, l := range logs {
 		n += len(l.Data) + len(l.Extensions)
@@ -273,8 +293,14 @@ func entryBytes(logs []*raft.Log) (n int) {
 	return n
 }
 
-// wait returns once no early request is in flight.
-func (e *earlyAppend) wait() { e.wg.Wait() }
+// close stops early append: it sends nothing more, and returns once no
+// early request is in flight.
+func (e *earlyAppend) close() {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.wg.Wait()
+}
 
 // Replication is the log store and transport a node's Raft runs on:
 // replication without hashicorp/raft's pipeline (noPipelineTransport) and,

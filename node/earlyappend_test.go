@@ -90,7 +90,7 @@ func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 		if err := e.StoreLogs(l); err != nil {
 			t.Fatal(err)
 		}
-		e.wait()
+		e.wg.Wait()
 	}
 	expectNone := func(what string) {
 		t.Helper()
@@ -171,7 +171,7 @@ func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 		t.Fatalf("store error %v", err)
 	}
 	store.fail = false
-	e.wait()
+	e.wg.Wait()
 	fa.take() // the request sent before the write failed
 	e.observe("n2", "a2", replicated(2, 11, 12, 12), ok(2), nil)
 	store1(entries(2, 13, 13))
@@ -237,7 +237,7 @@ func TestEarlyAppendTrimsWhatTheFollowerTook(t *testing.T) {
 	if err := e.StoreLogs(entries(2, 6, 7)); err != nil {
 		t.Fatal(err)
 	}
-	e.wait()
+	e.wg.Wait()
 
 	req := replicated(2, 5, 6, 8)
 	req.LeaderCommitIndex = 5
@@ -276,7 +276,7 @@ func TestEarlyAppendTrimsWhatTheFollowerTook(t *testing.T) {
 	if err := e.StoreLogs(entries(2, 8, 8)); err != nil {
 		t.Fatal(err)
 	}
-	e.wait()
+	e.wg.Wait()
 	if s, a := e.counts(); s != 2 || a != 1 {
 		t.Fatalf("counts %d sent, %d accepted; want 2, 1", s, a)
 	}
@@ -306,7 +306,7 @@ func TestEarlyAppendTrimWhileTheEarlyRequestIsOut(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			b := blockingAppender{release: make(chan struct{})}
 			e := newEarlyAppend(raft.NewInmemStore(), b, idleLeader, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			defer e.wait()
+			defer e.wg.Wait()
 			if err := e.StoreLogs(entries(2, 1, 5)); err != nil {
 				t.Fatal(err)
 			}
@@ -337,5 +337,40 @@ func TestEarlyAppendTrimWhileTheEarlyRequestIsOut(t *testing.T) {
 				t.Fatalf("large entries not trimmed after the answer: %+v", r)
 			}
 		})
+	}
+}
+
+// TestEarlyAppendBoundsAndStops: Raft's request waits at most
+// earlyWaitMax for a stuck early answer, and nothing is sent early once
+// close has been called (the node is shutting down).
+func TestEarlyAppendBoundsAndStops(t *testing.T) {
+	b := blockingAppender{release: make(chan struct{})}
+	e := newEarlyAppend(raft.NewInmemStore(), b, idleLeader, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := e.StoreLogs(entries(2, 1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	e.observe("n2", "a2", replicated(2, 0, 1, 5), ok(2), nil)
+	big := entries(2, 6, 6)
+	big[0].Data = make([]byte, earlyResendBytes+1)
+	if err := e.StoreLogs(big); err != nil {
+		t.Fatal(err)
+	}
+	req := replicated(2, 5, 6, 6)
+	req.Entries[0] = big[0]
+	start := time.Now()
+	if got := e.trim("n2", req); got != req {
+		t.Fatalf("trimmed while the early answer never came: %+v", got)
+	}
+	if waited := time.Since(start); waited < earlyWaitMax {
+		t.Fatalf("gave up after %v, before %v", waited, earlyWaitMax)
+	}
+	close(b.release)
+	e.close()
+	e.observe("n2", "a2", replicated(2, 5, 6, 6), ok(2), nil)
+	if err := e.StoreLogs(entries(2, 7, 7)); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := e.counts(); s != 1 {
+		t.Fatalf("%d early requests sent, want only the first (none after close)", s)
 	}
 }

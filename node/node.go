@@ -572,7 +572,7 @@ func (n *Node) shutdown(graceful bool) error {
 		n.wg.Wait()
 		n.trans.Close()
 		if n.early != nil {
-			n.early.wait()
+			n.early.close()
 		}
 		n.closeStores()
 	})
