@@ -134,9 +134,7 @@ func (e *earlyAppend) DeleteRange(lo, hi uint64) error {
 // nothing while earlier entries are still uncommitted: the replicators
 // are busy with those, and will send these with them in one request that
 // a follower writes with one fsync; an early request would split that in
-// two writes and add a round trip (bare Raft at 256 clients made half
-// the entries per second with early requests sent under load). So early
-// append serves a lone write on an idle pipeline, which is what waits
+// two writes and add a round trip. So early append serves a lone write on an idle pipeline, which is what waits
 // for the two fsyncs in a row.
 func (e *earlyAppend) sendEarly(logs []*raft.Log, commit uint64) {
 	first, term := logs[0].Index, logs[0].Term
@@ -338,6 +336,14 @@ func (r *Replication) EarlyCounts() (sent, accepted uint64) {
 		return 0, 0
 	}
 	return r.early.counts()
+}
+
+// Close stops early append (nothing more is sent) and waits for the
+// early requests in flight. Call it after Raft has shut down.
+func (r *Replication) Close() {
+	if r.early != nil {
+		r.early.close()
+	}
 }
 
 func (r *Replication) leader() (bool, uint64) {

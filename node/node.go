@@ -185,7 +185,7 @@ type Node struct {
 	fsm    *fsm.FSM
 	store  logStore
 	trans  *raft.NetworkTransport
-	early  *earlyAppend // nil when Config.NoEarlyAppend
+	repl   *Replication // the log store and transport Raft runs on
 	peer   *transport.Peer
 	eng    *engine
 	batch  *batcher
@@ -323,10 +323,9 @@ func newNode(cfg Config) (n *Node, err error) {
 		n.trans.Close()
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
-	rr := NewReplication(logs, n.trans, !cfg.NoEarlyAppend, cfg.Logger.With("component", "raft", "node", cfg.ID))
-	n.early = rr.early
-	n.raft, err = raft.NewRaft(rc, n.fsm, rr.Logs, n.store, snaps, rr.Transport)
-	rr.Started(n.raft)
+	n.repl = NewReplication(logs, n.trans, !cfg.NoEarlyAppend, cfg.Logger.With("component", "raft", "node", cfg.ID))
+	n.raft, err = raft.NewRaft(rc, n.fsm, n.repl.Logs, n.store, snaps, n.repl.Transport)
+	n.repl.Started(n.raft)
 	if err != nil {
 		n.trans.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -571,9 +570,7 @@ func (n *Node) shutdown(graceful bool) error {
 		n.closeErr = n.stopRaft()
 		n.wg.Wait()
 		n.trans.Close()
-		if n.early != nil {
-			n.early.close()
-		}
+		n.repl.Close()
 		n.closeStores()
 	})
 	return n.closeErr

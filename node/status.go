@@ -33,9 +33,7 @@ func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus 
 		AppliedIndex: n.fsm.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastIndex: n.raft.LastIndex(), RaftLogStore: n.logStore,
 	}
 	st.CheckpointIndex, st.CheckpointQueue, st.ApplyWaits = n.fsm.CheckpointStats()
-	if n.early != nil {
-		st.EarlyAppendsSent, st.EarlyAppendsAccepted = n.early.counts()
-	}
+	st.EarlyAppendsSent, st.EarlyAppendsAccepted = n.repl.EarlyCounts()
 	_, lid := n.raft.LeaderWithID()
 	st.Leader = string(lid)
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
