@@ -220,7 +220,7 @@ func rawApply(b *testing.B, kind string) {
 			var failed atomic.Int64
 			var early0 uint64
 			if leader.repl != nil {
-				early0, _ = leader.repl.EarlyCounts()
+				early0 = leader.repl.EarlyStats().Sent
 			}
 			b.ResetTimer()
 			start := time.Now()
@@ -255,7 +255,7 @@ func rawApply(b *testing.B, kind string) {
 			b.ReportMetric(float64(rawQuantile(lat, 0.99).Microseconds())/1000, "p99-ms")
 			b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 			if leader.repl != nil {
-				early, _ := leader.repl.EarlyCounts()
+				early := leader.repl.EarlyStats().Sent
 				b.ReportMetric(float64(early-early0)/float64(len(lat)), "early/entry")
 			}
 		})

@@ -19,20 +19,27 @@ import (
 // replicator would send next, and then writes them locally; the
 // follower's fsync runs alongside the leader's. When the replicator's own
 // AppendEntries for those entries comes, the transport it sends through
-// (replicationTransport) trims it to what the follower does not have yet.
+// (replicationTransport) answers it with the follower's answer to the
+// early request, if that answer is a success and fresh: the follower said
+// it holds exactly those entries, in this term, after the same previous
+// entry, which is what its answer to the replicator's request would say.
+// Otherwise it trims the request to what the follower does not have yet.
 //
 // Why this is safe: the early request is exactly one the leader could send
 // once the entries are in its log, which Raft allows before they are
 // durable there; durability matters only for counting the leader in a
 // commit quorum, and that is unchanged: Raft counts the leader after
-// StoreLogs returns, and a follower only from its replicator's answers.
-// Answers to early requests never reach Raft, nor do they move the match
-// kept here: only the replicator's answers do, so a follower the
-// replicator stopped serving (removed from the cluster) gets at most one
-// early request. An accepted one lets the replicator's next request be
-// trimmed, nothing more. A leader whose
+// StoreLogs returns, and a follower only through its replicator, which
+// Raft runs only for members. An answer the replicator gets from an early
+// answer is the follower's own, given in the same term for the entries
+// the replicator asked about, at most earlyAnswerMaxAge before (so the
+// last contact Raft records for the follower is late by no more than
+// that), and a follower acknowledges entries only once they are durable.
+// The match kept here moves only with the replicator's answers, so a
+// follower the replicator stopped serving (removed from the cluster) gets
+// at most one early request. A leader whose
 // write fails steps down and cannot lead that term again, so no other
-// entries are ever sent for those indexes in that term; a late early
+// entries with those indexes and that term can exist; a late early
 // request is an ordinary late AppendEntries of its term. A follower that
 // is behind (or whose state is unknown) gets nothing early and is served
 // by the replicator as before.
@@ -43,6 +50,7 @@ type earlyAppend struct {
 	log           *slog.Logger
 	wg            sync.WaitGroup // early requests in flight
 	sent, ok      atomic.Uint64  // early requests sent, and accepted by followers
+	answered      atomic.Uint64  // replicator requests answered with an early answer
 
 	mu        sync.Mutex
 	lastIndex uint64 // the last entry stored through here; 0 when not known
@@ -70,7 +78,10 @@ type earlyPeer struct {
 type earlyReq struct {
 	last, term uint64        // its last entry
 	done       chan struct{} // closed once answered (or failed)
-	ok         bool          // the follower took it; set before done closes
+	// Set before done closes:
+	ok   bool                       // the follower took it
+	resp raft.AppendEntriesResponse // and answered this
+	at   time.Time                  // at this time
 }
 
 // newEarlyAppend wraps store. leader reports whether the Raft writing
@@ -89,6 +100,13 @@ func newEarlyAppend(store raft.LogStore, trans appender, leader func() (bool, ui
 // counts returns how many early requests were sent and how many of them
 // followers accepted.
 func (e *earlyAppend) counts() (sent, accepted uint64) { return e.sent.Load(), e.ok.Load() }
+
+// EarlyStats counts what early append did on a leader.
+type EarlyStats struct {
+	Sent     uint64 // early requests sent
+	Accepted uint64 // early requests the followers took
+	Answered uint64 // replicator requests answered from an early answer, with no request of their own
+}
 
 // StoreLog implements raft.LogStore.
 func (e *earlyAppend) StoreLog(l *raft.Log) error { return e.StoreLogs([]*raft.Log{l}) }
@@ -158,7 +176,12 @@ func (e *earlyAppend) sendEarly(logs []*raft.Log, commit uint64) {
 		req := &raft.AppendEntriesRequest{
 			RPCHeader: p.header, Term: term, Leader: p.leader,
 			PrevLogEntry: e.lastIndex, PrevLogTerm: e.lastTerm,
-			Entries: logs,
+			// Everything before these entries is committed (above), so
+			// this tells the follower to apply it: with the replicator's
+			// request answered here, nothing else would until its next
+			// round (CommitTimeout).
+			LeaderCommitIndex: commit,
+			Entries:           logs,
 		}
 		if e.closed {
 			return
@@ -180,27 +203,30 @@ func (e *earlyAppend) send(id raft.ServerID, addr raft.ServerAddress, req *raft.
 	case err != nil:
 		e.log.Debug("early append failed", "peer", id, "err", err)
 	case resp.Success:
-		r.ok = true
+		r.ok, r.resp, r.at = true, resp, time.Now()
 		e.ok.Add(1)
 	default:
 		e.log.Debug("early append refused", "peer", id, "term", resp.Term)
 	}
 }
 
-// trim returns the request to send a follower in place of Raft's own req:
-// without the entries an early request already gave it. When the early
-// request that covers some of req's entries is still out, trim sends req
-// as it is if those entries are small, and otherwise waits for the early
-// answer (the follower handles requests one at a time, so req would wait
-// behind it there anyway). The request it returns asks the follower
-// to check it holds the early request's last entry, by index and term,
-// instead of req's previous entry: by Raft's log matching property a
-// follower holding that entry holds every one before it, so a success
-// means what success of req would: the follower holds req's entries.
-func (e *earlyAppend) trim(id raft.ServerID, req *raft.AppendEntriesRequest) *raft.AppendEntriesRequest {
+// route decides what becomes of Raft's own request req to a follower
+// that an early request may have served: it returns either the request
+// to send in its place, or (when the early request carried exactly req's
+// last entry and the follower took it no more than earlyAnswerMaxAge ago)
+// the answer, and nothing need be sent. The request it returns leaves out
+// the entries an accepted early request gave the follower and asks
+// instead for the last of them, by index and term: by Raft's log
+// matching property a follower holding that entry holds every one before
+// it, so a success means what success of req would. While the early
+// request is still out, req waits for its answer when that answer would
+// answer req too, or when the entries are large; otherwise (small
+// entries, and req carries more) req goes as it is at once: the follower
+// finds it has the early ones and writes the rest.
+func (e *earlyAppend) route(id raft.ServerID, req *raft.AppendEntriesRequest) (*raft.AppendEntriesRequest, *raft.AppendEntriesResponse) {
 	n := len(req.Entries)
 	if n == 0 {
-		return req
+		return req, nil
 	}
 	e.mu.Lock()
 	var r *earlyReq
@@ -208,32 +234,37 @@ func (e *earlyAppend) trim(id raft.ServerID, req *raft.AppendEntriesRequest) *ra
 		r = p.early
 	}
 	e.mu.Unlock()
-	first := req.Entries[0].Index
-	if r == nil || r.term != req.Term || r.last < first || r.last > req.Entries[n-1].Index {
-		return req
+	first, last := req.Entries[0].Index, req.Entries[n-1].Index
+	if r == nil || r.term != req.Term || r.last < first || r.last > last {
+		return req, nil
 	}
 	k := r.last - first
+	answers := r.last == last // the early answer would answer req
 	select {
 	case <-r.done:
 	default:
-		if entryBytes(req.Entries[:k+1]) <= earlyResendBytes {
-			return req // sending them again costs less than waiting
+		if !answers && entryBytes(req.Entries[:k+1]) <= earlyResendBytes {
+			return req, nil // sending them again costs less than waiting
 		}
 		t := time.NewTimer(earlyWaitMax)
 		select {
 		case <-r.done:
 			t.Stop()
 		case <-t.C:
-			return req // the early request is stuck: do not hold up the replicator
+			return req, nil // the early request is stuck: do not hold up the replicator
 		}
 	}
-	if !r.ok || req.Entries[k].Index != r.last || req.Entries[k].Term != r.term {
-		return req
+	if !r.ok || req.Entries[k].Term != r.term {
+		return req, nil
+	}
+	if answers && time.Since(r.at) <= earlyAnswerMaxAge {
+		e.answered.Add(1)
+		return nil, &raft.AppendEntriesResponse{RPCHeader: r.resp.RPCHeader, Term: r.resp.Term, LastLog: r.resp.LastLog, Success: true}
 	}
 	t := *req
 	t.PrevLogEntry, t.PrevLogTerm = r.last, r.term
 	t.Entries = req.Entries[k+1:]
-	return &t
+	return &t, nil
 }
 
 // observe learns from the answer to one of Raft's own AppendEntries
@@ -273,11 +304,18 @@ func (e *earlyAppend) observe(id raft.ServerID, addr raft.ServerAddress, req *ra
 }
 
 // earlyResendBytes: Raft's request for entries an early request is still
-// carrying goes as it is, without waiting for the early answer, when the
-// entries hold at most this many bytes. The follower then finds it has
-// them and writes nothing; the leader saves the round trip a trimmed
-// request would wait for.
+// carrying, and for more after them, goes as it is, without waiting for
+// the early answer, when the early entries hold at most this many bytes.
+// The follower then finds it has them and writes only the rest; the
+// leader saves the round trip a trimmed request would wait for.
 const earlyResendBytes = 16 << 10
+
+// earlyAnswerMaxAge: an early answer older than this does not answer
+// Raft's request (which then goes, trimmed): Raft takes an answer as the
+// follower's last contact, which its leader lease relies on, so an early
+// answer may stand in for one only if it is about as recent. It is
+// normally younger than the leader's own fsync.
+const earlyAnswerMaxAge = 10 * time.Millisecond
 
 // earlyWaitMax bounds how long Raft's request waits for an early answer
 // (the transport's own deadline bounds the early request too, but a
@@ -329,13 +367,13 @@ func NewReplication(logs raft.LogStore, trans *raft.NetworkTransport, early bool
 // before it returns, so this cannot be known when wrapping).
 func (r *Replication) Started(rf *raft.Raft) { r.started.Store(rf) }
 
-// EarlyCounts returns how many early requests were sent, and how many
-// of them followers accepted (0, 0 with early append off).
-func (r *Replication) EarlyCounts() (sent, accepted uint64) {
+// EarlyStats returns what early append has done (all 0 with it off).
+func (r *Replication) EarlyStats() EarlyStats {
 	if r.early == nil {
-		return 0, 0
+		return EarlyStats{}
 	}
-	return r.early.counts()
+	sent, accepted := r.early.counts()
+	return EarlyStats{Sent: sent, Accepted: accepted, Answered: r.early.answered.Load()}
 }
 
 // Close stops early append (nothing more is sent) and waits for the
@@ -367,7 +405,12 @@ func (t replicationTransport) AppendEntries(id raft.ServerID, target raft.Server
 	if t.early == nil {
 		return t.NetworkTransport.AppendEntries(id, target, args, resp)
 	}
-	err := t.NetworkTransport.AppendEntries(id, target, t.early.trim(id, args), resp)
+	var err error
+	if send, answer := t.early.route(id, args); answer != nil {
+		*resp = *answer
+	} else {
+		err = t.NetworkTransport.AppendEntries(id, target, send, resp)
+	}
 	t.early.observe(id, target, args, resp, err)
 	return err
 }

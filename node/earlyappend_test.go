@@ -121,7 +121,7 @@ func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 	}
 	req := got["n2"][0]
 	if req.Term != 2 || req.PrevLogEntry != 5 || req.PrevLogTerm != 2 || len(req.Entries) != 2 ||
-		req.Entries[0].Index != 6 || string(req.ID) != "n1" || string(req.Addr) != "127.0.0.1:1" || req.LeaderCommitIndex != 0 {
+		req.Entries[0].Index != 6 || string(req.ID) != "n1" || string(req.Addr) != "127.0.0.1:1" || req.LeaderCommitIndex != commit {
 		t.Fatalf("early request %+v", req)
 	}
 	if s, a := e.counts(); s != 1 || a != 1 {
@@ -191,7 +191,7 @@ func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 	e.observe("n2", "a2", replicated(2, 15, 16, 16), ok(2), nil)
 	commit = 16
 	store1(entries(2, 17, 17))
-	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 16 {
+	if got := fa.take(); len(got["n2"]) != 1 || got["n2"][0].PrevLogEntry != 16 || got["n2"][0].LeaderCommitIndex != 16 {
 		t.Fatalf("with everything before committed: %v", got)
 	}
 
@@ -224,10 +224,17 @@ func TestEarlyAppendKeepsTheStoreMonotonic(t *testing.T) {
 	}
 }
 
-// TestEarlyAppendTrimsWhatTheFollowerTook: Raft's next request to a
-// follower that took an early request leaves those entries out and asks
-// for the last of them instead; anything else goes as Raft made it.
-func TestEarlyAppendTrimsWhatTheFollowerTook(t *testing.T) {
+// unchanged reports whether route sends Raft's request r as it is.
+func unchanged(e *earlyAppend, id raft.ServerID, r *raft.AppendEntriesRequest) bool {
+	got, answer := e.route(id, r)
+	return got == r && answer == nil
+}
+
+// TestEarlyAppendAnswersOrTrims: Raft's next request to a follower that
+// took an early request is answered with that answer when it asks for
+// exactly those entries, or leaves them out and asks for the last of
+// them instead when it carries more; anything else goes as Raft made it.
+func TestEarlyAppendAnswersOrTrims(t *testing.T) {
 	fa := &fakeAppender{}
 	e := newEarlyAppend(raft.NewInmemStore(), fa, idleLeader, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err := e.StoreLogs(entries(2, 1, 5)); err != nil {
@@ -239,38 +246,66 @@ func TestEarlyAppendTrimsWhatTheFollowerTook(t *testing.T) {
 	}
 	e.wg.Wait()
 
+	// Exactly the early entries (or their tail): the early answer is the answer.
+	for _, req := range []*raft.AppendEntriesRequest{replicated(2, 5, 6, 7), replicated(2, 6, 7, 7), replicated(2, 3, 4, 7)} {
+		got, answer := e.route("n2", req)
+		if got != nil || answer == nil || !answer.Success || answer.Term != 2 {
+			t.Fatalf("request for %d..%d: sent %+v, answer %+v; want answered from the early answer", req.Entries[0].Index, req.PrevLogEntry+uint64(len(req.Entries)), got, answer)
+		}
+	}
+	if a := e.answered.Load(); a != 3 {
+		t.Fatalf("%d answered, want 3", a)
+	}
+
+	// More entries than the early request carried: trimmed.
 	req := replicated(2, 5, 6, 8)
 	req.LeaderCommitIndex = 5
-	got := e.trim("n2", req)
-	if got == req || got.PrevLogEntry != 7 || got.PrevLogTerm != 2 || len(got.Entries) != 1 || got.Entries[0].Index != 8 ||
+	got, answer := e.route("n2", req)
+	if answer != nil || got == req || got.PrevLogEntry != 7 || got.PrevLogTerm != 2 || len(got.Entries) != 1 || got.Entries[0].Index != 8 ||
 		got.LeaderCommitIndex != 5 || got.Term != 2 || string(got.ID) != "n1" {
-		t.Fatalf("trimmed %+v", got)
+		t.Fatalf("trimmed %+v, answer %+v", got, answer)
 	}
 	if req.PrevLogEntry != 5 || len(req.Entries) != 3 {
 		t.Fatalf("Raft's own request changed: %+v", req)
 	}
+
+	// An early answer too old to stand for the follower's last contact
+	// answers nothing: the request goes, without the early entries.
+	e.mu.Lock()
+	r := e.peers["n2"].early
+	e.mu.Unlock()
+	at := r.at
+	r.at = at.Add(-2 * earlyAnswerMaxAge)
+	if got, answer := e.route("n2", replicated(2, 5, 6, 7)); answer != nil || got.PrevLogEntry != 7 || len(got.Entries) != 0 {
+		t.Fatalf("with an old early answer: sent %+v, answer %+v", got, answer)
+	}
+	r.at = at
+
 	for what, r := range map[string]*raft.AppendEntriesRequest{
 		"entries before the early ones": replicated(2, 3, 4, 5),
 		"entries after the early ones":  replicated(2, 7, 8, 9),
-		"another term":                  replicated(3, 5, 6, 8),
+		"another term":                  replicated(3, 5, 6, 7),
 		"no entries":                    {Term: 2, PrevLogEntry: 7, PrevLogTerm: 2},
 	} {
-		if e.trim("n2", r) != r {
-			t.Fatalf("%s: trimmed", what)
+		if !unchanged(e, "n2", r) {
+			t.Fatalf("%s: answered or trimmed", what)
 		}
 	}
-	if r := replicated(2, 5, 6, 8); e.trim("n3", r) != r {
-		t.Fatal("trimmed for a follower that got nothing early")
+	if r := replicated(2, 5, 6, 7); !unchanged(e, "n3", r) {
+		t.Fatal("changed for a follower that got nothing early")
+	}
+	if a := e.answered.Load(); a != 3 {
+		t.Fatalf("%d answered, want still 3", a)
 	}
 
 	// A refused request from the replicator forgets the early one: the
 	// follower may have lost its log, and would refuse the trimmed one.
 	e.observe("n2", "a2", got, &raft.AppendEntriesResponse{Term: 2}, nil)
-	if r := replicated(2, 5, 6, 8); e.trim("n2", r) != r {
-		t.Fatal("trimmed after the follower refused")
+	if r := replicated(2, 5, 6, 7); !unchanged(e, "n2", r) {
+		t.Fatal("answered or trimmed after the follower refused")
 	}
 
-	// An early request the follower refused trims nothing.
+	// An early request the follower refused answers and trims nothing.
 	e.observe("n2", "a2", replicated(2, 0, 1, 7), ok(2), nil)
 	fa.refuse = true
 	if err := e.StoreLogs(entries(2, 8, 8)); err != nil {
@@ -280,8 +315,8 @@ func TestEarlyAppendTrimsWhatTheFollowerTook(t *testing.T) {
 	if s, a := e.counts(); s != 2 || a != 1 {
 		t.Fatalf("counts %d sent, %d accepted; want 2, 1", s, a)
 	}
-	if r := replicated(2, 7, 8, 8); e.trim("n2", r) != r {
-		t.Fatal("trimmed after a refused early request")
+	if r := replicated(2, 7, 8, 8); !unchanged(e, "n2", r) {
+		t.Fatal("answered after a refused early request")
 	}
 }
 
@@ -294,19 +329,23 @@ func (b blockingAppender) AppendEntries(_ raft.ServerID, _ raft.ServerAddress, a
 	return nil
 }
 
-// TestEarlyAppendTrimWhileTheEarlyRequestIsOut: small entries go again
-// at once rather than wait for the early answer; large ones wait for it
-// and then go trimmed.
-func TestEarlyAppendTrimWhileTheEarlyRequestIsOut(t *testing.T) {
+// TestEarlyAppendWhileTheEarlyRequestIsOut: a request for exactly the
+// early entries waits for the early answer and takes it; one that
+// carries more goes again at once when the early entries are small, and
+// when they are large waits for the answer and then goes trimmed.
+func TestEarlyAppendWhileTheEarlyRequestIsOut(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		size int
-		trim bool
-	}{{"small", 100, false}, {"large", earlyResendBytes + 1, true}} {
+		last uint64 // of Raft's request
+		wait bool
+	}{{"small, more after", 100, 7, false}, {"large, more after", earlyResendBytes + 1, 7, true}, {"small, the same", 100, 6, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			b := blockingAppender{release: make(chan struct{})}
 			e := newEarlyAppend(raft.NewInmemStore(), b, idleLeader, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			defer e.wg.Wait()
+			release := sync.OnceFunc(func() { close(b.release) })
+			defer release() // before the wait above, also when the test fails
 			if err := e.StoreLogs(entries(2, 1, 5)); err != nil {
 				t.Fatal(err)
 			}
@@ -316,15 +355,22 @@ func TestEarlyAppendTrimWhileTheEarlyRequestIsOut(t *testing.T) {
 			if err := e.StoreLogs(big); err != nil {
 				t.Fatal(err)
 			}
-			req := replicated(2, 5, 6, 7)
+			req := replicated(2, 5, 6, c.last)
 			req.Entries[0] = big[0]
-			got := make(chan *raft.AppendEntriesRequest, 1)
-			go func() { got <- e.trim("n2", req) }()
-			if !c.trim {
-				if r := <-got; r != req {
-					t.Fatalf("small entries trimmed: %+v", r)
+			type routed struct {
+				req    *raft.AppendEntriesRequest
+				answer *raft.AppendEntriesResponse
+			}
+			got := make(chan routed, 1)
+			go func() {
+				r, a := e.route("n2", req)
+				got <- routed{r, a}
+			}()
+			if !c.wait {
+				if r := <-got; r.req != req || r.answer != nil {
+					t.Fatalf("small entries not sent again at once: %+v", r)
 				}
-				close(b.release)
+				release()
 				return
 			}
 			select {
@@ -332,8 +378,12 @@ func TestEarlyAppendTrimWhileTheEarlyRequestIsOut(t *testing.T) {
 				t.Fatalf("did not wait for the early answer: %+v", r)
 			case <-time.After(50 * time.Millisecond): // a negative check: it must still be waiting
 			}
-			close(b.release)
-			if r := <-got; r.PrevLogEntry != 6 || len(r.Entries) != 1 || r.Entries[0].Index != 7 {
+			release()
+			r := <-got
+			switch {
+			case c.last == 6 && (r.answer == nil || !r.answer.Success):
+				t.Fatalf("not answered from the early answer: %+v", r)
+			case c.last == 7 && (r.answer != nil || r.req.PrevLogEntry != 6 || len(r.req.Entries) != 1 || r.req.Entries[0].Index != 7):
 				t.Fatalf("large entries not trimmed after the answer: %+v", r)
 			}
 		})
@@ -358,8 +408,8 @@ func TestEarlyAppendBoundsAndStops(t *testing.T) {
 	req := replicated(2, 5, 6, 6)
 	req.Entries[0] = big[0]
 	start := time.Now()
-	if got := e.trim("n2", req); got != req {
-		t.Fatalf("trimmed while the early answer never came: %+v", got)
+	if got, answer := e.route("n2", req); got != req || answer != nil {
+		t.Fatalf("answered or trimmed while the early answer never came: %+v, %+v", got, answer)
 	}
 	if waited := time.Since(start); waited < earlyWaitMax {
 		t.Fatalf("gave up after %v, before %v", waited, earlyWaitMax)

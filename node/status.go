@@ -33,7 +33,8 @@ func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus 
 		AppliedIndex: n.fsm.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastIndex: n.raft.LastIndex(), RaftLogStore: n.logStore,
 	}
 	st.CheckpointIndex, st.CheckpointQueue, st.ApplyWaits = n.fsm.CheckpointStats()
-	st.EarlyAppendsSent, st.EarlyAppendsAccepted = n.repl.EarlyCounts()
+	early := n.repl.EarlyStats()
+	st.EarlyAppendsSent, st.EarlyAppendsAccepted, st.EarlyAnswers = early.Sent, early.Accepted, early.Answered
 	_, lid := n.raft.LeaderWithID()
 	st.Leader = string(lid)
 	if f := n.raft.GetConfiguration(); f.Error() == nil {

@@ -212,6 +212,7 @@ type NodeStatus struct {
 	// while writing them itself, and how many of those the followers took.
 	EarlyAppendsSent     uint64 `json:"early_appends_sent,omitempty"`
 	EarlyAppendsAccepted uint64 `json:"early_appends_accepted,omitempty"`
+	EarlyAnswers         uint64 `json:"early_answers,omitempty"`
 	// The state file's checkpoint: the applied index it holds (reads see
 	// applied_index; the Raft log holds the rest until the checkpoint),
 	// layers queued for the checkpoint writer, and how often applying
