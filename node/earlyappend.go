@@ -52,6 +52,9 @@ type earlyAppend struct {
 	wg            sync.WaitGroup // early requests in flight
 	sent, ok      atomic.Uint64  // early requests sent, and accepted by followers
 	answered      atomic.Uint64  // replicator requests answered with an early answer
+	// Leader checks (raft.VerifyLeader, through Replication.VerifyLeader):
+	// started, and under way. See route.
+	verifies, verifying atomic.Int64
 
 	mu        sync.Mutex
 	lastIndex uint64 // the last entry stored through here; 0 when not known
@@ -77,8 +80,13 @@ type earlyPeer struct {
 
 // earlyReq is the last early request sent to a follower.
 type earlyReq struct {
-	last, term uint64        // its last entry
-	done       chan struct{} // closed once answered (or failed)
+	addr       raft.ServerAddress // where it went
+	last, term uint64             // its last entry
+	done       chan struct{}      // closed once answered (or failed)
+	// quiet: no leader check was under way when it was sent, and verifies
+	// is how many had been started then (see route).
+	quiet    bool
+	verifies int64
 	// Set before done closes:
 	ok   bool                       // the follower took it
 	resp raft.AppendEntriesResponse // and answered this
@@ -196,7 +204,9 @@ func (e *earlyAppend) sendEarly(logs []*raft.Log, commit uint64) (sent bool) {
 		if e.closed {
 			return sent
 		}
-		r := &earlyReq{last: logs[len(logs)-1].Index, term: term, done: make(chan struct{})}
+		r := &earlyReq{addr: p.addr, last: logs[len(logs)-1].Index, term: term, done: make(chan struct{})}
+		r.verifies = e.verifies.Load() // before verifying: see VerifyLeader
+		r.quiet = e.verifying.Load() == 0
 		p.early = r
 		e.wg.Add(1) // under mu, never after close has set closed
 		e.sent.Add(1)
@@ -235,7 +245,7 @@ func (e *earlyAppend) send(id raft.ServerID, addr raft.ServerAddress, req *raft.
 // answer req too, or when the entries are large; otherwise (small
 // entries, and req carries more) req goes as it is at once: the follower
 // finds it has the early ones and writes the rest.
-func (e *earlyAppend) route(id raft.ServerID, req *raft.AppendEntriesRequest) (*raft.AppendEntriesRequest, *raft.AppendEntriesResponse) {
+func (e *earlyAppend) route(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest) (*raft.AppendEntriesRequest, *raft.AppendEntriesResponse) {
 	n := len(req.Entries)
 	if n == 0 {
 		return req, nil
@@ -247,8 +257,8 @@ func (e *earlyAppend) route(id raft.ServerID, req *raft.AppendEntriesRequest) (*
 	}
 	e.mu.Unlock()
 	first, last := req.Entries[0].Index, req.Entries[n-1].Index
-	if r == nil || r.term != req.Term || r.last < first || r.last > last {
-		return req, nil
+	if r == nil || r.term != req.Term || r.addr != target || r.last < first || r.last > last {
+		return req, nil // (another address: a member replaced under its ID)
 	}
 	k := r.last - first
 	answers := r.last == last // the early answer would answer req
@@ -269,7 +279,7 @@ func (e *earlyAppend) route(id raft.ServerID, req *raft.AppendEntriesRequest) (*
 	if !r.ok || req.Entries[k].Term != r.term {
 		return req, nil
 	}
-	if answers && time.Since(r.at) <= earlyAnswerMaxAge {
+	if answers && time.Since(r.at) <= earlyAnswerMaxAge && r.quiet && e.verifies.Load() == r.verifies {
 		e.answered.Add(1)
 		return nil, &raft.AppendEntriesResponse{RPCHeader: r.resp.RPCHeader, Term: r.resp.Term, LastLog: r.resp.LastLog, Success: true}
 	}
@@ -327,6 +337,16 @@ const earlyResendBytes = 16 << 10
 // follower's last contact, which its leader lease relies on, so an early
 // answer may stand in for one only if it is about as recent. It is
 // normally younger than the leader's own fsync.
+//
+// Raft also takes a successful answer as the follower's vote in every
+// leader check (VerifyLeader, which linearizable reads rely on) waiting
+// on that follower, and a check must only count answers the follower gave
+// after the check began. An early answer was given after the early
+// request was sent, so it answers Raft's request only when no check was
+// under way when the early request went (one started before might not
+// have reached Raft's loop yet) and none has started since (route
+// checks the count just before answering; a check starting after that
+// is one Raft would also let an answer already on its way count for).
 const earlyAnswerMaxAge = 10 * time.Millisecond
 
 // earlyWaitMax bounds how long Raft's request waits for an early answer
@@ -396,6 +416,27 @@ func (r *Replication) Close() {
 	}
 }
 
+// VerifyLeader is raft.VerifyLeader on the Raft set by Started. Leader
+// checks must go through here while early append is on, so that an early
+// answer never counts as a follower's vote in a check that began after
+// the follower gave it (see earlyAnswerMaxAge).
+func (r *Replication) VerifyLeader() error {
+	rf := r.started.Load()
+	if rf == nil {
+		return raft.ErrRaftShutdown
+	}
+	if r.early == nil {
+		return rf.VerifyLeader().Error()
+	}
+	// Under way before started, and read the other way round by
+	// sendEarly: a check counted as started there is seen as under way
+	// unless it has ended.
+	r.early.verifying.Add(1)
+	r.early.verifies.Add(1)
+	defer r.early.verifying.Add(-1)
+	return rf.VerifyLeader().Error()
+}
+
 func (r *Replication) leader() (bool, uint64) {
 	rf := r.started.Load()
 	if rf == nil || rf.State() != raft.Leader {
@@ -418,7 +459,7 @@ func (t replicationTransport) AppendEntries(id raft.ServerID, target raft.Server
 		return t.NetworkTransport.AppendEntries(id, target, args, resp)
 	}
 	var err error
-	if send, answer := t.early.route(id, args); answer != nil {
+	if send, answer := t.early.route(id, target, args); answer != nil {
 		*resp = *answer
 	} else {
 		err = t.NetworkTransport.AppendEntries(id, target, send, resp)

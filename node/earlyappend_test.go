@@ -226,7 +226,7 @@ func TestEarlyAppendKeepsTheStoreMonotonic(t *testing.T) {
 
 // unchanged reports whether route sends Raft's request r as it is.
 func unchanged(e *earlyAppend, id raft.ServerID, r *raft.AppendEntriesRequest) bool {
-	got, answer := e.route(id, r)
+	got, answer := e.route(id, "a2", r)
 	return got == r && answer == nil
 }
 
@@ -248,7 +248,7 @@ func TestEarlyAppendAnswersOrTrims(t *testing.T) {
 
 	// Exactly the early entries (or their tail): the early answer is the answer.
 	for _, req := range []*raft.AppendEntriesRequest{replicated(2, 5, 6, 7), replicated(2, 6, 7, 7), replicated(2, 3, 4, 7)} {
-		got, answer := e.route("n2", req)
+		got, answer := e.route("n2", "a2", req)
 		if got != nil || answer == nil || !answer.Success || answer.Term != 2 {
 			t.Fatalf("request for %d..%d: sent %+v, answer %+v; want answered from the early answer", req.Entries[0].Index, req.PrevLogEntry+uint64(len(req.Entries)), got, answer)
 		}
@@ -260,7 +260,7 @@ func TestEarlyAppendAnswersOrTrims(t *testing.T) {
 	// More entries than the early request carried: trimmed.
 	req := replicated(2, 5, 6, 8)
 	req.LeaderCommitIndex = 5
-	got, answer := e.route("n2", req)
+	got, answer := e.route("n2", "a2", req)
 	if answer != nil || got == req || got.PrevLogEntry != 7 || got.PrevLogTerm != 2 || len(got.Entries) != 1 || got.Entries[0].Index != 8 ||
 		got.LeaderCommitIndex != 5 || got.Term != 2 || string(got.ID) != "n1" {
 		t.Fatalf("trimmed %+v, answer %+v", got, answer)
@@ -276,7 +276,7 @@ func TestEarlyAppendAnswersOrTrims(t *testing.T) {
 	e.mu.Unlock()
 	at := r.at
 	r.at = at.Add(-2 * earlyAnswerMaxAge)
-	if got, answer := e.route("n2", replicated(2, 5, 6, 7)); answer != nil || got.PrevLogEntry != 7 || len(got.Entries) != 0 {
+	if got, answer := e.route("n2", "a2", replicated(2, 5, 6, 7)); answer != nil || got.PrevLogEntry != 7 || len(got.Entries) != 0 {
 		t.Fatalf("with an old early answer: sent %+v, answer %+v", got, answer)
 	}
 	r.at = at
@@ -293,6 +293,9 @@ func TestEarlyAppendAnswersOrTrims(t *testing.T) {
 	}
 	if r := replicated(2, 5, 6, 7); !unchanged(e, "n3", r) {
 		t.Fatal("changed for a follower that got nothing early")
+	}
+	if got, answer := e.route("n2", "a9", replicated(2, 5, 6, 7)); answer != nil || len(got.Entries) != 2 {
+		t.Fatalf("answered or trimmed for another address under the same ID: %+v, %+v", got, answer)
 	}
 	if a := e.answered.Load(); a != 3 {
 		t.Fatalf("%d answered, want still 3", a)
@@ -363,7 +366,7 @@ func TestEarlyAppendWhileTheEarlyRequestIsOut(t *testing.T) {
 			}
 			got := make(chan routed, 1)
 			go func() {
-				r, a := e.route("n2", req)
+				r, a := e.route("n2", "a2", req)
 				got <- routed{r, a}
 			}()
 			if !c.wait {
@@ -408,7 +411,7 @@ func TestEarlyAppendBoundsAndStops(t *testing.T) {
 	req := replicated(2, 5, 6, 6)
 	req.Entries[0] = big[0]
 	start := time.Now()
-	if got, answer := e.route("n2", req); got != req || answer != nil {
+	if got, answer := e.route("n2", "a2", req); got != req || answer != nil {
 		t.Fatalf("answered or trimmed while the early answer never came: %+v, %+v", got, answer)
 	}
 	if waited := time.Since(start); waited < earlyWaitMax {
@@ -422,5 +425,67 @@ func TestEarlyAppendBoundsAndStops(t *testing.T) {
 	}
 	if s, _ := e.counts(); s != 1 {
 		t.Fatalf("%d early requests sent, want only the first (none after close)", s)
+	}
+}
+
+// TestEarlyAppendLeaderChecks: an early answer never stands in for the
+// follower's answer while a leader check (VerifyLeader) that began after
+// the early request went could count it: one under way when the early
+// request was sent, or one started since.
+func TestEarlyAppendLeaderChecks(t *testing.T) {
+	fa := &fakeAppender{}
+	e := newEarlyAppend(raft.NewInmemStore(), fa, idleLeader, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	next := uint64(1)
+	early := func() *raft.AppendEntriesRequest { // store one entry, sent early to n2; Raft's request for it
+		t.Helper()
+		if err := e.StoreLogs(entries(2, next, next)); err != nil {
+			t.Fatal(err)
+		}
+		e.wg.Wait()
+		next++
+		return replicated(2, next-2, next-1, next-1)
+	}
+	early()
+	e.observe("n2", "a2", replicated(2, 0, 1, 1), ok(2), nil)
+
+	req := early()
+	if got, answer := e.route("n2", "a2", req); answer == nil {
+		t.Fatalf("no check: not answered (sent %+v)", got)
+	}
+	e.observe("n2", "a2", req, ok(2), nil)
+
+	// A check under way when the early request went.
+	e.verifying.Add(1)
+	e.verifies.Add(1)
+	req = early()
+	e.verifying.Add(-1)
+	if got, answer := e.route("n2", "a2", req); answer != nil || got.PrevLogEntry != req.Entries[0].Index || len(got.Entries) != 0 {
+		t.Fatalf("check under way at the send: sent %+v, answer %+v; want the trimmed request", got, answer)
+	}
+	e.observe("n2", "a2", req, ok(2), nil)
+
+	// A check started after the early request went.
+	req = early()
+	e.verifying.Add(1)
+	e.verifies.Add(1)
+	e.verifying.Add(-1)
+	if _, answer := e.route("n2", "a2", req); answer != nil {
+		t.Fatal("check started after the send: answered from the early answer")
+	}
+	e.observe("n2", "a2", req, ok(2), nil)
+
+	// None since: answered again.
+	req = early()
+	if _, answer := e.route("n2", "a2", req); answer == nil {
+		t.Fatal("no check since the send: not answered")
+	}
+	e.observe("n2", "a2", req, ok(2), nil)
+
+	// Raft's request with another term at the early request's last index
+	// (cannot happen within a term; the check stands anyway).
+	req = early()
+	req.Entries[0].Term = 1
+	if !unchanged(e, "n2", req) {
+		t.Fatal("answered or trimmed a request whose entry has another term")
 	}
 }

@@ -91,7 +91,7 @@ func (n *Node) ReadIndex(ctx context.Context, verify bool) (uint64, error) {
 		}
 	}
 	idx := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	if err := n.repl.VerifyLeader(); err != nil {
 		return 0, fmt.Errorf("%w: verify leader: %v", ErrNoLeader, err)
 	}
 	return idx, nil
