@@ -235,8 +235,9 @@ func (e *earlyAppend) send(id raft.ServerID, addr raft.ServerAddress, req *raft.
 // route decides what becomes of Raft's own request req to a follower
 // that an early request may have served: it returns either the request
 // to send in its place, or (when the early request carried exactly req's
-// last entry and the follower took it no more than earlyAnswerMaxAge ago)
-// the answer, and nothing need be sent. The request it returns leaves out
+// last entry and the follower took it no more than earlyAnswerMaxAge ago,
+// with no leader check in the way: see earlyAnswerMaxAge) the answer, and
+// nothing need be sent. The request it returns leaves out
 // the entries an accepted early request gave the follower and asks
 // instead for the last of them, by index and term: by Raft's log
 // matching property a follower holding that entry holds every one before
@@ -276,7 +277,7 @@ func (e *earlyAppend) route(id raft.ServerID, target raft.ServerAddress, req *ra
 			return req, nil // the early request is stuck: do not hold up the replicator
 		}
 	}
-	if !r.ok || req.Entries[k].Term != r.term {
+	if !r.ok || req.Entries[k].Index != r.last || req.Entries[k].Term != r.term {
 		return req, nil
 	}
 	if answers && time.Since(r.at) <= earlyAnswerMaxAge && r.quiet && e.verifies.Load() == r.verifies {
