@@ -106,9 +106,10 @@ func newEarlyAppend(store raft.LogStore, trans appender, leader func() (bool, ui
 	return &earlyAppend{LogStore: store, trans: trans, leader: leader, log: log, peers: map[raft.ServerID]*earlyPeer{}}
 }
 
-// counts returns how many early requests were sent and how many of them
-// followers accepted.
-func (e *earlyAppend) counts() (sent, accepted uint64) { return e.sent.Load(), e.ok.Load() }
+// stats returns what early append has done.
+func (e *earlyAppend) stats() EarlyStats {
+	return EarlyStats{Sent: e.sent.Load(), Accepted: e.ok.Load(), Answered: e.answered.Load()}
+}
 
 // EarlyStats counts what early append did on a leader.
 type EarlyStats struct {
@@ -405,8 +406,7 @@ func (r *Replication) EarlyStats() EarlyStats {
 	if r.early == nil {
 		return EarlyStats{}
 	}
-	sent, accepted := r.early.counts()
-	return EarlyStats{Sent: sent, Accepted: accepted, Answered: r.early.answered.Load()}
+	return r.early.stats()
 }
 
 // Close stops early append (nothing more is sent) and waits for the

@@ -124,8 +124,8 @@ func TestEarlyAppendSendsWhatTheReplicatorWouldNext(t *testing.T) {
 		req.Entries[0].Index != 6 || string(req.ID) != "n1" || string(req.Addr) != "127.0.0.1:1" || req.LeaderCommitIndex != commit {
 		t.Fatalf("early request %+v", req)
 	}
-	if s, a := e.counts(); s != 1 || a != 1 {
-		t.Fatalf("counts %d sent, %d accepted; want 1, 1", s, a)
+	if st := e.stats(); st.Sent != 1 || st.Accepted != 1 {
+		t.Fatalf("%+v; want 1 sent, 1 accepted", st)
 	}
 
 	// Until the replicator shows n2 holds 7, nothing more goes early;
@@ -315,8 +315,8 @@ func TestEarlyAppendAnswersOrTrims(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.wg.Wait()
-	if s, a := e.counts(); s != 2 || a != 1 {
-		t.Fatalf("counts %d sent, %d accepted; want 2, 1", s, a)
+	if st := e.stats(); st.Sent != 2 || st.Accepted != 1 {
+		t.Fatalf("%+v; want 2 sent, 1 accepted", st)
 	}
 	if r := replicated(2, 7, 8, 8); !unchanged(e, "n2", r) {
 		t.Fatal("answered after a refused early request")
@@ -423,7 +423,7 @@ func TestEarlyAppendBoundsAndStops(t *testing.T) {
 	if err := e.StoreLogs(entries(2, 7, 7)); err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := e.counts(); s != 1 {
+	if s := e.stats().Sent; s != 1 {
 		t.Fatalf("%d early requests sent, want only the first (none after close)", s)
 	}
 }

@@ -130,11 +130,14 @@ for args in "$@"; do
 	line="# early appends sent/accepted/answering Raft's request so far:"
 	for k in 0 1 2; do
 		st=$(curl -fs -m 3 "http://127.0.0.1:$((BASE + k + 1))/v1/status" 2>/dev/null || true)
-		# Each count is left out of the JSON while it is 0.
-		sent=$(grep -o '"early_appends_sent":[0-9]*' <<<"$st" | cut -d: -f2 || true)
-		ok=$(grep -o '"early_appends_accepted":[0-9]*' <<<"$st" | cut -d: -f2 || true)
-		ans=$(grep -o '"early_answers":[0-9]*' <<<"$st" | cut -d: -f2 || true)
-		line+=" n$((k + 1)) ${sent:-0}/${ok:-0}/${ans:-0}"
+		line+=" n$((k + 1))"
+		sep=" "
+		for f in early_appends_sent early_appends_accepted early_answers; do
+			# Each count is left out of the JSON while it is 0.
+			v=$(grep -o "\"$f\":[0-9]*" <<<"$st" | cut -d: -f2 || true)
+			line+="$sep${v:-0}"
+			sep=/
+		done
 	done
 	echo "$line"
 	echo "# n1 data dir: $(du -sh "$DIR/n1/state.db" | cut -f1) state.db, $(du -sh "$DIR/n1/snapshots" 2>/dev/null | cut -f1) snapshots, $(du -sh "$DIR/n1/raft-wal" "$DIR/n1/raft.db" 2>/dev/null | cut -f1 | head -1) Raft log"

@@ -4,7 +4,7 @@ set -u
 cd "$(dirname "$0")/.."
 go build -o tmp/hats-perf . || exit 1
 export HATS_BIN=tmp/hats-perf
-P=docs/perf/session14
+P=${P:-docs/perf/session14} # session 15 ran it with P=docs/perf/session15
 { echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)$(git diff --quiet -- . ':!docs' || echo ' +uncommitted')"; uname -a; nproc; grep -m1 "model name" /proc/cpuinfo; grep -m1 "cpu MHz" /proc/cpuinfo; free -g | head -2; go version; grep -E "hashicorp/raft |raft-boltdb|raft-wal|bbolt" go.mod; echo "load average: $(cat /proc/loadavg)"; } > $P/machine.txt
 go test -c -o tmp/ct.test ./cluster_test && (cd cluster_test && ../tmp/ct.test -test.run '^$' -test.bench RawRaft -test.benchtime 5000x) > $P/rawraft.txt 2>&1
 scripts/bench-cluster.sh "--clients 1 --duration 10s" "--clients 16 --duration 10s" "--clients 64 --duration 10s" "--clients 256 --duration 10s" > $P/hats-bench-orders.txt 2>&1
