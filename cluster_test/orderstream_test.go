@@ -273,3 +273,61 @@ func Test_OrderStream_FollowsLeader(t *testing.T) {
 	}
 	c.EnsureSame()
 }
+
+// A leadership transfer moves streams without breaking them: the old
+// leader's open stream gets a leader_moved notice, so it stops reporting
+// AtLeader and names the new leader, and keeps working (the old leader
+// now forwards); the client's next stream opens at the new leader
+// directly. Every node ends with the same state.
+func Test_OrderStream_TransferNotice(t *testing.T) {
+	c := NewCluster(t, 3, nil)
+	ctx := context.Background()
+	old := c.Leader()
+	cl := c.Client(old)
+	Trader(t, cl, "transferee")
+	if _, err := cl.Deposit(ctx, "100000.00", ""); err != nil {
+		t.Fatal(err)
+	}
+	WaitInstruments(t, cl)
+	s, err := cl.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.AtLeader() || s.Node() != "http://"+old.HTTPAddr {
+		t.Fatalf("stream at %s (at leader %v), want the leader %s", s.Node(), s.AtLeader(), old.ID)
+	}
+	order := func(cid string) transport.OrderRequest {
+		return transport.OrderRequest{ClientID: cid, Symbol: "AAPL", Side: "buy", Type: "limit", Quantity: 1, LimitPrice: "100.00"}
+	}
+	if _, err := s.Place(ctx, order("before")); err != nil {
+		t.Fatal(err)
+	}
+	target := c.Followers()[0]
+	if err := cl.TransferLeadership(ctx, target.ID); err != nil {
+		t.Fatal(err)
+	}
+	want := "http://" + target.HTTPAddr
+	Poll(t, 10e9, "the old leader's stream to name the new leader", func() error {
+		if s.AtLeader() || s.Leader() != want {
+			return fmt.Errorf("stream at leader %v, names %q", s.AtLeader(), s.Leader())
+		}
+		return nil
+	})
+	after, err := s.Place(ctx, order("after"))
+	if err != nil || after.ClientID != "after" {
+		t.Fatalf("place on the moved stream: %+v %v", after, err)
+	}
+	ns, err := cl.OpenOrderStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if !ns.AtLeader() || ns.Node() != want {
+		t.Fatalf("next stream at %s (at leader %v), want the new leader %s", ns.Node(), ns.AtLeader(), want)
+	}
+	if _, err := ns.Place(ctx, order("at-new-leader")); err != nil {
+		t.Fatal(err)
+	}
+	c.EnsureSame()
+}

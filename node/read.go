@@ -108,6 +108,10 @@ func (n *Node) HasSymbol(symbol string) bool { return n.fsm.HasSymbol(symbol) }
 // MarketDataStale implements transport.Backend.
 func (n *Node) MarketDataStale() bool { return n.eng.status().Stale }
 
+// LeaderChanged returns a channel closed at the next leader change Raft
+// observes (transport.LeaderWatcher: order streams tell their clients).
+func (n *Node) LeaderChanged() <-chan struct{} { return n.leaders.changed() }
+
 // LeaderHTTP returns the leader's HTTP address as this node knows it, ""
 // when it knows none (transport.Backend).
 func (n *Node) LeaderHTTP() string {

@@ -39,6 +39,9 @@ const (
 	CodeUnavailable     = "unavailable"
 	CodeNodeIDInUse     = "node_id_in_use"
 	CodeInternal        = "internal"
+	// CodeLeaderMoved is not an error: an order stream's notice, tagged
+	// "", that its node now names another leader (docs/api.md).
+	CodeLeaderMoved = "leader_moved"
 )
 
 // Consistency is a read's consistency level.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -24,14 +25,15 @@ import (
 type OrderStream struct {
 	c      *Client
 	node   string          // base URL of the node the stream is open to
-	leader string          // base URL of the leader as that node named it ("" if none)
 	tr     *http.Transport // this stream's own: its connection is closed with the stream
-	pw     *io.PipeWriter
+	out    io.Writer       // where requests go: the connection (upgraded) or pw
+	pw     *io.PipeWriter  // the request body of a stream that stays HTTP (nil when upgraded)
 	resp   *http.Response
 	bin    bool               // the binary encoding (else NDJSON)
-	cancel context.CancelFunc // ends the request: Abort
+	cancel context.CancelFunc // ends the request (and an upgraded connection): Abort
 
 	mu      sync.Mutex
+	leader  string // base URL of the leader as the node last named it ("" if none): at the open, then by leader_moved notices
 	next    uint64
 	waiting map[string]chan StreamReply
 	err     error
@@ -169,7 +171,7 @@ func (c *Client) openOrderStream(ctx context.Context, contentType string) (*Orde
 // failed to answer an open within streamLeaderRetry, or it does not
 // answer in time now.
 func (c *Client) moveToLeader(ctx context.Context, s *OrderStream, tok, contentType string) *OrderStream {
-	lead := s.leader
+	lead := s.Leader()
 	if lead == "" || c.streamsStayPut() {
 		return s
 	}
@@ -219,26 +221,100 @@ func (c *Client) streamsStayPut() bool {
 
 // openStreamAt opens an order stream at one node, on a transport of its
 // own (the stream's connection is closed with it). budget bounds the open:
-// the time until the node's answer starts.
+// the time until the node's answer starts. A binary stream is taken over
+// from HTTP (orderProto) unless the node answers the upgrade with a plain
+// stream's 200 (a server that predates it): then it is opened again as an
+// HTTP stream.
 func (c *Client) openStreamAt(ctx context.Context, node, tok, contentType string, budget time.Duration) (*OrderStream, error) {
+	if contentType == StreamContentBinary {
+		s, err := c.openUpgradedStream(ctx, node, tok, budget)
+		if !errors.Is(err, errNoUpgrade) {
+			return s, err
+		}
+	}
+	return c.openHTTPStream(ctx, node, tok, contentType, budget)
+}
+
+// errNoUpgrade: the node answered an upgraded stream's open as a plain
+// stream (it predates orderProto).
+var errNoUpgrade = errors.New("order stream: the node does not upgrade")
+
+// streamRequest builds the request that opens a stream at node, on a
+// transport of the stream's own; ctx, or the cancel it returns, ends it.
+func (c *Client) streamRequest(ctx context.Context, node, tok, contentType string, body io.Reader) (*http.Client, *http.Transport, *http.Request, context.CancelFunc, error) {
 	base, ok := c.hc.Transport.(*http.Transport)
 	if !ok {
 		base = http.DefaultTransport.(*http.Transport)
 	}
 	tr := base.Clone()
-	tr.ForceAttemptHTTP2 = false // full duplex over HTTP/1.1
-	hc := &http.Client{Transport: tr}
-	pr, pw := io.Pipe()
-	// The request lives as long as the stream: ctx ends it, and so does
-	// Abort.
+	tr.ForceAttemptHTTP2 = false // full duplex, or an upgrade, over HTTP/1.1
 	sctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(sctx, http.MethodPost, node+"/v1/orders/stream", pr)
+	req, err := http.NewRequestWithContext(sctx, http.MethodPost, node+"/v1/orders/stream", body)
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, nil, nil, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", contentType)
+	return &http.Client{Transport: tr}, tr, req, cancel, nil
+}
+
+// openUpgradedStream opens a binary stream that leaves HTTP once the node
+// answers 101: requests are then written straight to the connection.
+func (c *Client) openUpgradedStream(ctx context.Context, node, tok string, budget time.Duration) (*OrderStream, error) {
+	hc, tr, req, cancel, err := c.streamRequest(ctx, node, tok, StreamContentBinary, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", orderProto)
+	timer := time.AfterFunc(budget, cancel)
+	resp, err := hc.Do(req)
+	inTime := timer.Stop()
+	var rwc io.ReadWriteCloser
+	switch {
+	case err != nil && !inTime:
+		err = errStreamOpenTimeout
+	case err != nil:
+	case !inTime: // answered just as the budget ran out
+		resp.Body.Close()
+		err = errStreamOpenTimeout
+	case resp.StatusCode == http.StatusSwitchingProtocols:
+		if rwc, _ = resp.Body.(io.ReadWriteCloser); rwc == nil || !strings.EqualFold(resp.Header.Get("Upgrade"), orderProto) {
+			resp.Body.Close()
+			err = fmt.Errorf("%w: order stream at %s: switched to %q, not %s", ErrUnavailable, node, resp.Header.Get("Upgrade"), orderProto)
+		}
+	case resp.StatusCode == http.StatusOK:
+		resp.Body.Close()
+		err = errNoUpgrade
+	default:
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+		resp.Body.Close()
+		err = decodeAPIError(resp.StatusCode, data)
+	}
+	if err != nil {
+		cancel()
+		tr.CloseIdleConnections()
+		return nil, err
+	}
+	// net/http hands an upgraded connection to its caller and no longer
+	// watches the request's context: ending the stream's context (ctx, or
+	// Abort) closes it here.
+	context.AfterFunc(req.Context(), func() { _ = rwc.Close() })
+	return c.newOrderStream(node, tr, rwc, nil, resp, cancel, true), nil
+}
+
+// openHTTPStream opens a stream that stays an HTTP exchange: the requests
+// are the body of a POST, through a pipe, and the replies its response's
+// body.
+func (c *Client) openHTTPStream(ctx context.Context, node, tok, contentType string, budget time.Duration) (*OrderStream, error) {
+	pr, pw := io.Pipe()
+	// The request lives as long as the stream: ctx ends it, and so does
+	// Abort.
+	hc, tr, req, cancel, err := c.streamRequest(ctx, node, tok, contentType, pr)
+	if err != nil {
+		return nil, err
+	}
 	// The request body is a pipe that stays open for the stream's life.
 	// If the connection fails while the request is being sent, net/http
 	// waits for the body's writer to finish before Do returns, which it
@@ -268,14 +344,19 @@ func (c *Client) openStreamAt(ctx context.Context, node, tok, contentType string
 		tr.CloseIdleConnections()
 		return nil, err
 	}
-	s := &OrderStream{c: c, node: node, tr: tr, pw: pw, resp: resp, cancel: cancel, bin: mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
+	return c.newOrderStream(node, tr, pw, pw, resp, cancel, mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary), nil
+}
+
+// newOrderStream starts the stream's reader and writer.
+func (c *Client) newOrderStream(node string, tr *http.Transport, out io.Writer, pw *io.PipeWriter, resp *http.Response, cancel context.CancelFunc, bin bool) *OrderStream {
+	s := &OrderStream{c: c, node: node, tr: tr, out: out, pw: pw, resp: resp, cancel: cancel, bin: bin, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
 		kick: make(chan struct{}, 1), wrote: make(chan struct{})}
 	if h := resp.Header.Get(HeaderLeader); h != "" {
 		s.leader = leaderURL(h, node)
 	}
 	go s.read()
 	go s.write()
-	return s, nil
+	return s
 }
 
 // leaderURL turns a node's HeaderLeader value into a base URL, taking
@@ -297,7 +378,8 @@ func leaderURL(h, from string) string {
 // write hands queued requests to the connection, all that queued in one
 // write. A failed write means the connection is gone: closing the
 // response ends read, which fails every request still waiting. It ends
-// when Close has had everything sent, or when read ends.
+// when Close has had everything sent (on an upgraded stream, followed by
+// the empty frame that ends its requests), or when read ends.
 func (s *OrderStream) write() {
 	defer close(s.wrote)
 	var buf []byte
@@ -316,8 +398,11 @@ func (s *OrderStream) write() {
 		buf, s.pending = s.pending, buf[:0]
 		closing := s.closing
 		s.mu.Unlock()
+		if closing && s.pw == nil {
+			buf = appendBlock(buf, nil)
+		}
 		if len(buf) > 0 {
-			if _, err := s.pw.Write(buf); err != nil {
+			if _, err := s.out.Write(buf); err != nil {
 				s.resp.Body.Close()
 				return
 			}
@@ -333,9 +418,24 @@ func (s *OrderStream) write() {
 // tried first, which calls then prefer too.
 func (s *OrderStream) Node() string { return s.node }
 
-// AtLeader reports whether the node the stream is open to named itself the
-// leader when the stream opened.
-func (s *OrderStream) AtLeader() bool { return s.leader != "" && s.leader == s.node }
+// AtLeader reports whether the node the stream is open to names itself
+// the leader: when the stream opened, and since then as far as its
+// leader_moved notices tell (a leadership transfer makes it false; open
+// a new stream, which goes to the new leader, and close this one once
+// its answers are in).
+func (s *OrderStream) AtLeader() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leader != "" && s.leader == s.node
+}
+
+// Leader returns the base URL of the leader as the stream's node last
+// named it ("" when it named none).
+func (s *OrderStream) Leader() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leader
+}
 
 // Binary reports whether the stream uses the binary encoding (else NDJSON).
 func (s *OrderStream) Binary() bool { return s.bin }
@@ -358,6 +458,10 @@ func (s *OrderStream) read() {
 		}
 		if rep.Error != nil {
 			rep.Error.Status = rep.Status
+			if rep.Tag == "" && rep.Error.Code == CodeLeaderMoved {
+				s.leaderMoved(rep.Error.Leader)
+				continue
+			}
 		}
 		s.mu.Lock()
 		ch := s.waiting[rep.Tag]
@@ -391,6 +495,19 @@ func (s *OrderStream) read() {
 	for _, ch := range waiting {
 		close(ch)
 	}
+}
+
+// leaderMoved takes a leader_moved notice: the stream's node now names
+// addr (HOST:PORT) the leader. Later opens go there first.
+func (s *OrderStream) leaderMoved(addr string) {
+	lead := leaderURL(addr, s.node)
+	if lead == "" {
+		return
+	}
+	s.mu.Lock()
+	s.leader = lead
+	s.mu.Unlock()
+	s.c.setStreamLeader(lead)
 }
 
 // replies returns a function that reads the next reply in the stream's
@@ -509,8 +626,10 @@ func (s *OrderStream) Abort() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
-	s.pw.CloseWithError(errStreamAborted)
-	s.cancel() // net/http closes the connection, which ends read
+	if s.pw != nil {
+		s.pw.CloseWithError(errStreamAborted)
+	}
+	s.cancel() // the connection closes, which ends read
 	<-s.done
 	_ = s.resp.Body.Close()
 }
@@ -525,9 +644,14 @@ func (s *OrderStream) Close() error {
 	case <-s.wrote: // everything queued was handed to the connection
 	case <-s.done: // the connection is gone; closing the pipe ends a stuck write
 	}
-	s.pw.Close()
+	if s.pw != nil {
+		s.pw.Close() // the end of the requests; an upgraded stream sent an empty frame
+	}
 	<-s.done
 	err := s.resp.Body.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil // an upgraded connection, closed when its replies ended
+	}
 	s.cancel()
 	return err
 }

@@ -57,21 +57,11 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &APIError{Status: 400, Code: CodeBadRequest, Message: "forward stream: Upgrade must be " + forwardProto})
 		return
 	}
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		writeError(w, &APIError{Status: 500, Code: CodeInternal, Message: "forward stream: " + err.Error()})
+	conn, brw, release := s.takeOver(w, "forward stream", forwardProto, "")
+	if conn == nil {
 		return
 	}
-	defer conn.Close()
-	if !s.trackConn(conn) {
-		return // the server is shutting down
-	}
-	defer s.untrackConn(conn)
-	_ = conn.SetDeadline(time.Time{})
-	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + forwardProto + "\r\n\r\n")
-	if brw.Flush() != nil {
-		return
-	}
+	defer release()
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		wmu sync.Mutex
@@ -182,6 +172,35 @@ func readBlock(br *bufio.Reader, limit int) ([]byte, error) {
 	return p, err
 }
 
+// takeOver takes an upgrade request's connection from net/http (what
+// names the stream in an error), tracks it for CloseStreams and answers
+// 101 Switching Protocols to proto, with extra header lines ("Name:
+// value\r\n" each) after the Upgrade header. A nil conn means there is
+// nothing more to do: an error was answered, the server is closing or the
+// client is gone. Otherwise release untracks and closes the connection.
+func (s *Server) takeOver(w http.ResponseWriter, what, proto, extra string) (conn net.Conn, brw *bufio.ReadWriter, release func()) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, &APIError{Status: 500, Code: CodeInternal, Message: what + ": " + err.Error()})
+		return nil, nil, nil
+	}
+	if !s.trackConn(conn) { // the server is shutting down
+		conn.Close()
+		return nil, nil, nil
+	}
+	release = func() {
+		s.untrackConn(conn)
+		conn.Close()
+	}
+	_ = conn.SetDeadline(time.Time{})
+	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + proto + "\r\n" + extra + "\r\n")
+	if brw.Flush() != nil {
+		release()
+		return nil, nil, nil
+	}
+	return conn, brw, release
+}
+
 // trackConn records a hijacked connection so CloseStreams can end it; it
 // reports false once the server is closing.
 func (s *Server) trackConn(c net.Conn) bool {
@@ -203,8 +222,8 @@ func (s *Server) untrackConn(c net.Conn) {
 	s.connMu.Unlock()
 }
 
-// CloseStreams closes every forward stream this server has accepted and
-// refuses new ones. http.Server does not track hijacked connections:
+// CloseStreams closes every forward stream and upgraded order stream this
+// server has accepted and refuses new ones. http.Server does not track hijacked connections:
 // NewHTTPServer registers this to run on Shutdown; call it after
 // http.Server.Close.
 func (s *Server) CloseStreams() {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,7 +47,22 @@ const (
 	maxReplyYields    = 8
 )
 
+// orderProto is the Upgrade token of an order stream taken over from HTTP:
+// a binary stream opened with it stops being an HTTP exchange once the
+// server answers 101, so neither end pays for chunk framing, and the Go
+// client writes its requests straight to the connection instead of
+// through a pipe and net/http's body-writing goroutine.
+const orderProto = "hats-orders/1"
+
 func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal) {
+	// The client chooses the encoding by its request's Content-Type; the
+	// reply's says which one the server speaks (a server that predates
+	// the binary encoding answers NDJSON, and the Go client follows).
+	bin := mediaType(r.Header.Get("Content-Type")) == StreamContentBinary
+	if bin && strings.EqualFold(r.Header.Get("Upgrade"), orderProto) {
+		s.upgradedOrderStream(w, r, p)
+		return
+	}
 	rc := http.NewResponseController(w)
 	if err := rc.EnableFullDuplex(); err != nil {
 		writeError(w, &APIError{Status: 500, Code: CodeInternal, Message: "order stream: full duplex unavailable: " + err.Error()})
@@ -54,10 +70,6 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	_ = rc.SetWriteDeadline(time.Time{})
 	_ = rc.SetReadDeadline(time.Time{})
-	// The client chooses the encoding by its request's Content-Type; the
-	// reply's says which one the server speaks (a server that predates
-	// the binary encoding answers NDJSON, and the Go client follows).
-	bin := mediaType(r.Header.Get("Content-Type")) == StreamContentBinary
 	if bin {
 		w.Header().Set("Content-Type", StreamContentBinary)
 	} else {
@@ -65,12 +77,52 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	// Name the leader, so a client can open its streams there instead of
 	// having this node forward every order (the leader names itself).
-	if lead := s.b.LeaderHTTP(); lead != "" {
+	lead := s.b.LeaderHTTP()
+	if lead != "" {
 		w.Header().Set(HeaderLeader, lead)
 	}
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
+	s.serveOrderStream(r.Context(), p, streamRequests(r.Body, bin, false), bin, lead, w, rc.Flush)
+}
 
+// upgradedOrderStream serves a binary order stream on the connection
+// itself: the server answers 101 Switching Protocols (with the headers a
+// plain stream's 200 carries) and then reads and writes the same frames
+// without HTTP around them. A client ends its requests with an empty
+// frame (it cannot half-close the connection through net/http); the
+// server then answers what is in flight and closes the connection.
+func (s *Server) upgradedOrderStream(w http.ResponseWriter, r *http.Request, p Principal) {
+	extra := "Content-Type: " + StreamContentBinary + "\r\n"
+	lead := s.b.LeaderHTTP()
+	if lead != "" {
+		extra += HeaderLeader + ": " + lead + "\r\n"
+	}
+	conn, brw, release := s.takeOver(w, "order stream", orderProto, extra)
+	if conn == nil {
+		return
+	}
+	defer release()
+	bw := bufio.NewWriterSize(conn, 32<<10)
+	flush := func() error {
+		err := bw.Flush()
+		if err != nil {
+			_ = conn.Close() // the client is gone: this ends the read loop
+		}
+		return err
+	}
+	// The request's context stays valid after the hijack until this
+	// handler returns.
+	s.serveOrderStream(r.Context(), p, streamRequests(brw.Reader, true, true), true, lead, bw, flush)
+}
+
+// serveOrderStream reads an order stream's requests with next, applies
+// them concurrently and writes each reply to w as it completes, calling
+// flush when no further reply is waiting. It returns once the requests
+// have ended and every reply has been handed to w and flushed. named is
+// the leader the stream's open named; a binary stream is told when the
+// node names another (watchLeader).
+func (s *Server) serveOrderStream(ctx context.Context, p Principal, next func() (StreamRequest, *APIError, error), bin bool, named string, w io.Writer, flush func() error) {
 	// One writer goroutine sends the replies; it flushes when no other
 	// reply is waiting, so replies that complete together (a group
 	// commit's worth) share one write to the connection. Before it
@@ -114,7 +166,7 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 					runtime.Gosched()
 				}
 			}
-			_ = rc.Flush()
+			_ = flush()
 		}
 	}()
 	reply := func(rep StreamReply) {
@@ -139,18 +191,26 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 		reply(StreamReply{Tag: tag, Error: apiErr, Order: &ov})
 	}
 	var wg sync.WaitGroup
-	dl := &SharedDeadlines{Parent: r.Context(), Timeout: streamRequestTimeout, Step: streamDeadlineStep}
+	dl := &SharedDeadlines{Parent: ctx, Timeout: streamRequestTimeout, Step: streamDeadlineStep}
+	stop := make(chan struct{}) // ends watchLeader
 	defer func() {
+		close(stop)
 		wg.Wait()
 		close(out)
 		<-written
 		dl.Release()
 	}()
-	next := streamRequests(r.Body, bin)
+	if lw, ok := s.b.(LeaderWatcher); ok && bin {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.watchLeader(lw, named, stop, sem, out)
+		}()
+	}
 	for {
 		select { // the slot of this request's reply
 		case sem <- struct{}{}:
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
 		}
 		req, ae, err := next()
@@ -166,7 +226,7 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 			reply(StreamReply{Tag: req.Tag, Error: ae})
 			continue
 		}
-		cmd, ae := s.streamCommand(r, p, &req)
+		cmd, ae := s.streamCommand(p, &req)
 		if ae != nil {
 			reply(StreamReply{Tag: req.Tag, Error: ae})
 			continue
@@ -188,6 +248,48 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 				replyOrder(tag, nil, res.Order, res.Replay, res.Index)
 			}
 		})
+	}
+}
+
+// LeaderWatcher is a Backend that says when its view of the leader
+// changes (node.Node.LeaderChanged).
+type LeaderWatcher interface {
+	// LeaderChanged returns a channel closed at the next change.
+	LeaderChanged() <-chan struct{}
+}
+
+// leaderMovedStatus is the status of a leader_moved notice: where to go
+// (not an error; no request carries it).
+const leaderMovedStatus = http.StatusTemporaryRedirect
+
+// watchLeader tells a binary order stream, until stop closes, whenever
+// its node names a leader other than the one it last named (at the open,
+// named; "" for none): a notice, tagged "", with code leader_moved and
+// the leader's HTTP address. After a leadership transfer, or a stream
+// opened at a follower during an election, clients then learn where the
+// stream belongs without opening another to ask. An election's interval
+// with no leader sends nothing. The notice holds a slot of sem, like a
+// reply, so it waits (or is skipped at stop) when the client reads
+// nothing.
+func (s *Server) watchLeader(lw LeaderWatcher, named string, stop <-chan struct{}, sem chan struct{}, out chan<- []byte) {
+	for {
+		changed := lw.LeaderChanged()
+		if lead := s.b.LeaderHTTP(); lead != "" && lead != named {
+			select {
+			case sem <- struct{}{}:
+			case <-stop:
+				return
+			}
+			named = lead
+			rep := StreamReply{Status: leaderMovedStatus, Error: &APIError{Status: leaderMovedStatus, Code: CodeLeaderMoved,
+				Message: "this node now names another leader: open order streams there", Leader: lead}}
+			out <- appendBlock(nil, appendStreamReply(nil, &rep))
+		}
+		select {
+		case <-changed:
+		case <-stop:
+			return
+		}
 	}
 }
 
@@ -274,10 +376,14 @@ func (d *SharedDeadlines) Release() {
 // streamRequests returns a function that reads the next request of an
 // order stream in the given encoding. A request that does not decode is
 // answered (ae, with its tag when known) and the stream goes on; err ends
-// the stream (io.EOF: the client closed it).
-func streamRequests(body io.Reader, bin bool) func() (req StreamRequest, ae *APIError, err error) {
+// the stream (io.EOF: the client closed it, or, with emptyEnds, sent an
+// empty frame).
+func streamRequests(body io.Reader, bin, emptyEnds bool) func() (req StreamRequest, ae *APIError, err error) {
 	if bin {
-		br := bufio.NewReader(body)
+		br, ok := body.(*bufio.Reader)
+		if !ok {
+			br = bufio.NewReader(body)
+		}
 		return func() (StreamRequest, *APIError, error) {
 			frame, err := readBlock(br, maxStreamLine)
 			if err != nil {
@@ -285,6 +391,9 @@ func streamRequests(body io.Reader, bin bool) func() (req StreamRequest, ae *API
 					err = fmt.Errorf("%w: truncated frame", errStreamFrame)
 				}
 				return StreamRequest{}, nil, err
+			}
+			if len(frame) == 0 && emptyEnds {
+				return StreamRequest{}, nil, io.EOF // the client's last request
 			}
 			req, err := decodeStreamRequest(frame)
 			if err != nil {
@@ -316,7 +425,7 @@ func streamRequests(body io.Reader, bin bool) func() (req StreamRequest, ae *API
 
 // streamCommand validates one stream request exactly as the plain API
 // would and builds its command.
-func (s *Server) streamCommand(r *http.Request, p Principal, req *StreamRequest) (*fsm.Command, *APIError) {
+func (s *Server) streamCommand(p Principal, req *StreamRequest) (*fsm.Command, *APIError) {
 	switch req.Op {
 	case "", "place":
 		if req.Order == nil {

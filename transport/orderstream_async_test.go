@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,16 +120,44 @@ func (l gatedListener) Accept() (net.Conn, error) {
 // the stream stops taking requests instead, and once the client reads
 // again every request is answered exactly once.
 func TestOrderStreamStalledReaderNeverBlocksResults(t *testing.T) {
-	const requests = 4 * maxStreamInflight
-	be := &asyncBackend{}
-	g := &gate{}
-	srv := httptest.NewUnstartedServer(NewServer(be, nil))
-	srv.Listener = gatedListener{srv.Listener, g}
-	srv.Start()
-	defer srv.Close()
+	for _, up := range []bool{true, false} {
+		name := "upgraded"
+		if !up {
+			name = "http"
+		}
+		t.Run(name, func(t *testing.T) { stalledReader(t, up) })
+	}
+}
 
+// openRawStream opens a binary order stream at url by hand, taken over
+// from HTTP (upgrade) or as a full-duplex HTTP exchange, and returns where
+// its requests go, where its replies come from, and how to end its
+// requests.
+func openRawStream(t *testing.T, url string, upgrade bool) (w io.Writer, replies io.Reader, end func()) {
+	t.Helper()
+	if upgrade {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		req, _ := http.NewRequest(http.MethodPost, url+"/v1/orders/stream", nil)
+		req.Header.Set("Authorization", "Bearer t")
+		req.Header.Set("Content-Type", StreamContentBinary)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", orderProto)
+		if err := req.Write(conn); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, req)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade: %v %v", resp, err)
+		}
+		return conn, br, func() { _, _ = conn.Write(appendBlock(nil, nil)) }
+	}
 	pr, pw := io.Pipe()
-	req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/orders/stream", pr)
+	req, err := http.NewRequest(http.MethodPost, url+"/v1/orders/stream", pr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,14 +167,27 @@ func TestOrderStreamStalledReaderNeverBlocksResults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	t.Cleanup(func() { resp.Body.Close() })
+	return pw, resp.Body, func() { pw.Close() }
+}
+
+func stalledReader(t *testing.T, upgrade bool) {
+	const requests = 4 * maxStreamInflight
+	be := &asyncBackend{}
+	g := &gate{}
+	srv := httptest.NewUnstartedServer(NewServer(be, nil))
+	srv.Listener = gatedListener{srv.Listener, g}
+	srv.Start()
+	defer srv.Close()
+
+	w, replies, end := openRawStream(t, srv.URL, upgrade)
 	defer g.release()
 	g.close()   // the stream is open: from here its replies back up
 	go func() { // every request at once: cancels of order 1, tagged 0, 1, ...
-		defer pw.Close()
+		defer end()
 		for i := range requests {
 			body, _ := appendStreamRequest(nil, &StreamRequest{Tag: strconv.Itoa(i), Op: "cancel", OrderID: 1})
-			if _, err := pw.Write(appendBlock(nil, body)); err != nil {
+			if _, err := w.Write(appendBlock(nil, body)); err != nil {
 				return
 			}
 		}
@@ -193,7 +235,7 @@ func TestOrderStreamStalledReaderNeverBlocksResults(t *testing.T) {
 	deadline = time.Now().Add(60 * time.Second)
 	answers := make(chan string, requests)
 	go func() {
-		br := bufio.NewReader(resp.Body)
+		br := bufio.NewReader(replies)
 		for {
 			n, err := binary.ReadUvarint(br)
 			if err != nil {

@@ -109,6 +109,12 @@ func TestMediaType(t *testing.T) {
 func TestOrderStreamFallsBackToNDJSON(t *testing.T) {
 	asked := make(chan string, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			// As a server that predates the binary encoding would answer
+			// an upgraded stream's open: a stream of no requests.
+			w.Header().Set("Content-Type", StreamContentJSON)
+			return
+		}
 		asked <- r.Header.Get("Content-Type")
 		_ = http.NewResponseController(w).EnableFullDuplex()
 		w.Header().Set("Content-Type", StreamContentJSON)
@@ -188,41 +194,39 @@ func FuzzDecodeStreamReply(f *testing.F) {
 // waiting fails as outcome unknown, later ones fail at once, and Close
 // returns.
 func TestOrderStreamBadBinaryReplyEndsStream(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = http.NewResponseController(w).EnableFullDuplex()
-		w.Header().Set("Content-Type", StreamContentBinary)
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		br := bufio.NewReader(r.Body)
-		if _, err := readBlock(br, maxStreamLine); err != nil {
-			return
+	bothWays(t, func(t *testing.T, e *testStreamEnd) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.serve(w, r, StreamContentBinary, "", func(br *bufio.Reader, w io.Writer, flush func()) {
+				if _, err := readBlock(br, maxStreamLine); err != nil {
+					return
+				}
+				_, _ = w.Write(appendBlock(nil, []byte{1, 'x'})) // a tag, then nothing
+				flush()
+			})
+		}))
+		defer srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s := openTestStream(ctx, t, srv.URL)
+		if !s.Binary() || (s.pw == nil) != e.upgrade {
+			t.Fatalf("stream binary %v, upgraded %v; want binary, upgraded %v", s.Binary(), s.pw == nil, e.upgrade)
 		}
-		_, _ = w.Write(appendBlock(nil, []byte{1, 'x'})) // a tag, then nothing
-		w.(http.Flusher).Flush()
-		_, _ = io.Copy(io.Discard, br) // until the client drops the connection
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s := openTestStream(ctx, t, srv.URL)
-	if !s.Binary() {
-		t.Fatal("stream not binary")
-	}
-	_, err := s.Place(ctx, OrderRequest{ClientID: "c-1", Symbol: "AAPL", Side: "buy", Quantity: 1, LimitPrice: "1.00"})
-	var ou *OutcomeUnknownError
-	if !errors.As(err, &ou) || ou.Key != "c-1" {
-		t.Fatalf("place answered by a malformed frame: %v, want outcome unknown for c-1", err)
-	}
-	if _, err := s.Cancel(ctx, 1); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("cancel on the ended stream: %v, want ErrUnavailable", err)
-	}
-	closed := make(chan struct{})
-	go func() { s.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close still waiting 5 s after the stream ended")
-	}
+		_, err := s.Place(ctx, OrderRequest{ClientID: "c-1", Symbol: "AAPL", Side: "buy", Quantity: 1, LimitPrice: "1.00"})
+		var ou *OutcomeUnknownError
+		if !errors.As(err, &ou) || ou.Key != "c-1" {
+			t.Fatalf("place answered by a malformed frame: %v, want outcome unknown for c-1", err)
+		}
+		if _, err := s.Cancel(ctx, 1); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("cancel on the ended stream: %v, want ErrUnavailable", err)
+		}
+		closed := make(chan struct{})
+		go func() { s.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close still waiting 5 s after the stream ended")
+		}
+	})
 }
 
 // openTestStream opens an order stream (asking for the binary encoding)
@@ -241,17 +245,22 @@ func openTestStream(ctx context.Context, t *testing.T, url string) *OrderStream 
 // wedged): Abort must drop the connection at once, fail the request still
 // waiting as outcome unknown, and leave Close nothing to wait for.
 func TestOrderStreamAbortDoesNotWaitForSilentNode(t *testing.T) {
+	bothWays(t, func(t *testing.T, e *testStreamEnd) { abortSilentNode(t, e) })
+}
+
+func abortSilentNode(t *testing.T, e *testStreamEnd) {
 	gone := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = http.NewResponseController(w).EnableFullDuplex()
-		w.Header().Set("Content-Type", StreamContentBinary)
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		_, _ = io.Copy(io.Discard, r.Body) // reads every request, answers none
-		// A request body's end is not the connection's: a paused node
-		// would keep the response open. Only a dropped connection ends it.
-		<-r.Context().Done()
-		close(gone)
+		served := false
+		e.serve(w, r, StreamContentBinary, "", func(br *bufio.Reader, _ io.Writer, _ func()) {
+			served = true
+			_, _ = io.Copy(io.Discard, br) // reads every request, answers none
+		})
+		// Only a dropped connection ends the stream: a paused node would
+		// keep it open.
+		if served {
+			close(gone)
+		}
 	}))
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net/http"
@@ -20,11 +21,12 @@ type fakeStreamNode struct {
 	silent bool                   // never answers the open at all (a paused node)
 	opened atomic.Int32
 	ended  atomic.Int32
+	end    testStreamEnd // upgrades streams, as nodes do
 }
 
 func newFakeStreamNode(t *testing.T, silent bool) *fakeStreamNode {
 	t.Helper()
-	f := &fakeStreamNode{silent: silent}
+	f := &fakeStreamNode{silent: silent, end: testStreamEnd{upgrade: true}}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/orders/stream" {
 			http.NotFound(w, r)
@@ -37,22 +39,26 @@ func newFakeStreamNode(t *testing.T, silent bool) *fakeStreamNode {
 			<-r.Context().Done()
 			return
 		}
-		_ = http.NewResponseController(w).EnableFullDuplex()
-		w.Header().Set("Content-Type", StreamContentBinary)
-		if l := f.leader.Load(); l != nil && *l != "" {
-			w.Header().Set(HeaderLeader, *l)
+		var lead string
+		if l := f.leader.Load(); l != nil {
+			lead = *l
 		}
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		_, _ = io.Copy(io.Discard, r.Body)
-		<-r.Context().Done()
+		f.end.serve(w, r, StreamContentBinary, lead, func(br *bufio.Reader, _ io.Writer, _ func()) {
+			_, _ = io.Copy(io.Discard, br)
+		})
 	}))
 	t.Cleanup(func() {
 		// Streams a failed test left open would keep Close waiting.
-		f.srv.CloseClientConnections()
+		f.breakStreams()
 		f.srv.Close()
 	})
 	return f
+}
+
+// breakStreams drops every stream open at the node.
+func (f *fakeStreamNode) breakStreams() {
+	f.srv.CloseClientConnections()
+	f.end.breakAll()
 }
 
 func (f *fakeStreamNode) name(addr string) { f.leader.Store(&addr) }
@@ -101,7 +107,7 @@ func TestOrderStreamMovesToNamedLeader(t *testing.T) {
 	// A broken leader stream drops the hint, though the leader is still
 	// up and still leads: the next open starts at the follower again (and
 	// moves back to the leader the follower names).
-	leader.srv.CloseClientConnections() // breaks s and s2
+	leader.breakStreams() // breaks s and s2
 	<-s.done
 	<-s2.done
 	fOpened := follower.opened.Load()

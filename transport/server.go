@@ -89,7 +89,7 @@ type Server struct {
 	mux *http.ServeMux
 
 	connMu  sync.Mutex
-	conns   map[net.Conn]struct{} // hijacked forward streams (forwardstream.go)
+	conns   map[net.Conn]struct{} // hijacked forward and order streams
 	closing bool
 }
 
@@ -104,7 +104,8 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 }
 
 // NewHTTPServer wraps h in an http.Server with timeouts on every phase.
-// Forward streams, which it does not track, are closed on Shutdown.
+// Forward and order streams taken over from HTTP, which it does not
+// track, are closed on Shutdown.
 func NewHTTPServer(h http.Handler) *http.Server {
 	srv := &http.Server{
 		Handler:           h,
