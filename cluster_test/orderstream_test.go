@@ -277,8 +277,9 @@ func Test_OrderStream_FollowsLeader(t *testing.T) {
 // A leadership transfer moves streams without breaking them: the old
 // leader's open stream gets a leader_moved notice, so it stops reporting
 // AtLeader and names the new leader, and keeps working (the old leader
-// now forwards); the client's next stream opens at the new leader
-// directly. Every node ends with the same state.
+// now forwards); the client's next stream opens at the new leader (that
+// the notice alone sends it there is the transport unit test's). Every
+// node ends with the same state.
 func Test_OrderStream_TransferNotice(t *testing.T) {
 	c := NewCluster(t, 3, nil)
 	ctx := context.Background()

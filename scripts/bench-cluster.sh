@@ -10,7 +10,9 @@
 # With KILL_LEADER_AFTER=S, S seconds into each run's load phase (after
 # hats bench has registered and funded its traders) the leader process
 # gets SIGKILL; it is restarted on its data dir after the run (the gap
-# shows in hats bench's "longest gap" line).
+# shows in hats bench's "longest gap" line). With TRANSFER_LEADER_AFTER=S
+# the leader instead hands leadership over (hats cluster
+# transfer-leadership) S seconds into each run's load phase.
 #
 # Environment: KEEP_DATA=1 (leave the data dirs), HATS_BIN (default: build ./hats), NODE_ARGS (extra flags
 # for every node), PORT_BASE (default 7100: HTTP 7101-3, Raft 7201-3,
@@ -34,6 +36,13 @@ trap cleanup EXIT
 
 cpu() { # utime+stime of a pid, in clock ticks
 	awk '{print $14+$15}' "/proc/$1/stat"
+}
+
+wait_load() { # until hats bench has registered its traders and the load starts
+	for _ in $(seq 1 1200); do
+		grep -q "clients for" "$DIR/bench.out" 2>/dev/null && break
+		sleep 0.05
+	done
 }
 
 start_node() { # start_node I: (re)start node nI in the background
@@ -72,12 +81,16 @@ for args in "$@"; do
 		before_w+=("$(awk '/^syscw/{print $2}' "/proc/$p/io")")
 	done
 	killer=
-	if [[ -n "${KILL_LEADER_AFTER:-}" ]]; then
+	if [[ -n "${TRANSFER_LEADER_AFTER:-}" ]]; then
 		(
-			for _ in $(seq 1 1200); do # until the load starts
-				grep -q "clients for" "$DIR/bench.out" 2>/dev/null && break
-				sleep 0.05
-			done
+			wait_load
+			sleep "$TRANSFER_LEADER_AFTER"
+			echo "# $(date -u +%T.%N | cut -c1-12) $("$BIN" cluster transfer-leadership --cluster "$CLUSTER" --insecure 2>&1)" >&2
+		) &
+		killer=$!
+	elif [[ -n "${KILL_LEADER_AFTER:-}" ]]; then
+		(
+			wait_load
 			sleep "$KILL_LEADER_AFTER"
 			# the node that says it leads in the highest term
 			best=0 bestterm=0

@@ -227,16 +227,24 @@ func (c *Client) streamsStayPut() bool {
 // HTTP stream.
 func (c *Client) openStreamAt(ctx context.Context, node, tok, contentType string, budget time.Duration) (*OrderStream, error) {
 	if contentType == StreamContentBinary {
+		start := time.Now()
 		s, err := c.openUpgradedStream(ctx, node, tok, budget)
 		if !errors.Is(err, errNoUpgrade) {
 			return s, err
+		}
+		budget -= time.Since(start) // one budget for both tries
+		if budget <= 0 {
+			return nil, errStreamOpenTimeout
 		}
 	}
 	return c.openHTTPStream(ctx, node, tok, contentType, budget)
 }
 
-// errNoUpgrade: the node answered an upgraded stream's open as a plain
-// stream (it predates orderProto).
+// errNoUpgrade: the node (or something between) answered an upgraded
+// stream's open with neither 101 nor a refusal of the caller: a plain
+// stream's 200 from a node that predates orderProto, or an error from a
+// proxy that does not pass upgrades on. A plain HTTP stream may still
+// work there.
 var errNoUpgrade = errors.New("order stream: the node does not upgrade")
 
 // streamRequest builds the request that opens a stream at node, on a
@@ -284,13 +292,13 @@ func (c *Client) openUpgradedStream(ctx context.Context, node, tok string, budge
 			resp.Body.Close()
 			err = fmt.Errorf("%w: order stream at %s: switched to %q, not %s", ErrUnavailable, node, resp.Header.Get("Upgrade"), orderProto)
 		}
-	case resp.StatusCode == http.StatusOK:
-		resp.Body.Close()
-		err = errNoUpgrade
-	default:
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 		resp.Body.Close()
-		err = decodeAPIError(resp.StatusCode, data)
+		err = decodeAPIError(resp.StatusCode, data) // a plain stream would be refused too
+	default:
+		resp.Body.Close()
+		err = errNoUpgrade
 	}
 	if err != nil {
 		cancel()
@@ -507,7 +515,9 @@ func (s *OrderStream) leaderMoved(addr string) {
 	s.mu.Lock()
 	s.leader = lead
 	s.mu.Unlock()
-	s.c.setStreamLeader(lead)
+	if !s.c.leaderRecentlyFailed(lead) {
+		s.c.setStreamLeader(lead)
+	}
 }
 
 // replies returns a function that reads the next reply in the stream's
@@ -628,6 +638,8 @@ func (s *OrderStream) Abort() {
 	s.mu.Unlock()
 	if s.pw != nil {
 		s.pw.CloseWithError(errStreamAborted)
+	} else {
+		_ = s.resp.Body.Close() // the connection itself: nothing more is sent
 	}
 	s.cancel() // the connection closes, which ends read
 	<-s.done

@@ -189,6 +189,14 @@ func (s *Server) takeOver(w http.ResponseWriter, what, proto, extra string) (con
 		return nil, nil, nil
 	}
 	release = func() {
+		// Close gently: with requests still unread (a stream ended
+		// on a malformed frame) a plain close resets the connection,
+		// and the peer may lose replies already sent. Half-close,
+		// then let the peer's own close (bounded) come first.
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			_ = conn.SetReadDeadline(time.Now().Add(lingerLimit))
+			_, _ = io.Copy(io.Discard, io.LimitReader(conn, lingerBytes))
+		}
 		s.untrackConn(conn)
 		conn.Close()
 	}
@@ -200,6 +208,13 @@ func (s *Server) takeOver(w http.ResponseWriter, what, proto, extra string) (con
 	}
 	return conn, brw, release
 }
+
+// A taken-over connection's close waits at most this long, and reads at
+// most this much, for the peer to close its end (takeOver).
+const (
+	lingerLimit = 500 * time.Millisecond
+	lingerBytes = 1 << 20
+)
 
 // trackConn records a hijacked connection so CloseStreams can end it; it
 // reports false once the server is closing.

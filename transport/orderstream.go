@@ -90,8 +90,9 @@ func (s *Server) orderStream(w http.ResponseWriter, r *http.Request, p Principal
 // itself: the server answers 101 Switching Protocols (with the headers a
 // plain stream's 200 carries) and then reads and writes the same frames
 // without HTTP around them. A client ends its requests with an empty
-// frame (it cannot half-close the connection through net/http); the
-// server then answers what is in flight and closes the connection.
+// frame (explicit, where a half-close may not pass a proxy or TLS
+// terminator); the server then answers what is in flight and closes the
+// connection.
 func (s *Server) upgradedOrderStream(w http.ResponseWriter, r *http.Request, p Principal) {
 	extra := "Content-Type: " + StreamContentBinary + "\r\n"
 	lead := s.b.LeaderHTTP()
@@ -272,6 +273,11 @@ const leaderMovedStatus = http.StatusTemporaryRedirect
 // reply, so it waits (or is skipped at stop) when the client reads
 // nothing.
 func (s *Server) watchLeader(lw LeaderWatcher, named string, stop <-chan struct{}, sem chan struct{}, out chan<- []byte) {
+	// Also look every leaderRecheck: a change can come while the new
+	// leader's HTTP address is not yet recorded, and an address can
+	// change without a leader change.
+	tick := time.NewTicker(leaderRecheck)
+	defer tick.Stop()
 	for {
 		changed := lw.LeaderChanged()
 		if lead := s.b.LeaderHTTP(); lead != "" && lead != named {
@@ -287,11 +293,15 @@ func (s *Server) watchLeader(lw LeaderWatcher, named string, stop <-chan struct{
 		}
 		select {
 		case <-changed:
+		case <-tick.C:
 		case <-stop:
 			return
 		}
 	}
 }
+
+// leaderRecheck is how often watchLeader looks without being told.
+const leaderRecheck = time.Second
 
 // AsyncApplier is a Backend that can apply a command without a goroutine
 // waiting for it (node.Node.ApplyAsync): done is called exactly once,

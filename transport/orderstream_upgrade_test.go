@@ -151,7 +151,7 @@ func TestOrderStreamUpgraded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s := openTestStream(ctx, t, srv.URL)
-	if s.pw != nil || !s.Binary() || s.leader != "http://127.0.0.1:1" {
+	if s.pw != nil || !s.Binary() || s.Leader() != "http://127.0.0.1:1" {
 		t.Fatalf("stream upgraded %v, binary %v, leader %q; want upgraded, binary, the node's leader", s.pw == nil, s.Binary(), s.leader)
 	}
 	if n := api.openConns(); n != 1 {
@@ -187,29 +187,54 @@ func TestOrderStreamUpgraded(t *testing.T) {
 }
 
 // A node that predates upgraded streams answers the upgrade as a plain
-// stream with no requests; the client opens an HTTP stream instead.
-// Modelled by the real server with the Upgrade header taken off.
+// stream with no requests (modelled by the real server with the Upgrade
+// header taken off), and a proxy that does not pass upgrades on answers
+// it with an error: either way the client opens a plain HTTP stream
+// instead. A refusal of the caller (401) is not retried that way.
 func TestOrderStreamUpgradeRefusedFallsBack(t *testing.T) {
-	api := NewServer(&nowBackend{}, nil)
-	upgrades := 0
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "" {
-			upgrades++
-			r.Header.Del("Upgrade")
-		}
-		api.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s := openTestStream(ctx, t, srv.URL)
-	defer s.Close()
-	if s.pw == nil || !s.Binary() || upgrades != 1 {
-		t.Fatalf("stream upgraded %v, binary %v, upgrade asked %d times; want one refused upgrade, then a binary HTTP stream", s.pw == nil, s.Binary(), upgrades)
-	}
-	var ae *APIError
-	if _, err := s.Cancel(ctx, 1); !errors.As(err, &ae) || ae.Code != CodeUnknownOrder {
-		t.Fatalf("cancel: %v, want unknown_order", err)
+	for _, how := range []string{"old node", "proxy", "unauthenticated"} {
+		t.Run(how, func(t *testing.T) {
+			api := NewServer(&nowBackend{}, nil)
+			upgrades, opens := 0, 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				opens++
+				if r.Header.Get("Upgrade") != "" {
+					upgrades++
+					switch how {
+					case "proxy":
+						writeError(w, &APIError{Status: 426, Code: "upgrade_required", Message: "no upgrades here"})
+						return
+					case "unauthenticated":
+						writeError(w, &APIError{Status: 401, Code: CodeUnauthenticated, Message: "who are you"})
+						return
+					}
+					r.Header.Del("Upgrade")
+				}
+				api.ServeHTTP(w, r)
+			}))
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c := clMustNewClient(t, ClientConfig{Nodes: []string{srv.URL}, Token: "tok", Timeout: 5 * time.Second})
+			s, err := c.OpenOrderStream(ctx)
+			if how == "unauthenticated" {
+				if !errors.Is(err, ErrUnauthenticated) || opens != 1 {
+					t.Fatalf("open refused with 401: %v after %d opens, want ErrUnauthenticated after 1", err, opens)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if s.pw == nil || !s.Binary() || upgrades != 1 || opens != 2 {
+				t.Fatalf("stream upgraded %v, binary %v, %d upgrades asked in %d opens; want one refused upgrade, then a binary HTTP stream", s.pw == nil, s.Binary(), upgrades, opens)
+			}
+			var ae *APIError
+			if _, err := s.Cancel(ctx, 1); !errors.As(err, &ae) || ae.Code != CodeUnknownOrder {
+				t.Fatalf("cancel: %v, want unknown_order", err)
+			}
+		})
 	}
 }
 
@@ -238,7 +263,17 @@ func TestOrderStreamUpgradedEnds(t *testing.T) {
 				_, err := s.Cancel(ctx, 1)
 				placed <- err
 			}()
-			waitFor(t, "the cancel to reach the backend", func() bool { _, n := be.take(); return n == 1 })
+			var held []func() // answered once the stream is over, so that the server's handler ends
+			defer func() {
+				for _, cb := range held {
+					cb()
+				}
+			}()
+			waitFor(t, "the cancel to reach the backend", func() bool {
+				cbs, n := be.take()
+				held = append(held, cbs...)
+				return n == 1
+			})
 			if how == "shutdown" {
 				api.CloseStreams()
 			} else {
@@ -268,6 +303,7 @@ type watchBackend struct {
 	mu      sync.Mutex
 	leader  string
 	changed chan struct{}
+	looks   int // LeaderChanged calls: one per look of a stream's watcher
 }
 
 func (b *watchBackend) LeaderHTTP() string {
@@ -279,7 +315,14 @@ func (b *watchBackend) LeaderHTTP() string {
 func (b *watchBackend) LeaderChanged() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.looks++
 	return b.changed
+}
+
+func (b *watchBackend) looked() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.looks
 }
 
 func (b *watchBackend) move(addr string) {
@@ -292,9 +335,8 @@ func (b *watchBackend) move(addr string) {
 
 // A binary stream, upgraded or not, is told when its node names another
 // leader: it stops reporting AtLeader, names the new leader, makes it the
-// client's hint for later opens, and keeps answering its requests. An
-// interval with no leader (an election) changes nothing; the node naming
-// itself again makes the stream AtLeader again.
+// client's hint for later opens, and keeps answering its requests. The
+// node naming itself again makes the stream AtLeader again.
 func TestOrderStreamLeaderMovedNotice(t *testing.T) {
 	for _, up := range []bool{true, false} {
 		t.Run(map[bool]string{true: "upgraded", false: "http"}[up], func(t *testing.T) {
@@ -335,5 +377,34 @@ func TestOrderStreamLeaderMovedNotice(t *testing.T) {
 				t.Fatalf("cancel: %v, want unknown_order", err)
 			}
 		})
+	}
+}
+
+// An interval with no leader (an election) sends no notice, and neither
+// does a leader change that ends where the stream's last notice (or open)
+// left it: the first frame after them is the answer to the next request.
+func TestOrderStreamNoNoticeWithoutNewLeader(t *testing.T) {
+	be := &watchBackend{changed: make(chan struct{}), leader: "127.0.0.1:7"}
+	srv := httptest.NewServer(NewServer(be, nil))
+	defer srv.Close()
+	w, replies, end := openRawStream(t, srv.URL, true)
+	defer end()
+	// Each move is seen: the watcher looks again after it.
+	for _, lead := range []string{"", "127.0.0.1:7"} {
+		n := be.looked()
+		be.move(lead)
+		waitFor(t, "the stream's watcher to look at the move", func() bool { return be.looked() > n })
+	}
+	body, _ := appendStreamRequest(nil, &StreamRequest{Tag: "t1", Op: "cancel", OrderID: 1})
+	if _, err := w.Write(appendBlock(nil, body)); err != nil {
+		t.Fatal(err)
+	}
+	frame, err := readBlock(bufio.NewReader(replies), maxStreamReply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := decodeStreamReply(frame)
+	if err != nil || rep.Tag != "t1" {
+		t.Fatalf("first frame: %+v %v, want the answer to t1", rep, err)
 	}
 }
