@@ -26,7 +26,7 @@ type OrderStream struct {
 	c      *Client
 	node   string          // base URL of the node the stream is open to
 	tr     *http.Transport // this stream's own: its connection is closed with the stream
-	out    io.Writer       // where requests go: the connection (upgraded) or pw
+	out    io.Writer       // where requests go: pw, or the connection itself (upgraded)
 	pw     *io.PipeWriter  // the request body of a stream that stays HTTP (nil when upgraded)
 	resp   *http.Response
 	bin    bool               // the binary encoding (else NDJSON)
@@ -279,7 +279,6 @@ func (c *Client) openUpgradedStream(ctx context.Context, node, tok string, budge
 	timer := time.AfterFunc(budget, cancel)
 	resp, err := hc.Do(req)
 	inTime := timer.Stop()
-	var rwc io.ReadWriteCloser
 	switch {
 	case err != nil && !inTime:
 		err = errStreamOpenTimeout
@@ -288,7 +287,7 @@ func (c *Client) openUpgradedStream(ctx context.Context, node, tok string, budge
 		resp.Body.Close()
 		err = errStreamOpenTimeout
 	case resp.StatusCode == http.StatusSwitchingProtocols:
-		if rwc, _ = resp.Body.(io.ReadWriteCloser); rwc == nil || !strings.EqualFold(resp.Header.Get("Upgrade"), orderProto) {
+		if _, ok := resp.Body.(io.Writer); !ok || !strings.EqualFold(resp.Header.Get("Upgrade"), orderProto) {
 			resp.Body.Close()
 			err = fmt.Errorf("%w: order stream at %s: switched to %q, not %s", ErrUnavailable, node, resp.Header.Get("Upgrade"), orderProto)
 		}
@@ -308,8 +307,8 @@ func (c *Client) openUpgradedStream(ctx context.Context, node, tok string, budge
 	// net/http hands an upgraded connection to its caller and no longer
 	// watches the request's context: ending the stream's context (ctx, or
 	// Abort) closes it here.
-	context.AfterFunc(req.Context(), func() { _ = rwc.Close() })
-	return c.newOrderStream(node, tr, rwc, nil, resp, cancel, true), nil
+	context.AfterFunc(req.Context(), func() { _ = resp.Body.Close() })
+	return c.newOrderStream(node, tr, nil, resp, cancel, true), nil
 }
 
 // openHTTPStream opens a stream that stays an HTTP exchange: the requests
@@ -352,13 +351,19 @@ func (c *Client) openHTTPStream(ctx context.Context, node, tok, contentType stri
 		tr.CloseIdleConnections()
 		return nil, err
 	}
-	return c.newOrderStream(node, tr, pw, pw, resp, cancel, mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary), nil
+	return c.newOrderStream(node, tr, pw, resp, cancel, mediaType(resp.Header.Get("Content-Type")) == StreamContentBinary), nil
 }
 
-// newOrderStream starts the stream's reader and writer.
-func (c *Client) newOrderStream(node string, tr *http.Transport, out io.Writer, pw *io.PipeWriter, resp *http.Response, cancel context.CancelFunc, bin bool) *OrderStream {
-	s := &OrderStream{c: c, node: node, tr: tr, out: out, pw: pw, resp: resp, cancel: cancel, bin: bin, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
+// newOrderStream starts the stream's reader and writer. pw is the request
+// body of a stream that stays HTTP; nil for an upgraded one, whose
+// response body is the connection.
+func (c *Client) newOrderStream(node string, tr *http.Transport, pw *io.PipeWriter, resp *http.Response, cancel context.CancelFunc, bin bool) *OrderStream {
+	s := &OrderStream{c: c, node: node, tr: tr, pw: pw, resp: resp, cancel: cancel, bin: bin, waiting: map[string]chan StreamReply{}, done: make(chan struct{}),
 		kick: make(chan struct{}, 1), wrote: make(chan struct{})}
+	s.out = io.Writer(pw)
+	if s.upgraded() {
+		s.out = resp.Body.(io.Writer)
+	}
 	if h := resp.Header.Get(HeaderLeader); h != "" {
 		s.leader = leaderURL(h, node)
 	}
@@ -406,7 +411,7 @@ func (s *OrderStream) write() {
 		buf, s.pending = s.pending, buf[:0]
 		closing := s.closing
 		s.mu.Unlock()
-		if closing && s.pw == nil {
+		if closing && s.upgraded() {
 			buf = appendBlock(buf, nil)
 		}
 		if len(buf) > 0 {
@@ -444,6 +449,10 @@ func (s *OrderStream) Leader() string {
 	defer s.mu.Unlock()
 	return s.leader
 }
+
+// upgraded reports whether the stream left HTTP after its open
+// (orderProto): its requests go straight to the connection.
+func (s *OrderStream) upgraded() bool { return s.pw == nil }
 
 // Binary reports whether the stream uses the binary encoding (else NDJSON).
 func (s *OrderStream) Binary() bool { return s.bin }
@@ -636,10 +645,10 @@ func (s *OrderStream) Abort() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
-	if s.pw != nil {
-		s.pw.CloseWithError(errStreamAborted)
-	} else {
+	if s.upgraded() {
 		_ = s.resp.Body.Close() // the connection itself: nothing more is sent
+	} else {
+		s.pw.CloseWithError(errStreamAborted)
 	}
 	s.cancel() // the connection closes, which ends read
 	<-s.done
@@ -656,7 +665,7 @@ func (s *OrderStream) Close() error {
 	case <-s.wrote: // everything queued was handed to the connection
 	case <-s.done: // the connection is gone; closing the pipe ends a stuck write
 	}
-	if s.pw != nil {
+	if !s.upgraded() {
 		s.pw.Close() // the end of the requests; an upgraded stream sent an empty frame
 	}
 	<-s.done

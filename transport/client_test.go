@@ -593,13 +593,7 @@ func Test_Client_OrderStreamPipelinesAndBreaks(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stream's writer still runs 10 s after the connection broke")
 	}
-	closed := make(chan struct{})
-	go func() { s.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close still waiting 10 s after the connection broke")
-	}
+	closeWithin(t, s, 10*time.Second) // the connection broke
 }
 
 // A call that succeeds on another node after its Trading Server stopped

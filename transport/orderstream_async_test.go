@@ -120,13 +120,7 @@ func (l gatedListener) Accept() (net.Conn, error) {
 // the stream stops taking requests instead, and once the client reads
 // again every request is answered exactly once.
 func TestOrderStreamStalledReaderNeverBlocksResults(t *testing.T) {
-	for _, up := range []bool{true, false} {
-		name := "upgraded"
-		if !up {
-			name = "http"
-		}
-		t.Run(name, func(t *testing.T) { stalledReader(t, up) })
-	}
+	bothWays(t, stalledReader)
 }
 
 // openRawStream opens a binary order stream at url by hand, taken over

@@ -194,7 +194,8 @@ func FuzzDecodeStreamReply(f *testing.F) {
 // waiting fails as outcome unknown, later ones fail at once, and Close
 // returns.
 func TestOrderStreamBadBinaryReplyEndsStream(t *testing.T) {
-	bothWays(t, func(t *testing.T, e *testStreamEnd) {
+	bothWays(t, func(t *testing.T, up bool) {
+		e := &testStreamEnd{upgrade: up}
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			e.serve(w, r, StreamContentBinary, "", func(br *bufio.Reader, w io.Writer, flush func()) {
 				if _, err := readBlock(br, maxStreamLine); err != nil {
@@ -208,8 +209,8 @@ func TestOrderStreamBadBinaryReplyEndsStream(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s := openTestStream(ctx, t, srv.URL)
-		if !s.Binary() || (s.pw == nil) != e.upgrade {
-			t.Fatalf("stream binary %v, upgraded %v; want binary, upgraded %v", s.Binary(), s.pw == nil, e.upgrade)
+		if !s.Binary() || s.upgraded() != up {
+			t.Fatalf("stream binary %v, upgraded %v; want binary, upgraded %v", s.Binary(), s.upgraded(), up)
 		}
 		_, err := s.Place(ctx, OrderRequest{ClientID: "c-1", Symbol: "AAPL", Side: "buy", Quantity: 1, LimitPrice: "1.00"})
 		var ou *OutcomeUnknownError
@@ -219,13 +220,7 @@ func TestOrderStreamBadBinaryReplyEndsStream(t *testing.T) {
 		if _, err := s.Cancel(ctx, 1); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("cancel on the ended stream: %v, want ErrUnavailable", err)
 		}
-		closed := make(chan struct{})
-		go func() { s.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(5 * time.Second):
-			t.Fatal("Close still waiting 5 s after the stream ended")
-		}
+		closeWithin(t, s, 5*time.Second) // the stream has ended
 	})
 }
 
@@ -245,7 +240,7 @@ func openTestStream(ctx context.Context, t *testing.T, url string) *OrderStream 
 // wedged): Abort must drop the connection at once, fail the request still
 // waiting as outcome unknown, and leave Close nothing to wait for.
 func TestOrderStreamAbortDoesNotWaitForSilentNode(t *testing.T) {
-	bothWays(t, func(t *testing.T, e *testStreamEnd) { abortSilentNode(t, e) })
+	bothWays(t, func(t *testing.T, up bool) { abortSilentNode(t, &testStreamEnd{upgrade: up}) })
 }
 
 func abortSilentNode(t *testing.T, e *testStreamEnd) {

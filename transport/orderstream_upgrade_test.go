@@ -91,15 +91,31 @@ func (e *testStreamEnd) breakAll() {
 	}
 }
 
-// bothWays runs fn as a subtest against a node that upgrades streams and
-// one that predates that.
-func bothWays(t *testing.T, fn func(t *testing.T, e *testStreamEnd)) {
+// bothWays runs fn as a subtest for a stream taken over from HTTP
+// (upgraded true) and for one that stays HTTP.
+func bothWays(t *testing.T, fn func(t *testing.T, upgraded bool)) {
 	for _, up := range []bool{true, false} {
 		name := "upgraded"
 		if !up {
 			name = "http"
 		}
-		t.Run(name, func(t *testing.T) { fn(t, &testStreamEnd{upgrade: up}) })
+		t.Run(name, func(t *testing.T) { fn(t, up) })
+	}
+}
+
+// closeWithin closes s and fails t unless Close returns, with no error,
+// within limit.
+func closeWithin(t *testing.T, s *OrderStream, limit time.Duration) {
+	t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(limit):
+		t.Fatalf("Close still waiting %v later", limit)
 	}
 }
 
@@ -151,8 +167,8 @@ func TestOrderStreamUpgraded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s := openTestStream(ctx, t, srv.URL)
-	if s.pw != nil || !s.Binary() || s.Leader() != "http://127.0.0.1:1" {
-		t.Fatalf("stream upgraded %v, binary %v, leader %q; want upgraded, binary, the node's leader", s.pw == nil, s.Binary(), s.leader)
+	if !s.upgraded() || !s.Binary() || s.Leader() != "http://127.0.0.1:1" {
+		t.Fatalf("stream upgraded %v, binary %v, leader %q; want upgraded, binary, the node's leader", s.upgraded(), s.Binary(), s.Leader())
 	}
 	if n := api.openConns(); n != 1 {
 		t.Fatalf("the server tracks %d taken-over connections, want 1", n)
@@ -170,16 +186,7 @@ func TestOrderStreamUpgraded(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	closed := make(chan error, 1)
-	go func() { closed <- s.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatalf("Close: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close still waiting 5 s later: the node did not end the stream")
-	}
+	closeWithin(t, s, 5*time.Second) // the node ends the stream after the empty frame
 	waitFor(t, "the server to let the connection go", func() bool { return api.openConns() == 0 })
 	if _, err := s.Cancel(ctx, 1); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("cancel after Close: %v, want ErrUnavailable", err)
@@ -227,8 +234,8 @@ func TestOrderStreamUpgradeRefusedFallsBack(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			if s.pw == nil || !s.Binary() || upgrades != 1 || opens != 2 {
-				t.Fatalf("stream upgraded %v, binary %v, %d upgrades asked in %d opens; want one refused upgrade, then a binary HTTP stream", s.pw == nil, s.Binary(), upgrades, opens)
+			if s.upgraded() || !s.Binary() || upgrades != 1 || opens != 2 {
+				t.Fatalf("stream upgraded %v, binary %v, %d upgrades asked in %d opens; want one refused upgrade, then a binary HTTP stream", s.upgraded(), s.Binary(), upgrades, opens)
 			}
 			var ae *APIError
 			if _, err := s.Cancel(ctx, 1); !errors.As(err, &ae) || ae.Code != CodeUnknownOrder {
@@ -338,46 +345,44 @@ func (b *watchBackend) move(addr string) {
 // client's hint for later opens, and keeps answering its requests. The
 // node naming itself again makes the stream AtLeader again.
 func TestOrderStreamLeaderMovedNotice(t *testing.T) {
-	for _, up := range []bool{true, false} {
-		t.Run(map[bool]string{true: "upgraded", false: "http"}[up], func(t *testing.T) {
-			be := &watchBackend{changed: make(chan struct{})}
-			api := NewServer(be, nil)
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if !up {
-					r.Header.Del("Upgrade") // a node that predates upgraded streams
-				}
-				api.ServeHTTP(w, r)
-			}))
-			defer srv.Close()
-			self := strings.TrimPrefix(srv.URL, "http://")
-			be.move(self)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			c := clMustNewClient(t, ClientConfig{Nodes: []string{srv.URL}, Token: "tok", Timeout: 5 * time.Second})
-			s, err := c.OpenOrderStream(ctx)
-			if err != nil {
-				t.Fatal(err)
+	bothWays(t, func(t *testing.T, up bool) {
+		be := &watchBackend{changed: make(chan struct{})}
+		api := NewServer(be, nil)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !up {
+				r.Header.Del("Upgrade") // a node that predates upgraded streams
 			}
-			defer s.Close()
-			if (s.pw == nil) != up || !s.AtLeader() {
-				t.Fatalf("stream upgraded %v, at leader %v; want upgraded %v, at leader", s.pw == nil, s.AtLeader(), up)
-			}
-			be.move("127.0.0.1:1")
-			waitFor(t, "the stream to name the new leader", func() bool {
-				return !s.AtLeader() && s.Leader() == "http://127.0.0.1:1" && c.streamLeaderHint() == "http://127.0.0.1:1"
-			})
-			var ae *APIError
-			if _, err := s.Cancel(ctx, 1); !errors.As(err, &ae) || ae.Code != CodeUnknownOrder {
-				t.Fatalf("cancel after the notice: %v, want unknown_order", err)
-			}
-			be.move("")
-			be.move(self)
-			waitFor(t, "the stream to be at the leader again", func() bool { return s.AtLeader() })
-			if _, err := s.Cancel(ctx, 1); !errors.As(err, &ae) || ae.Code != CodeUnknownOrder {
-				t.Fatalf("cancel: %v, want unknown_order", err)
-			}
+			api.ServeHTTP(w, r)
+		}))
+		defer srv.Close()
+		self := strings.TrimPrefix(srv.URL, "http://")
+		be.move(self)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c := clMustNewClient(t, ClientConfig{Nodes: []string{srv.URL}, Token: "tok", Timeout: 5 * time.Second})
+		s, err := c.OpenOrderStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if s.upgraded() != up || !s.AtLeader() {
+			t.Fatalf("stream upgraded %v, at leader %v; want upgraded %v, at leader", s.upgraded(), s.AtLeader(), up)
+		}
+		be.move("127.0.0.1:1")
+		waitFor(t, "the stream to name the new leader", func() bool {
+			return !s.AtLeader() && s.Leader() == "http://127.0.0.1:1" && c.streamLeaderHint() == "http://127.0.0.1:1"
 		})
-	}
+		var ae *APIError
+		if _, err := s.Cancel(ctx, 1); !errors.As(err, &ae) || ae.Code != CodeUnknownOrder {
+			t.Fatalf("cancel after the notice: %v, want unknown_order", err)
+		}
+		be.move("")
+		be.move(self)
+		waitFor(t, "the stream to be at the leader again", func() bool { return s.AtLeader() })
+		if _, err := s.Cancel(ctx, 1); !errors.As(err, &ae) || ae.Code != CodeUnknownOrder {
+			t.Fatalf("cancel: %v, want unknown_order", err)
+		}
+	})
 }
 
 // An interval with no leader (an election) sends no notice, and neither
