@@ -1716,7 +1716,11 @@ func benchAction(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	setup, err := e.client() // validates --cluster and --insecure
+	setup, err := e.client() // validates --cluster, --insecure and the TLS flags
+	if err != nil {
+		return err
+	}
+	base, err := e.clientConfig()
 	if err != nil {
 		return err
 	}
@@ -1733,9 +1737,9 @@ func benchAction(cCtx *cli.Context) error {
 	}
 	ctx := cCtx.Context
 	newClient := func(token string) (*transport.Client, error) {
-		return transport.NewClient(transport.ClientConfig{
-			Nodes: e.cluster, Token: token, Timeout: min(transport.DefaultRequestTimeout, e.timeout), Deadline: e.timeout,
-		})
+		cfg := base
+		cfg.Token = token
+		return transport.NewClient(cfg)
 	}
 	return runBench(ctx, cfg, e.cluster, setup, newClient, e.out, e.errOut, e.json)
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/hats-trading/hats/transport"
 )
 
-const clusterFlagsNote = "Client flags (--cluster, --session, --insecure, --json, --timeout) may come before or after the subcommand; see 'hats cluster --help'."
+const clusterFlagsNote = "Client flags (--cluster, --session, --insecure, --tls-ca, --tls-cert, --tls-key, --json, --timeout) may come before or after the subcommand; see 'hats cluster --help'."
 
 func clusterCommand() *cli.Command {
 	return &cli.Command{

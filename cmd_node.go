@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +27,7 @@ import (
 
 // errPlaintext is returned when a server is asked to run without TLS and
 // without --insecure.
-var errPlaintext = errors.New("plaintext HTTP and Raft need --insecure (TLS settings arrive in a later release)")
+var errPlaintext = errors.New("plaintext HTTP and Raft need --insecure; for TLS give --tls-cert, --tls-key and --tls-ca (hats cert makes them)")
 
 func nodeFlags() []cli.Flag {
 	return []cli.Flag{
@@ -39,6 +40,10 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "http-advertise", Usage: "API address peers and clients use, when it differs from --http-addr", EnvVars: []string{"HATS_HTTP_ADVERTISE"}},
 		&cli.StringSliceFlag{Name: "join", Usage: "HTTP address(es) of any existing member", EnvVars: []string{"HATS_JOIN"}},
 		&cli.BoolFlag{Name: "insecure", Usage: "allow plaintext HTTP and Raft", EnvVars: []string{"HATS_INSECURE"}},
+		&cli.StringFlag{Name: "tls-cert", Usage: "PEM `FILE`: this node's certificate, naming the hosts of its --http-addr and --raft-addr (hats cert node); with --tls-key and --tls-ca, the API serves https and Raft runs mutual TLS", EnvVars: []string{"HATS_TLS_CERT"}},
+		&cli.StringFlag{Name: "tls-key", Usage: "PEM `FILE`: the private key of --tls-cert", EnvVars: []string{"HATS_TLS_KEY"}},
+		&cli.StringFlag{Name: "tls-ca", Usage: "PEM `FILE`: the CA that signs every node's (and operator's) certificate", EnvVars: []string{"HATS_TLS_CA"}},
+		&cli.StringFlag{Name: "gossip-key-file", Usage: "`FILE` holding a base64 AES key (16, 24 or 32 bytes; hats cert gossip-key) that encrypts and authenticates the gossip ring; the same on every node", EnvVars: []string{"HATS_GOSSIP_KEY_FILE"}},
 		&cli.DurationFlag{Name: "heartbeat-timeout", Value: node.DefaultHeartbeatTimeout, Usage: "Raft heartbeat timeout (failure detection)", EnvVars: []string{"HATS_HEARTBEAT_TIMEOUT"}},
 		&cli.DurationFlag{Name: "election-timeout", Value: node.DefaultElectionTimeout, Usage: "Raft election timeout", EnvVars: []string{"HATS_ELECTION_TIMEOUT"}},
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: node.DefaultSnapshotThreshold, Usage: "log entries between snapshots", EnvVars: []string{"HATS_SNAPSHOT_THRESHOLD"}},
@@ -108,8 +113,13 @@ func nodeCommand() *cli.Command {
 		Usage: "run a cluster member (bootstraps a new cluster unless --join is given or the data dir has state)",
 		Flags: nodeFlags(),
 		Action: func(c *cli.Context) error {
-			if !c.Bool("insecure") {
-				return errPlaintext
+			nodeTLS, err := nodeTLSFlags(c)
+			if err != nil {
+				return err
+			}
+			gossipKey, err := readGossipKey(c.String("gossip-key-file"))
+			if err != nil {
+				return err
 			}
 			for _, f := range []string{"id", "data-dir", "raft-addr", "http-addr"} {
 				if c.String(f) == "" {
@@ -137,6 +147,7 @@ func nodeCommand() *cli.Command {
 				StateCommitInterval: stateCommitInterval(c.Duration("state-commit-interval")), RaftLogStore: c.String("raft-log-store"),
 				NoEarlyAppend: !c.Bool("raft-early-append"),
 				SessionTTL:    c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
+				TLS: nodeTLS, GossipKey: gossipKey,
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -152,16 +163,76 @@ func nodeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "hats node %s serving API on %s, Raft on %s\n", cfg.ID, cfg.HTTPAddr, cfg.RaftAddr)
-			select {
-			case <-ctx.Done():
-			case err := <-rn.serveErr:
-				rn.stop()
-				return fmt.Errorf("API server: %w", err)
+			mode := "plaintext"
+			if nodeTLS != nil {
+				mode = "TLS"
 			}
-			return rn.stop()
+			fmt.Fprintf(os.Stderr, "hats node %s serving API on %s, Raft on %s (%s)\n", cfg.ID, cfg.HTTPAddr, cfg.RaftAddr, mode)
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-ctx.Done():
+					return rn.stop()
+				case err := <-rn.serveErr:
+					rn.stop()
+					return fmt.Errorf("API server: %w", err)
+				case <-hup:
+					reloadTLS(nodeTLS, logger)
+				}
+			}
 		},
 	}
+}
+
+// nodeTLSFlags loads --tls-cert, --tls-key and --tls-ca when any is given
+// (nil when none is); plaintext then needs --insecure, and TLS refuses it.
+func nodeTLSFlags(c *cli.Context) (*transport.NodeTLS, error) {
+	files := transport.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
+	if files == (transport.TLSFiles{}) {
+		if !c.Bool("insecure") {
+			return nil, errPlaintext
+		}
+		return nil, nil
+	}
+	if c.Bool("insecure") {
+		return nil, errors.New("--insecure and --tls-cert/--tls-key/--tls-ca exclude each other: pick plaintext or TLS")
+	}
+	return transport.LoadNodeTLS(files)
+}
+
+// reloadTLS re-reads the node's certificate, key and CA (on SIGHUP): new
+// connections use them, open ones keep what they were set up with.
+func reloadTLS(t *transport.NodeTLS, log *slog.Logger) {
+	if t == nil {
+		return
+	}
+	if err := t.Reload(); err != nil {
+		log.Error("TLS reload failed; keeping the old certificate", "err", err)
+		return
+	}
+	log.Info("TLS certificate, key and CA reloaded")
+}
+
+// readGossipKey reads --gossip-key-file: a base64 AES key of 16, 24 or 32
+// bytes. An empty path means no key.
+func readGossipKey(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key-file: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key-file %s: not base64: %w", path, err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("--gossip-key-file %s: key is %d bytes, want 16, 24 or 32", path, n)
+	}
+	return key, nil
 }
 
 // runningNode is a node plus its HTTP server.
@@ -184,6 +255,9 @@ func startNode(ctx context.Context, cfg node.Config, raftBind, httpBind string) 
 		return nil, fmt.Errorf("--raft-addr %s: %w", raftBind, err)
 	}
 	cfg.RaftListener = rln
+	if cfg.TLS != nil {
+		hln = cfg.TLS.Listener(hln, false)
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		hln.Close()

@@ -17,7 +17,7 @@ import (
 	"github.com/hats-trading/hats/transport"
 )
 
-const clientFlagsNote = "Client flags (--cluster, --session, --insecure, --json, --timeout) may come before or after the subcommand; see 'hats trade --help'."
+const clientFlagsNote = "Client flags (--cluster, --session, --insecure, --tls-ca, --tls-cert, --tls-key, --json, --timeout) may come before or after the subcommand; see 'hats trade --help'."
 
 func tradeCommand() *cli.Command {
 	cmd := &cli.Command{
@@ -320,6 +320,7 @@ func tradeLogin(cCtx *cli.Context) error {
 		Node:      lr.Node,
 		NodeAddr:  lr.NodeAddr,
 		Preferred: c.Preferred(),
+		TLSCA:     absPath(e.tlsFiles.CA),
 	}
 	if s.Username == "" {
 		s.Username = user

@@ -3,8 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -195,8 +200,124 @@ func Test_run_UsageErrorsExit2(t *testing.T) {
 func Test_run_PlaintextNeedsInsecure(t *testing.T) {
 	sess := filepath.Join(t.TempDir(), "s.json")
 	code, _, stderr := runHats(t, "", "cluster", "status", "--cluster", "127.0.0.1:1", "--session", sess)
-	if code == 0 || !strings.Contains(stderr, "plaintext HTTP needs --insecure (TLS arrives in a later release)") {
+	if code == 0 || !strings.Contains(stderr, "plaintext HTTP needs --insecure; for a cluster serving TLS pass --tls-ca FILE") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	// An explicit http:// address stays plaintext even with a CA.
+	ca := filepath.Join(t.TempDir(), "certs")
+	if code, _, stderr := runHats(t, "", "cert", "ca", "--dir", ca); code != 0 {
+		t.Fatal(stderr)
+	}
+	code, _, stderr = runHats(t, "", "cluster", "status", "--cluster", "http://127.0.0.1:1", "--tls-ca", filepath.Join(ca, "ca.crt"), "--session", sess)
+	if code == 0 || !strings.Contains(stderr, "plaintext HTTP needs --insecure") {
+		t.Fatalf("http:// with --tls-ca: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// Test_run_NodeTLSFlags: a node gets TLS from all three files or
+// plaintext from --insecure, never both and never half, and a gossip key
+// file must hold a base64 AES key; each refusal names the flag.
+func Test_run_NodeTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	for _, args := range [][]string{
+		{"cert", "ca", "--dir", certs},
+		{"cert", "node", "--dir", certs, "--name", "n1", "--host", "127.0.0.1"},
+	} {
+		if code, _, stderr := runHats(t, "", args...); code != 0 {
+			t.Fatalf("hats %q: %s", args, stderr)
+		}
+	}
+	short := filepath.Join(dir, "short.key")
+	if err := os.WriteFile(short, []byte("c2hvcnQ=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notB64 := filepath.Join(dir, "notb64.key")
+	if err := os.WriteFile(notB64, []byte("!!!\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"node", "--id", "n1", "--data-dir", filepath.Join(dir, "data"), "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2"}
+	cert, key, ca := filepath.Join(certs, "n1.crt"), filepath.Join(certs, "n1.key"), filepath.Join(certs, "ca.crt")
+	for _, tc := range []struct {
+		extra []string
+		want  string
+	}{
+		{nil, "plaintext HTTP and Raft need --insecure; for TLS give --tls-cert, --tls-key and --tls-ca"},
+		{[]string{"--tls-cert", cert}, "--tls-key is required with TLS"},
+		{[]string{"--tls-cert", cert, "--tls-key", key}, "--tls-ca is required with TLS"},
+		{[]string{"--tls-cert", cert, "--tls-key", ca, "--tls-ca", ca}, "--tls-cert " + cert + " with --tls-key " + ca},
+		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--insecure"}, "--insecure and --tls-cert/--tls-key/--tls-ca exclude each other"},
+		{[]string{"--insecure", "--gossip-key-file", short}, "key is 5 bytes, want 16, 24 or 32"},
+		{[]string{"--insecure", "--gossip-key-file", notB64}, "--gossip-key-file " + notB64 + ": not base64"},
+		{[]string{"--insecure", "--gossip-key-file", filepath.Join(dir, "nope")}, "--gossip-key-file:"},
+	} {
+		code, _, stderr := runHats(t, "", append(base, tc.extra...)...)
+		if code == 0 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("hats node %q: exit %d, stderr %q, want %q", tc.extra, code, stderr, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused node left a data dir behind: %v", err)
+	}
+}
+
+// Test_run_Cert: hats cert refuses what it cannot make sensibly and
+// never overwrites; what it makes verifies against its CA.
+func Test_run_Cert(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cert", "node", "--dir", dir, "--host", "127.0.0.1"}, "ca-cert:"},
+		{[]string{"cert", "ca", "--dir", dir, "--days", "0"}, "days: must be positive"},
+	} {
+		if code, _, stderr := runHats(t, "", tc.args...); code == 0 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("hats %q: exit %d, stderr %q, want %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if code, _, stderr := runHats(t, "", "cert", "ca", "--dir", dir); code != 0 {
+		t.Fatal(stderr)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cert", "node", "--dir", dir}, "host: pass --host"},
+		{[]string{"cert", "client", "--dir", dir, "--name", "ca"}, "name: must be a plain file name other than ca"},
+		{[]string{"cert", "client", "--dir", dir, "--name", "../x"}, "name: must be a plain file name"},
+	} {
+		if code, _, stderr := runHats(t, "", tc.args...); code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("hats %q: exit %d, stderr %q, want usage error %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if code, _, stderr := runHats(t, "", "cert", "node", "--dir", dir, "--name", "n1", "--host", "10.1.2.3,node1.example"); code != 0 {
+		t.Fatal(stderr)
+	}
+	if code, _, stderr := runHats(t, "", "cert", "node", "--dir", dir, "--name", "n1", "--host", "10.1.2.3"); code == 0 || !strings.Contains(stderr, "exists") {
+		t.Fatalf("second n1: exit %d, stderr %q", code, stderr)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	nodePEM, _ := os.ReadFile(filepath.Join(dir, "n1.crt"))
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("ca.crt holds no certificate")
+	}
+	b, _ := pem.Decode(nodePEM)
+	if b == nil {
+		t.Fatal("n1.crt holds no PEM")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"10.1.2.3", "node1.example"} {
+		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, DNSName: host}); err != nil {
+			t.Errorf("n1.crt for %s: %v", host, err)
+		}
+	}
+	if _, err := tls.LoadX509KeyPair(filepath.Join(dir, "n1.crt"), filepath.Join(dir, "n1.key")); err != nil {
+		t.Errorf("n1 key pair: %v", err)
 	}
 }
 

@@ -28,6 +28,19 @@ type session struct {
 	Node      string   `json:"node"`                // assigned Trading Server's ID
 	NodeAddr  string   `json:"node_addr,omitempty"` // its HTTP address
 	Preferred string   `json:"preferred,omitempty"` // last node that answered
+	TLSCA     string   `json:"tls_ca,omitempty"`    // --tls-ca at login, used while the cluster comes from here
+}
+
+// absPath makes a file named at login usable from any directory later;
+// "" stays "".
+func absPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // defaultSessionPath is <user config dir>/hats/session.json, or "" when the
@@ -102,7 +115,7 @@ func removeSession(path string) error {
 }
 
 // errPlaintextClient is the refusal to talk plain HTTP without --insecure.
-const errPlaintextClient = "plaintext HTTP needs --insecure (TLS arrives in a later release)"
+const errPlaintextClient = "plaintext HTTP needs --insecure; for a cluster serving TLS pass --tls-ca FILE (or https:// addresses)"
 
 // clientFlags are the flags of `hats trade` and `hats cluster`. They may be
 // written before or after the subcommand.
@@ -111,6 +124,9 @@ func clientFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cluster", Usage: "comma-separated HTTP `ADDR`s of any nodes (default: the logged-in session's cluster)"},
 		&cli.StringFlag{Name: "session", Value: defaultSessionPath(), Usage: "`FILE` keeping the login session (written with mode 0600)"},
 		&cli.BoolFlag{Name: "insecure", Usage: "allow plaintext HTTP"},
+		&cli.StringFlag{Name: "tls-ca", Usage: "PEM `FILE` of the CA that signed the nodes' certificates; host:port addresses then mean https (default for https:// addresses: the system's roots)"},
+		&cli.StringFlag{Name: "tls-cert", Usage: "PEM `FILE`: a client certificate from the cluster's CA, which join, remove and transfer-leadership need on a TLS cluster (hats cert client)"},
+		&cli.StringFlag{Name: "tls-key", Usage: "PEM `FILE`: the private key of --tls-cert"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON document on stdout instead of a table"},
 		&cli.DurationFlag{Name: "timeout", Value: transport.DefaultDeadline, Usage: "give up after `DURATION`, retries and failover included"},
 	)
@@ -127,6 +143,7 @@ type clientEnv struct {
 	cluster     []string
 	fromSession bool // cluster came from the session file
 	insecure    bool
+	tlsFiles    transport.TLSFiles
 	timeout     time.Duration
 	cCtx        *cli.Context
 }
@@ -138,6 +155,7 @@ func newClientEnv(cCtx *cli.Context) (*clientEnv, error) {
 		json:        cCtx.Bool("json"),
 		sessionPath: cCtx.String("session"),
 		insecure:    cCtx.Bool("insecure"),
+		tlsFiles:    transport.TLSFiles{CA: cCtx.String("tls-ca"), Cert: cCtx.String("tls-cert"), Key: cCtx.String("tls-key")},
 		timeout:     cCtx.Duration("timeout"),
 		cCtx:        cCtx,
 	}
@@ -154,6 +172,9 @@ func newClientEnv(cCtx *cli.Context) (*clientEnv, error) {
 	e.cluster = splitList(cCtx.String("cluster"))
 	if len(e.cluster) == 0 && e.sess != nil {
 		e.cluster, e.fromSession = e.sess.Cluster, true
+	}
+	if e.tlsFiles.CA == "" && e.sess != nil {
+		e.tlsFiles.CA = e.sess.TLSCA // the CA the session logged in with
 	}
 	return e, nil
 }
@@ -180,20 +201,40 @@ func (e *clientEnv) requireSession() error {
 	return nil
 }
 
-// client builds the API client for the command's cluster.
-func (e *clientEnv) client() (*transport.Client, error) {
+// clientConfig checks the command's cluster addresses against its TLS
+// and --insecure flags and returns the client settings they give (no
+// token).
+func (e *clientEnv) clientConfig() (transport.ClientConfig, error) {
 	if len(e.cluster) == 0 {
-		return nil, usageErrorf(e.cCtx, "cluster: pass --cluster ADDR[,ADDR...] (or set HATS_CLUSTER)")
-	}
-	for _, a := range e.cluster {
-		if !strings.HasPrefix(strings.ToLower(a), "https://") && !e.insecure {
-			return nil, usageErrorf(e.cCtx, errPlaintextClient)
-		}
+		return transport.ClientConfig{}, usageErrorf(e.cCtx, "cluster: pass --cluster ADDR[,ADDR...] (or set HATS_CLUSTER)")
 	}
 	cfg := transport.ClientConfig{
 		Nodes:    e.cluster,
 		Timeout:  min(transport.DefaultRequestTimeout, e.timeout),
 		Deadline: e.timeout,
+	}
+	if e.tlsFiles != (transport.TLSFiles{}) {
+		tc, err := transport.LoadClientTLS(e.tlsFiles)
+		if err != nil {
+			return transport.ClientConfig{}, err
+		}
+		cfg.TLS = tc
+	}
+	for _, a := range e.cluster {
+		lower := strings.ToLower(a)
+		plain := strings.HasPrefix(lower, "http://") || (cfg.TLS == nil && !strings.HasPrefix(lower, "https://"))
+		if plain && !e.insecure {
+			return transport.ClientConfig{}, usageErrorf(e.cCtx, errPlaintextClient)
+		}
+	}
+	return cfg, nil
+}
+
+// client builds the API client for the command's cluster.
+func (e *clientEnv) client() (*transport.Client, error) {
+	cfg, err := e.clientConfig()
+	if err != nil {
+		return nil, err
 	}
 	if e.sess != nil {
 		cfg.Token = e.sess.Token

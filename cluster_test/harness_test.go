@@ -4,8 +4,10 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -60,6 +62,9 @@ type Cluster struct {
 	Nodes []*TNode
 	// Tune adjusts each node's config before it starts.
 	Tune func(*node.Config)
+	// ClientTLS is what Client uses when the nodes serve TLS (set by
+	// the node configs' TLS, see tls_test.go).
+	ClientTLS *tls.Config
 }
 
 // freeAddr reserves a loopback port. The listener stays open until the
@@ -179,6 +184,9 @@ func (c *Cluster) startWith(tn *TNode, cfg node.Config) error {
 		return err
 	}
 	cfg.RaftListener = rln
+	if cfg.TLS != nil {
+		hln = cfg.TLS.Listener(hln, false)
+	}
 	if cfg.GossipAddr != "" {
 		release(cfg.GossipAddr) // memberlist binds UDP and TCP itself
 	}
@@ -197,6 +205,7 @@ func (c *Cluster) startWith(tn *TNode, cfg node.Config) error {
 		}
 		tn.api.ServeHTTP(w, r)
 	}))
+	tn.srv.ErrorLog = log.New(c.log, "http: ", 0) // failed TLS handshakes
 	go tn.srv.Serve(hln)
 	tn.alive = true
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -370,7 +379,7 @@ func (c *Cluster) Addrs(nodes ...*TNode) []string {
 // Client returns an API client for the given nodes (all when none given).
 func (c *Cluster) Client(nodes ...*TNode) *transport.Client {
 	c.t.Helper()
-	cl, err := transport.NewClient(transport.ClientConfig{Nodes: c.Addrs(nodes...), Timeout: 3 * time.Second, Deadline: 20 * time.Second})
+	cl, err := transport.NewClient(transport.ClientConfig{Nodes: c.Addrs(nodes...), Timeout: 3 * time.Second, Deadline: 20 * time.Second, TLS: c.ClientTLS})
 	if err != nil {
 		c.t.Fatal(err)
 	}

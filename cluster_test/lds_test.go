@@ -25,6 +25,14 @@ func gossipCluster(t *testing.T, n int) *Cluster {
 		}
 		cfg.GossipAddr = gossipAddrs[cfg.ID]
 	})
+	waitGossipHealthy(t, c, n)
+	return c
+}
+
+// waitGossipHealthy polls until every live node's LDS view shows n
+// healthy members.
+func waitGossipHealthy(t *testing.T, c *Cluster, n int) {
+	t.Helper()
 	Poll(t, 15*time.Second, "every LDS sees every node healthy", func() error {
 		for _, tn := range c.Live() {
 			healthy := 0
@@ -39,7 +47,6 @@ func gossipCluster(t *testing.T, n int) *Cluster {
 		}
 		return nil
 	})
-	return c
 }
 
 func assignments(tn *TNode) map[string]int64 {

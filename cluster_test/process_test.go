@@ -235,8 +235,11 @@ type Proc struct {
 	HTTPAddr string
 	Join     []string // HTTP addresses given with --join
 	Extra    []string // more flags, e.g. timing
-	stdout   string   // log file paths; every run appends
-	stderr   string
+	// HTTPS, when set, is how the harness reaches a node started with
+	// TLS flags in Extra (it then runs without --insecure).
+	HTTPS  *http.Client
+	stdout string // log file paths; every run appends
+	stderr string
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -248,7 +251,10 @@ type Proc struct {
 
 // Args is the command line (after the binary) of the node.
 func (p *Proc) Args() []string {
-	a := []string{"node", "--id", p.ID, "--data-dir", p.Dir, "--raft-addr", p.RaftAddr, "--http-addr", p.HTTPAddr, "--insecure"}
+	a := []string{"node", "--id", p.ID, "--data-dir", p.Dir, "--raft-addr", p.RaftAddr, "--http-addr", p.HTTPAddr}
+	if p.HTTPS == nil {
+		a = append(a, "--insecure")
+	}
 	for _, j := range p.Join {
 		a = append(a, "--join", j)
 	}
@@ -377,7 +383,7 @@ func (p *Proc) launch(wrap func(bin string, args []string) (string, []string)) e
 			return fmt.Errorf("exited with status %d before serving: %s", cmd.ProcessState.ExitCode(), strings.TrimSpace(out))
 		default:
 		}
-		if procGet(p.HTTPAddr, "/livez", nil) == nil {
+		if p.get("/livez", nil) == nil {
 			return nil
 		}
 		if time.Now().After(deadline) || i > 10000 {
@@ -617,7 +623,20 @@ var procHTTP = &http.Client{Timeout: 2 * time.Second}
 // procGet sends GET path to addr, in one attempt, and decodes a 200 answer
 // into out (when non-nil).
 func procGet(addr, path string, out any) error {
-	resp, err := procHTTP.Get("http://" + addr + path)
+	return getJSON(procHTTP, "http://"+addr, path, out)
+}
+
+// get is procGet for this node, over https when it serves TLS.
+func (p *Proc) get(path string, out any) error {
+	if p.HTTPS == nil {
+		return procGet(p.HTTPAddr, path, out)
+	}
+	return getJSON(p.HTTPS, "https://"+p.HTTPAddr, path, out)
+}
+
+func getJSON(hc *http.Client, base, path string, out any) error {
+	addr := base
+	resp, err := hc.Get(base + path)
 	if err != nil {
 		return err
 	}
@@ -641,7 +660,7 @@ func procGet(addr, path string, out any) error {
 // statusOf asks one node for its own status, in one attempt.
 func statusOf(p *Proc) (*transport.NodeStatus, error) {
 	var st transport.NodeStatus
-	if err := procGet(p.HTTPAddr, "/v1/status", &st); err != nil {
+	if err := p.get("/v1/status", &st); err != nil {
 		return nil, fmt.Errorf("%s: %w", p.ID, err)
 	}
 	return &st, nil
@@ -693,12 +712,12 @@ func (pc *ProcCluster) WaitReady() {
 	Poll(pc.t, procReadyTimeout, "every live node ready and listed", func() error {
 		pc.failOnCrash()
 		for _, p := range pc.Live() {
-			if err := procGet(p.HTTPAddr, "/readyz", nil); err != nil {
+			if err := p.get("/readyz", nil); err != nil {
 				return fmt.Errorf("%s: %w", p.ID, err)
 			}
 		}
 		var st transport.ClusterStatus
-		if err := procGet(leader.HTTPAddr, "/v1/cluster/status", &st); err != nil {
+		if err := leader.get("/v1/cluster/status", &st); err != nil {
 			return err
 		}
 		members := map[string]transport.NodeStatus{}
@@ -732,7 +751,7 @@ func (pc *ProcCluster) WaitSame() (hash string, index uint64) {
 			// A fresh hash: a cached one (up to 1 s old) can stay one
 			// Market Engine tick behind the applied index poll after poll.
 			var st transport.NodeStatus
-			if err := procGet(p.HTTPAddr, "/v1/status?fresh=true", &st); err != nil {
+			if err := p.get("/v1/status?fresh=true", &st); err != nil {
 				return fmt.Errorf("%s: %w", p.ID, err)
 			}
 			views = append(views, fmt.Sprintf("%s=%s@%d(applied %d)", p.ID, st.StateHash, st.HashIndex, st.AppliedIndex))

@@ -121,6 +121,9 @@ func (n *Node) startGossip() error {
 	if err != nil {
 		return err
 	}
+	if len(n.cfg.GossipKey) > 0 {
+		mc.SecretKey = n.cfg.GossipKey // memberlist checks the length
+	}
 	mc.Delegate = gossipDelegate{g}
 	mc.Events = gossipEvents{g}
 	g.ml, err = memberlist.Create(mc)

@@ -74,6 +74,16 @@ type Config struct {
 	RaftListener net.Listener       // optional pre-bound Raft listener
 	Dial         transport.DialFunc // optional dialer for Raft and peer calls
 
+	// TLS, when set, secures Raft with mutual TLS (both ends present a
+	// certificate from the cluster's CA, and a dialed peer's must name
+	// the host dialed) and makes calls to the other nodes' APIs over
+	// https with this node's certificate. The API listener is the
+	// caller's to wrap (TLS.Listener). nil: plaintext.
+	TLS *transport.NodeTLS
+	// GossipKey, when set, encrypts and authenticates the memberlist
+	// ring (AES-GCM; 16, 24 or 32 bytes, the same on every node).
+	GossipKey []byte
+
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -243,7 +253,7 @@ func newNode(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n = &Node{cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.ID), notify: make(chan bool, 1), done: make(chan struct{}), leaders: newLeaderWatch()}
-	n.peer = transport.NewPeer(cfg.ApplyTimeout, cfg.Dial)
+	n.peer = transport.NewPeer(cfg.ApplyTimeout, cfg.Dial, cfg.TLS)
 	if n.eng, err = newEngine(n, cfg.Feed); err != nil {
 		return nil, err
 	}
@@ -283,7 +293,12 @@ func newNode(cfg Config) (n *Node, err error) {
 			return nil, fmt.Errorf("%w: listen on --raft-addr %s: %v", ErrConfig, cfg.RaftAddr, err)
 		}
 	}
-	stream, err := transport.NewStreamLayer(ln, cfg.RaftAddr, cfg.Dial)
+	raftDial := cfg.Dial
+	if cfg.TLS != nil {
+		ln = cfg.TLS.Listener(ln, true)
+		raftDial = cfg.TLS.Dial(cfg.Dial)
+	}
+	stream, err := transport.NewStreamLayer(ln, cfg.RaftAddr, raftDial)
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("%w: --raft-addr: %v", ErrConfig, err)

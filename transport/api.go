@@ -32,13 +32,17 @@ const (
 	CodeNoLeader        = "no_leader"
 	CodeUnauthenticated = "unauthenticated"
 	CodeForbidden       = "forbidden"
-	CodeBadRequest      = "bad_request"
-	CodeBadJSON         = "malformed_json"
-	CodeBodyTooLarge    = "body_too_large"
-	CodeNotFound        = "not_found"
-	CodeUnavailable     = "unavailable"
-	CodeNodeIDInUse     = "node_id_in_use"
-	CodeInternal        = "internal"
+	// CodeClientCertRequired: an admin or internal endpoint of a node
+	// that serves TLS was called without a client certificate from the
+	// cluster's CA.
+	CodeClientCertRequired = "client_cert_required"
+	CodeBadRequest         = "bad_request"
+	CodeBadJSON            = "malformed_json"
+	CodeBodyTooLarge       = "body_too_large"
+	CodeNotFound           = "not_found"
+	CodeUnavailable        = "unavailable"
+	CodeNodeIDInUse        = "node_id_in_use"
+	CodeInternal           = "internal"
 	// CodeLeaderMoved is not an error: an order stream's notice, tagged
 	// "", that its node now names another leader (docs/api.md).
 	CodeLeaderMoved = "leader_moved"
@@ -89,7 +93,7 @@ func (e *APIError) Unwrap() error {
 		return ErrNoLeader
 	case CodeUnauthenticated:
 		return ErrUnauthenticated
-	case CodeForbidden:
+	case CodeForbidden, CodeClientCertRequired:
 		return ErrForbidden
 	case CodeNotFound:
 		return ErrNotFound

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -44,6 +45,10 @@ type ClientConfig struct {
 	// MaxAttempts caps the attempts of one call; 0 means only Deadline
 	// limits them.
 	MaxAttempts int
+	// TLS, when set, is used for https and makes "host:port" addresses
+	// (given, hinted or assigned) https (LoadClientTLS builds one). Without
+	// it they are https only if a configured node is an https:// URL.
+	TLS *tls.Config
 	// HTTPClient replaces the default client (whose dial, TLS handshake,
 	// response header and overall timeouts all derive from Timeout).
 	HTTPClient *http.Client
@@ -62,6 +67,7 @@ type Client struct {
 	assignedAddr string
 
 	hc          *http.Client
+	scheme      string // for addresses without one: "http" or "https"
 	timeout     time.Duration
 	deadline    time.Duration
 	maxAttempts int
@@ -158,6 +164,15 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		maxAttempts: cfg.MaxAttempts,
 		log:         cfg.Logger,
 		token:       cfg.Token,
+		scheme:      "http",
+	}
+	if cfg.TLS != nil {
+		c.scheme = "https"
+	}
+	for _, n := range cfg.Nodes {
+		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(n)), "https://") {
+			c.scheme = "https"
+		}
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultRequestTimeout
@@ -169,7 +184,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	for _, n := range cfg.Nodes {
-		u, err := NormalizeAddr(n)
+		u, err := c.normalize(n)
 		if err != nil {
 			return nil, err
 		}
@@ -181,16 +196,25 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c.preferred = c.nodes[0]
 	c.hc = cfg.HTTPClient
 	if c.hc == nil {
-		c.hc = newHTTPClient(c.timeout)
+		c.hc = newHTTPClient(c.timeout, cfg.TLS)
 	}
 	return c, nil
 }
 
-func newHTTPClient(timeout time.Duration) *http.Client {
+// normalize is NormalizeAddr with the client's scheme for bare addresses.
+func (c *Client) normalize(addr string) (string, error) {
+	if a := strings.TrimSpace(addr); a != "" && !strings.Contains(a, "://") {
+		addr = c.scheme + "://" + a
+	}
+	return NormalizeAddr(addr)
+}
+
+func newHTTPClient(timeout time.Duration, tlsConfig *tls.Config) *http.Client {
 	dial := min(timeout, 3*time.Second)
 	return &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{
+			TLSClientConfig:       tlsConfig,
 			DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   timeout,
 			ResponseHeaderTimeout: timeout,
@@ -229,7 +253,7 @@ func (c *Client) Token() string {
 // SetPreferred makes addr the first node tried, adding it to the node list
 // if it is new.
 func (c *Client) SetPreferred(addr string) error {
-	u, err := NormalizeAddr(addr)
+	u, err := c.normalize(addr)
 	if err != nil {
 		return err
 	}
@@ -354,7 +378,7 @@ func (c *Client) do(ctx context.Context, cl call) error {
 				}
 			}
 			if apiErr.Leader != "" {
-				if u, nerr := NormalizeAddr(apiErr.Leader); nerr == nil && u != node {
+				if u := leaderURL(apiErr.Leader, node); u != "" && u != node {
 					hint = u
 				}
 			}
@@ -622,7 +646,7 @@ func (c *Client) Register(ctx context.Context, req RegisterRequest) (*Account, e
 // SetAssigned records the Trading Server this session is assigned to and
 // makes it the preferred node.
 func (c *Client) SetAssigned(id, addr string) {
-	u, err := NormalizeAddr(addr)
+	u, err := c.normalize(addr)
 	if err != nil || id == "" {
 		return
 	}
@@ -772,7 +796,7 @@ func (c *Client) Status(ctx context.Context) (*NodeStatus, error) {
 
 // NodeStatusAt asks one node for its status, in one attempt.
 func (c *Client) NodeStatusAt(ctx context.Context, addr string) (*NodeStatus, error) {
-	u, err := NormalizeAddr(addr)
+	u, err := c.normalize(addr)
 	if err != nil {
 		return nil, err
 	}

@@ -43,7 +43,7 @@ func openForward(t *testing.T, addr, key string) *ForwardStream {
 	t.Helper()
 	// The open's context ends right after: the stream must outlive it.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	fs, err := NewPeer(5*time.Second, nil).OpenForwardStream(ctx, addr, key)
+	fs, err := NewPeer(5*time.Second, nil, nil).OpenForwardStream(ctx, addr, key)
 	cancel()
 	if err != nil {
 		t.Fatalf("open forward stream: %v", err)
@@ -131,7 +131,7 @@ func TestForwardStream_ErrorsAndKey(t *testing.T) {
 		}
 		return batch, nil
 	})
-	_, err := NewPeer(5*time.Second, nil).OpenForwardStream(context.Background(), addr, "wrong")
+	_, err := NewPeer(5*time.Second, nil, nil).OpenForwardStream(context.Background(), addr, "wrong")
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Status != 403 || ae.Code != CodeForbidden {
 		t.Fatalf("open with a wrong cluster key: %v, want a 403 %s", err, CodeForbidden)
@@ -187,7 +187,7 @@ func TestForwardStream_BreakAndClose(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("after the break: %v, want unavailable (not sent)", err)
 	}
-	_, err = NewPeer(2*time.Second, nil).OpenForwardStream(context.Background(), addr, "k1")
+	_, err = NewPeer(2*time.Second, nil, nil).OpenForwardStream(context.Background(), addr, "k1")
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("open on a closing server: %v, want unavailable", err)
 	}

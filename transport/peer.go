@@ -30,19 +30,25 @@ type Peer struct {
 	scheme string
 }
 
-// NewPeer returns a Peer whose requests each time out after timeout.
-func NewPeer(timeout time.Duration, dial DialFunc) *Peer {
+// NewPeer returns a Peer whose requests each time out after timeout. With
+// nodeTLS it calls the other nodes over https, verifying them against the
+// cluster's CA and presenting this node's certificate.
+func NewPeer(timeout time.Duration, dial DialFunc, nodeTLS *NodeTLS) *Peer {
 	tr := &http.Transport{
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: timeout,
 	}
-	if dial != nil {
-		tr.DialContext = dial
-	} else {
-		tr.DialContext = (&net.Dialer{Timeout: timeout}).DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: timeout}).DialContext
 	}
-	return &Peer{hc: &http.Client{Timeout: timeout, Transport: tr}, stream: &http.Client{Transport: tr}, scheme: "http"}
+	tr.DialContext = dial
+	scheme := "http"
+	if nodeTLS != nil {
+		tr.DialTLSContext = nodeTLS.Dial(dial)
+		scheme = "https"
+	}
+	return &Peer{hc: &http.Client{Timeout: timeout, Transport: tr}, stream: &http.Client{Transport: tr}, scheme: scheme}
 }
 
 // CloseIdle drops pooled connections (used when the leader changes).

@@ -117,6 +117,10 @@ func NewHTTPServer(h http.Handler) *http.Server {
 	}
 	if s, ok := h.(*Server); ok {
 		srv.RegisterOnShutdown(s.CloseStreams)
+		// net/http's own complaints (failed TLS handshakes from scanners
+		// or clients without the CA, malformed requests) go to the
+		// component's logger at debug level instead of raw stderr lines.
+		srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	}
 	return srv
 }
@@ -143,9 +147,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/account/profile", s.auth(s.profile))
 	m.HandleFunc("GET /v1/status", s.status)
 	m.HandleFunc("GET /v1/cluster/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.b.ClusterStatus(r.Context())) })
-	m.HandleFunc("POST /v1/cluster/join", s.join)
-	m.HandleFunc("POST /v1/cluster/remove", s.remove)
-	m.HandleFunc("POST /v1/cluster/transfer-leadership", s.transfer)
+	m.HandleFunc("POST /v1/cluster/join", clientCert(s.join))
+	m.HandleFunc("POST /v1/cluster/remove", clientCert(s.remove))
+	m.HandleFunc("POST /v1/cluster/transfer-leadership", clientCert(s.transfer))
 	m.HandleFunc("POST "+PathInternalApplyMany, s.internal(s.internalApply))
 	m.HandleFunc("POST "+PathInternalForwardStream, s.internal(s.forwardStream))
 	m.HandleFunc("GET "+PathInternalReadIndex, s.internal(s.internalReadIndex))
@@ -295,11 +299,27 @@ func (s *Server) auth(h authed) http.HandlerFunc {
 }
 
 func (s *Server) internal(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+	return clientCert(func(w http.ResponseWriter, r *http.Request) {
 		want := s.b.ClusterKey()
 		got := r.Header.Get(HeaderClusterKey)
 		if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1 {
 			writeError(w, &APIError{Status: 403, Code: CodeForbidden, Message: "internal endpoint: bad or missing cluster key"})
+			return
+		}
+		h(w, r)
+	})
+}
+
+// clientCert guards the endpoints that change the cluster or speak for a
+// node (join, remove, leadership transfer, the internal ones): on a node
+// serving TLS they need a client certificate its CA verified, which the
+// other nodes present and an operator passes with --tls-cert. Plaintext
+// (--insecure) cannot tell who calls; docs/operations.md says so.
+func clientCert(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && len(r.TLS.VerifiedChains) == 0 {
+			writeError(w, &APIError{Status: 403, Code: CodeClientCertRequired,
+				Message: r.URL.Path + ": needs a client certificate signed by the cluster's CA (--tls-cert and --tls-key)"})
 			return
 		}
 		h(w, r)

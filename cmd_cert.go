@@ -1,0 +1,174 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/hats-trading/hats/transport"
+)
+
+const day = 24 * time.Hour
+
+// certCommand makes the files a TLS cluster needs: a CA, a certificate
+// per node, client certificates for operators, and a gossip key. Keys are
+// written with mode 0600 and nothing is overwritten.
+func certCommand() *cli.Command {
+	dir := func() cli.Flag {
+		return &cli.StringFlag{Name: "dir", Value: "certs", Usage: "`DIR` the files are written to (created if missing)"}
+	}
+	caFlags := func() []cli.Flag {
+		return []cli.Flag{
+			&cli.StringFlag{Name: "ca-cert", Usage: "the CA certificate `FILE` (default DIR/ca.crt)"},
+			&cli.StringFlag{Name: "ca-key", Usage: "the CA key `FILE` (default DIR/ca.key)"},
+		}
+	}
+	return &cli.Command{
+		Name:  "cert",
+		Usage: "make TLS files: a CA, node and client certificates, a gossip key",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "ca",
+				Usage: "make a new cluster CA: DIR/ca.crt (give it to every node and client) and DIR/ca.key (keep it offline)",
+				Flags: withEnv(dir(), &cli.IntFlag{Name: "days", Value: 3650, Usage: "validity in days"}),
+				Action: func(c *cli.Context) error {
+					if err := exactArgs(c); err != nil {
+						return err
+					}
+					if c.Int("days") <= 0 {
+						return usageErrorf(c, "days: must be positive, got %d", c.Int("days"))
+					}
+					certPEM, keyPEM, err := transport.NewCA("HATS cluster CA", time.Now(), time.Duration(c.Int("days"))*day)
+					if err != nil {
+						return err
+					}
+					return writeCertFiles(c, c.String("dir"), "ca", certPEM, keyPEM)
+				},
+			},
+			{
+				Name:  "node",
+				Usage: "make a node certificate DIR/NAME.crt and key DIR/NAME.key (for --tls-cert and --tls-key), signed by the CA",
+				Flags: withEnv(append([]cli.Flag{
+					dir(),
+					&cli.StringFlag{Name: "name", Value: "node", Usage: "`NAME` of the files and the certificate's common name"},
+					&cli.StringFlag{Name: "host", Usage: "comma-separated IP addresses and DNS names the node is reached at (the hosts of its --http-addr and --raft-addr)"},
+					&cli.IntFlag{Name: "days", Value: 365, Usage: "validity in days"},
+				}, caFlags()...)...),
+				Action: func(c *cli.Context) error {
+					hosts := splitList(c.String("host"))
+					if len(hosts) == 0 {
+						return usageErrorf(c, "host: pass --host with the node's IP addresses or DNS names")
+					}
+					return issue(c, transport.CertNode, hosts)
+				},
+			},
+			{
+				Name:  "client",
+				Usage: "make a client certificate DIR/NAME.crt and key DIR/NAME.key for an operator (hats cluster --tls-cert/--tls-key), signed by the CA",
+				Flags: withEnv(append([]cli.Flag{
+					dir(),
+					&cli.StringFlag{Name: "name", Value: "operator", Usage: "`NAME` of the files and the certificate's common name"},
+					&cli.IntFlag{Name: "days", Value: 365, Usage: "validity in days"},
+				}, caFlags()...)...),
+				Action: func(c *cli.Context) error { return issue(c, transport.CertClient, nil) },
+			},
+			{
+				Name:  "gossip-key",
+				Usage: "make DIR/gossip.key, a random 32-byte key for --gossip-key-file (the same file on every node)",
+				Flags: withEnv(dir()),
+				Action: func(c *cli.Context) error {
+					if err := exactArgs(c); err != nil {
+						return err
+					}
+					key := make([]byte, 32)
+					if _, err := rand.Read(key); err != nil {
+						return err
+					}
+					path := filepath.Join(c.String("dir"), "gossip.key")
+					if err := writeNew(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+						return err
+					}
+					fmt.Fprintln(c.App.Writer, path)
+					return nil
+				},
+			},
+		},
+	}
+}
+
+// issue signs a certificate of kind with the CA named by the flags.
+func issue(c *cli.Context, kind transport.CertKind, hosts []string) error {
+	if err := exactArgs(c); err != nil {
+		return err
+	}
+	if c.Int("days") <= 0 {
+		return usageErrorf(c, "days: must be positive, got %d", c.Int("days"))
+	}
+	name, dir := c.String("name"), c.String("dir")
+	if name == "" || name == "ca" || filepath.Base(name) != name {
+		return usageErrorf(c, "name: must be a plain file name other than ca, got %q", name)
+	}
+	caCert, caKey := firstNonEmpty(c.String("ca-cert"), filepath.Join(dir, "ca.crt")), firstNonEmpty(c.String("ca-key"), filepath.Join(dir, "ca.key"))
+	certPEM, err := os.ReadFile(caCert)
+	if err != nil {
+		return fmt.Errorf("ca-cert: %w (make one with hats cert ca)", err)
+	}
+	keyPEM, err := os.ReadFile(caKey)
+	if err != nil {
+		return fmt.Errorf("ca-key: %w", err)
+	}
+	cert, key, err := transport.IssueCert(certPEM, keyPEM, kind, name, hosts, time.Now(), time.Duration(c.Int("days"))*day)
+	if err != nil {
+		return err
+	}
+	return writeCertFiles(c, dir, name, cert, key)
+}
+
+// writeCertFiles writes DIR/NAME.crt (0644) and DIR/NAME.key (0600),
+// refusing to replace either.
+func writeCertFiles(c *cli.Context, dir, name string, certPEM, keyPEM []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	certPath, keyPath := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	for _, p := range []string{certPath, keyPath} {
+		if _, err := os.Stat(p); err == nil {
+			return fmt.Errorf("%s exists; not replacing it (remove it first)", p)
+		}
+	}
+	if err := writeNew(keyPath, keyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := writeNew(certPath, certPEM, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.App.Writer, certPath)
+	fmt.Fprintln(c.App.Writer, keyPath)
+	return nil
+}
+
+// writeNew creates path with perm; an existing file is an error.
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s exists; not replacing it (remove it first)", path)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,193 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+)
+
+// ErrTLS reports TLS settings that cannot be used: a file that is missing
+// or unreadable, a key that does not match its certificate, a CA file
+// without a certificate, or half of a pair given without the other.
+var ErrTLS = errors.New("bad TLS settings")
+
+// TLSFiles names the PEM files of a TLS identity and the CA it trusts.
+type TLSFiles struct {
+	CA   string // CA certificate(s) that sign the cluster's certificates
+	Cert string // this party's certificate (a chain is fine)
+	Key  string // its private key
+}
+
+// NodeTLS is a node's TLS setup: one certificate and one CA, used as a
+// server (the API and Raft) and as a client (Raft dials and calls to the
+// other nodes' APIs). Every handshake reads the current certificate and
+// CA, so Reload takes effect for new connections without a restart.
+type NodeTLS struct {
+	files TLSFiles
+	cur   atomic.Pointer[tlsMaterial]
+}
+
+type tlsMaterial struct {
+	cert tls.Certificate
+	pool *x509.CertPool
+}
+
+// LoadNodeTLS reads a node's certificate, key and CA; all three are
+// required (the CA both verifies peers and is what they verify).
+func LoadNodeTLS(f TLSFiles) (*NodeTLS, error) {
+	for _, p := range []struct{ flag, path string }{{"--tls-cert", f.Cert}, {"--tls-key", f.Key}, {"--tls-ca", f.CA}} {
+		if p.path == "" {
+			return nil, fmt.Errorf("%w: %s is required with TLS (give --tls-cert, --tls-key and --tls-ca together)", ErrTLS, p.flag)
+		}
+	}
+	t := &NodeTLS{files: f}
+	if err := t.Reload(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Reload reads the files again. On an error the old material stays.
+func (t *NodeTLS) Reload() error {
+	cert, err := loadKeyPair(t.files.Cert, t.files.Key)
+	if err != nil {
+		return err
+	}
+	pool, err := loadCA(t.files.CA)
+	if err != nil {
+		return err
+	}
+	t.cur.Store(&tlsMaterial{cert: cert, pool: pool})
+	return nil
+}
+
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("%w: --tls-cert: %v", ErrTLS, err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("%w: --tls-key: %v", ErrTLS, err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("%w: --tls-cert %s with --tls-key %s: %v", ErrTLS, certFile, keyFile, err)
+	}
+	return cert, nil
+}
+
+func loadCA(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --tls-ca: %v", ErrTLS, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%w: --tls-ca %s holds no PEM certificate", ErrTLS, file)
+	}
+	return pool, nil
+}
+
+// serverConfig answers handshakes with the current certificate. With
+// requireClient every client must present a certificate the CA signed
+// (Raft); without it one is verified when given (the API, whose admin
+// and internal endpoints then check for it, RequireClientCert).
+func (t *NodeTLS) serverConfig(requireClient bool) *tls.Config {
+	auth := tls.VerifyClientCertIfGiven
+	if requireClient {
+		auth = tls.RequireAndVerifyClientCert
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"}, // order streams upgrade, and stay full duplex, on HTTP/1.1
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := t.cur.Load()
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				NextProtos:   []string{"http/1.1"},
+				Certificates: []tls.Certificate{m.cert},
+				ClientCAs:    m.pool,
+				ClientAuth:   auth,
+			}, nil
+		},
+	}
+}
+
+// Listener wraps ln so that what it accepts speaks TLS (the handshake
+// happens on the connection's first read or write, not in Accept).
+func (t *NodeTLS) Listener(ln net.Listener, requireClient bool) net.Listener {
+	return tls.NewListener(ln, t.serverConfig(requireClient))
+}
+
+// clientConfig verifies the server at serverName (a host name or an IP
+// literal, checked against the certificate's names) and presents this
+// node's certificate.
+func (t *NodeTLS) clientConfig(serverName string) *tls.Config {
+	m := t.cur.Load()
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		ServerName:   serverName,
+		RootCAs:      m.pool,
+		Certificates: []tls.Certificate{m.cert},
+	}
+}
+
+// Dial returns a dialer that dials with dial (a plain net.Dialer when nil)
+// and completes a TLS handshake, verifying that the peer's certificate
+// names the host dialed.
+func (t *NodeTLS) Dial(dial DialFunc) DialFunc {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		conn := tls.Client(raw, t.clientConfig(host))
+		if err := conn.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: raw.RemoteAddr(), Err: fmt.Errorf("TLS handshake: %w", err)}
+		}
+		return conn, nil
+	}
+}
+
+// LoadClientTLS builds the TLS settings of a client program: f.CA is the
+// CA that signed the nodes' certificates (empty: the system's roots);
+// f.Cert and f.Key, given together, are a client certificate, which the
+// admin endpoints (join, remove, leadership transfer) require when the
+// cluster runs TLS.
+func LoadClientTLS(f TLSFiles) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.CA != "" {
+		pool, err := loadCA(f.CA)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case f.Cert != "" && f.Key != "":
+		cert, err := loadKeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	case f.Cert != "":
+		return nil, fmt.Errorf("%w: --tls-cert needs --tls-key", ErrTLS)
+	case f.Key != "":
+		return nil, fmt.Errorf("%w: --tls-key needs --tls-cert", ErrTLS)
+	}
+	return cfg, nil
+}
