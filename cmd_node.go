@@ -121,6 +121,10 @@ func nodeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			join, err := joinAddrs(splitAddrs(c.StringSlice("join")), nodeTLS != nil)
+			if err != nil {
+				return err
+			}
 			for _, f := range []string{"id", "data-dir", "raft-addr", "http-addr"} {
 				if c.String(f) == "" {
 					return fmt.Errorf("--%s is required", f)
@@ -141,7 +145,7 @@ func nodeCommand() *cli.Command {
 				RaftAddr:         firstNonEmpty(c.String("raft-advertise"), c.String("raft-addr")),
 				HTTPAddr:         firstNonEmpty(c.String("http-advertise"), c.String("http-addr")),
 				GossipAddr:       c.String("gossip-addr"),
-				Join:             splitAddrs(c.StringSlice("join")),
+				Join:             join,
 				HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 				SnapshotThreshold: c.Uint64("snapshot-threshold"), JoinAttempts: c.Int("join-attempts"),
 				StateCommitInterval: stateCommitInterval(c.Duration("state-commit-interval")), RaftLogStore: c.String("raft-log-store"),
@@ -233,6 +237,30 @@ func readGossipKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("--gossip-key-file %s: key is %d bytes, want 16, 24 or 32", path, n)
 	}
 	return key, nil
+}
+
+// joinAddrs accepts --join members as HOST:PORT or as http(s):// URLs of
+// the node's own kind (nodes call each other the way they serve).
+func joinAddrs(addrs []string, tls bool) ([]string, error) {
+	want, other := "http://", "https://"
+	if tls {
+		want, other = other, want
+	}
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		lower := strings.ToLower(a)
+		if strings.HasPrefix(lower, other) {
+			return nil, fmt.Errorf("--join %s: this node runs %s, so its members are %s addresses", a, strings.TrimSuffix(want, "://"), want)
+		}
+		if strings.HasPrefix(lower, want) {
+			a = strings.TrimRight(a[len(want):], "/")
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("--join %s: want HOST:PORT: %w", a, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // runningNode is a node plus its HTTP server.

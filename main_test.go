@@ -250,6 +250,9 @@ func Test_run_NodeTLSFlags(t *testing.T) {
 		{[]string{"--insecure", "--gossip-key-file", short}, "key is 5 bytes, want 16, 24 or 32"},
 		{[]string{"--insecure", "--gossip-key-file", notB64}, "--gossip-key-file " + notB64 + ": not base64"},
 		{[]string{"--insecure", "--gossip-key-file", filepath.Join(dir, "nope")}, "--gossip-key-file:"},
+		{[]string{"--insecure", "--join", "https://127.0.0.1:3"}, "--join https://127.0.0.1:3: this node runs http, so its members are http:// addresses"},
+		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--join", "http://127.0.0.1:3"}, "this node runs https, so its members are https:// addresses"},
+		{[]string{"--insecure", "--join", "127.0.0.1"}, "--join 127.0.0.1: want HOST:PORT"},
 	} {
 		code, _, stderr := runHats(t, "", append(base, tc.extra...)...)
 		if code == 0 || !strings.Contains(stderr, tc.want) {
@@ -258,6 +261,17 @@ func Test_run_NodeTLSFlags(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a refused node left a data dir behind: %v", err)
+	}
+}
+
+func Test_joinAddrs(t *testing.T) {
+	got, err := joinAddrs([]string{"10.0.0.1:8080", "HTTPS://10.0.0.2:8080/", "https://[::1]:8080"}, true)
+	if err != nil || !reflect.DeepEqual(got, []string{"10.0.0.1:8080", "10.0.0.2:8080", "[::1]:8080"}) {
+		t.Fatalf("joinAddrs = %q, %v", got, err)
+	}
+	got, err = joinAddrs([]string{"http://10.0.0.1:8080"}, false)
+	if err != nil || !reflect.DeepEqual(got, []string{"10.0.0.1:8080"}) {
+		t.Fatalf("joinAddrs plaintext = %q, %v", got, err)
 	}
 }
 

@@ -66,7 +66,7 @@ func TestProcess_TLSCluster(t *testing.T) {
 	for _, id := range []string{"n1", "n2", "n3"} {
 		var join []string
 		for _, o := range nodes {
-			join = append(join, o.HTTPAddr)
+			join = append(join, "https://"+o.HTTPAddr) // URLs of the node's kind are fine too
 		}
 		p := NewProc(t, dir, id, join, append(procFast,
 			"--tls-cert", filepath.Join(certs, id+".crt"), "--tls-key", filepath.Join(certs, id+".key"), "--tls-ca", ca,
