@@ -16,7 +16,9 @@
 #
 # Environment: KEEP_DATA=1 (leave the data dirs), HATS_BIN (default: build ./hats), NODE_ARGS (extra flags
 # for every node), PORT_BASE (default 7100: HTTP 7101-3, Raft 7201-3,
-# gossip 7301-3), PPROF_BASE (serve Go profiles on PPROF_BASE+1..3).
+# gossip 7301-3), PPROF_BASE (serve Go profiles on PPROF_BASE+1..3), TLS=1
+# (hats cert makes a CA, node and operator certificates and a gossip key;
+# the nodes serve TLS and every client command uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${HATS_BIN:-}
@@ -33,6 +35,25 @@ cleanup() {
 	if [[ -n "${KEEP_DATA:-}" ]]; then echo "# data dirs kept in $DIR"; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
+
+# Plaintext, or TLS with files hats cert makes (one certificate per node).
+CLI_SEC=(--insecure) ADMIN_SEC=(--insecure) CURL_SEC=() SCHEME=http
+if [[ -n "${TLS:-}" ]]; then
+	C="$DIR/certs"
+	"$BIN" cert ca --dir "$C" >/dev/null
+	for i in 1 2 3; do "$BIN" cert node --dir "$C" --name "n$i" --host 127.0.0.1 >/dev/null; done
+	"$BIN" cert client --dir "$C" --name operator >/dev/null
+	"$BIN" cert gossip-key --dir "$C" >/dev/null
+	CLI_SEC=(--tls-ca "$C/ca.crt") ADMIN_SEC=(--tls-ca "$C/ca.crt" --tls-cert "$C/operator.crt" --tls-key "$C/operator.key")
+	CURL_SEC=(--cacert "$C/ca.crt") SCHEME=https
+fi
+node_sec() { # node_sec I: node nI's plaintext or TLS flags
+	if [[ -n "${TLS:-}" ]]; then
+		echo --tls-cert "$C/n$1.crt" --tls-key "$C/n$1.key" --tls-ca "$C/ca.crt" --gossip-key-file "$C/gossip.key"
+	else
+		echo --insecure
+	fi
+}
 
 cpu() { # utime+stime of a pid, in clock ticks
 	awk '{print $14+$15}' "/proc/$1/stat"
@@ -51,11 +72,11 @@ start_node() { # start_node I: (re)start node nI in the background
 	[[ -n "${PPROF_BASE:-}" ]] && join+=(--pprof-addr "127.0.0.1:$((PPROF_BASE + i))")
 	"$BIN" node --id "n$i" --data-dir "$DIR/n$i" --raft-addr "127.0.0.1:$((BASE + 100 + i))" \
 		--http-addr "127.0.0.1:$((BASE + i))" --gossip-addr "127.0.0.1:$((BASE + 200 + i))" \
-		--insecure ${NODE_ARGS:-} "${join[@]}" >>"$DIR/n$i.log" 2>&1 &
+		$(node_sec "$i") ${NODE_ARGS:-} "${join[@]}" >>"$DIR/n$i.log" 2>&1 &
 	PIDS[$((i - 1))]=$!
 	# wait for it to serve
 	for _ in $(seq 1 200); do
-		curl -fs "http://127.0.0.1:$((BASE + i))/v1/status" >/dev/null 2>&1 && break
+		curl -fs "${CURL_SEC[@]}" "$SCHEME://127.0.0.1:$((BASE + i))/v1/status" >/dev/null 2>&1 && break
 		sleep 0.05
 	done
 }
@@ -63,10 +84,10 @@ for i in 1 2 3; do start_node "$i"; done
 CLUSTER="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3))"
 # wait until all three are voters with a leader
 for _ in $(seq 1 200); do
-	"$BIN" cluster status --cluster "$CLUSTER" --insecure 2>/dev/null | grep -c voter | grep -q 3 && break
+	"$BIN" cluster status --cluster "$CLUSTER" "${CLI_SEC[@]}" 2>/dev/null | grep -c voter | grep -q 3 && break
 	sleep 0.1
 done
-echo "# cluster: 3 hats node processes on 127.0.0.1 (${NODE_ARGS:-default flags}), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted changes')"
+echo "# cluster: 3 hats node processes on 127.0.0.1 (${NODE_ARGS:-default flags}${TLS:+, TLS}), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted changes')"
 TCK=$(getconf CLK_TCK)
 for args in "$@"; do
 	echo
@@ -85,7 +106,7 @@ for args in "$@"; do
 		(
 			wait_load
 			sleep "$TRANSFER_LEADER_AFTER"
-			echo "# $(date -u +%T.%N | cut -c1-12) $("$BIN" cluster transfer-leadership --cluster "$CLUSTER" --insecure 2>&1)" >&2
+			echo "# $(date -u +%T.%N | cut -c1-12) $("$BIN" cluster transfer-leadership --cluster "$CLUSTER" "${ADMIN_SEC[@]}" 2>&1)" >&2
 		) &
 		killer=$!
 	elif [[ -n "${KILL_LEADER_AFTER:-}" ]]; then
@@ -95,7 +116,7 @@ for args in "$@"; do
 			# the node that says it leads in the highest term
 			best=0 bestterm=0
 			for i in 1 2 3; do
-				st=$(curl -fs -m 3 "http://127.0.0.1:$((BASE + i))/v1/status" 2>/dev/null) || continue
+				st=$(curl -fs -m 3 "${CURL_SEC[@]}" "$SCHEME://127.0.0.1:$((BASE + i))/v1/status" 2>/dev/null) || continue
 				term=$(grep -o '"term":[0-9]*' <<<"$st" | head -1 | cut -d: -f2)
 				if grep -q '"state":"Leader"' <<<"$st" && [[ ${term:-0} -gt $bestterm ]]; then
 					best=$i bestterm=$term
@@ -111,7 +132,7 @@ for args in "$@"; do
 	fi
 	# shellcheck disable=SC2086
 	/usr/bin/time -o "$DIR/bench.time" -f "# hats bench CPU s: %U user + %S sys" \
-		"$BIN" bench --cluster "$CLUSTER" --insecure $args >"$DIR/bench.out" 2>&1 || echo "# hats bench exited with status $?" >>"$DIR/bench.out"
+		"$BIN" bench --cluster "$CLUSTER" "${CLI_SEC[@]}" $args >"$DIR/bench.out" 2>&1 || echo "# hats bench exited with status $?" >>"$DIR/bench.out"
 	cat "$DIR/bench.out" "$DIR/bench.time"
 	rm -f "$DIR/bench.out"
 	if [[ -n "$killer" ]]; then
@@ -142,7 +163,7 @@ for args in "$@"; do
 	echo "$line"
 	line="# early appends sent/accepted/answering Raft's request so far:"
 	for k in 0 1 2; do
-		st=$(curl -fs -m 3 "http://127.0.0.1:$((BASE + k + 1))/v1/status" 2>/dev/null || true)
+		st=$(curl -fs -m 3 "${CURL_SEC[@]}" "$SCHEME://127.0.0.1:$((BASE + k + 1))/v1/status" 2>/dev/null || true)
 		line+=" n$((k + 1))"
 		sep=" "
 		for f in early_appends_sent early_appends_accepted early_answers; do
