@@ -121,6 +121,9 @@ func nodeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if nodeTLS != nil && gossipKey == nil && c.String("gossip-addr") != "" {
+				return errors.New("--gossip-addr with TLS needs --gossip-key-file: an unkeyed gossip ring would let anyone who reaches it pose as a member (hats cert gossip-key makes a key)")
+			}
 			join, err := joinAddrs(splitAddrs(c.StringSlice("join")), nodeTLS != nil)
 			if err != nil {
 				return err
@@ -163,6 +166,9 @@ func nodeCommand() *cli.Command {
 				}
 				defer closePprof()
 			}
+			hup := make(chan os.Signal, 1) // before the start, whose join may take a while
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			rn, err := startNode(ctx, cfg, c.String("raft-addr"), c.String("http-addr"))
 			if err != nil {
 				return err
@@ -172,9 +178,6 @@ func nodeCommand() *cli.Command {
 				mode = "TLS"
 			}
 			fmt.Fprintf(os.Stderr, "hats node %s serving API on %s, Raft on %s (%s)\n", cfg.ID, cfg.HTTPAddr, cfg.RaftAddr, mode)
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
 			for {
 				select {
 				case <-ctx.Done():
@@ -242,23 +245,28 @@ func readGossipKey(path string) ([]byte, error) {
 // joinAddrs accepts --join members as HOST:PORT or as http(s):// URLs of
 // the node's own kind (nodes call each other the way they serve).
 func joinAddrs(addrs []string, tls bool) ([]string, error) {
-	want, other := "http://", "https://"
+	want := "http"
 	if tls {
-		want, other = other, want
+		want = "https"
 	}
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
-		lower := strings.ToLower(a)
-		if strings.HasPrefix(lower, other) {
-			return nil, fmt.Errorf("--join %s: this node runs %s, so its members are %s addresses", a, strings.TrimSuffix(want, "://"), want)
+		hostPort := a
+		if strings.Contains(a, "://") {
+			u, err := transport.NormalizeAddr(a)
+			if err != nil {
+				return nil, fmt.Errorf("--join: %w", err)
+			}
+			scheme, rest, _ := strings.Cut(u, "://")
+			if scheme != want {
+				return nil, fmt.Errorf("--join %s: this node runs %s, so its members are %s:// addresses", a, want, want)
+			}
+			hostPort = rest
 		}
-		if strings.HasPrefix(lower, want) {
-			a = strings.TrimRight(a[len(want):], "/")
+		if _, _, err := net.SplitHostPort(hostPort); err != nil || strings.ContainsAny(hostPort, "/?#@") {
+			return nil, fmt.Errorf("--join %s: want HOST:PORT or %s://HOST:PORT", a, want)
 		}
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return nil, fmt.Errorf("--join %s: want HOST:PORT: %w", a, err)
-		}
-		out = append(out, a)
+		out = append(out, hostPort)
 	}
 	return out, nil
 }

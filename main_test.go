@@ -253,6 +253,8 @@ func Test_run_NodeTLSFlags(t *testing.T) {
 		{[]string{"--insecure", "--join", "https://127.0.0.1:3"}, "--join https://127.0.0.1:3: this node runs http, so its members are http:// addresses"},
 		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--join", "http://127.0.0.1:3"}, "this node runs https, so its members are https:// addresses"},
 		{[]string{"--insecure", "--join", "127.0.0.1"}, "--join 127.0.0.1: want HOST:PORT"},
+		{[]string{"--insecure", "--join", "http://127.0.0.1:3/v1"}, "--join: bad request: node address \"http://127.0.0.1:3/v1\" must be HOST:PORT"},
+		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--gossip-addr", "127.0.0.1:4"}, "--gossip-addr with TLS needs --gossip-key-file"},
 	} {
 		code, _, stderr := runHats(t, "", append(base, tc.extra...)...)
 		if code == 0 || !strings.Contains(stderr, tc.want) {

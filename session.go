@@ -28,7 +28,7 @@ type session struct {
 	Node      string   `json:"node"`                // assigned Trading Server's ID
 	NodeAddr  string   `json:"node_addr,omitempty"` // its HTTP address
 	Preferred string   `json:"preferred,omitempty"` // last node that answered
-	TLSCA     string   `json:"tls_ca,omitempty"`    // --tls-ca at login, used while the cluster comes from here
+	TLSCA     string   `json:"tls_ca,omitempty"`    // --tls-ca at login: the default --tls-ca unless --insecure is given
 }
 
 // absPath makes a file named at login usable from any directory later;
@@ -173,8 +173,8 @@ func newClientEnv(cCtx *cli.Context) (*clientEnv, error) {
 	if len(e.cluster) == 0 && e.sess != nil {
 		e.cluster, e.fromSession = e.sess.Cluster, true
 	}
-	if e.tlsFiles.CA == "" && e.sess != nil {
-		e.tlsFiles.CA = e.sess.TLSCA // the CA the session logged in with
+	if e.tlsFiles.CA == "" && e.sess != nil && !e.insecure {
+		e.tlsFiles.CA = e.sess.TLSCA // the CA the session logged in with, unless plaintext is asked for
 	}
 	return e, nil
 }

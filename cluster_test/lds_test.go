@@ -3,9 +3,13 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/hats-trading/hats/fsm"
 	"github.com/hats-trading/hats/node"
@@ -159,5 +163,78 @@ func Test_LDS_SpreadAndRedistribute(t *testing.T) {
 		return nil
 	})
 	t.Logf("after redistribution: %v", assignments(survivor))
+	c.EnsureSame()
+}
+
+// rogueMeta is a gossip delegate that advertises a made-up Trading Server.
+type rogueMeta struct{ meta []byte }
+
+func (d rogueMeta) NodeMeta(int) []byte               { return d.meta }
+func (rogueMeta) NotifyMsg([]byte)                    {}
+func (rogueMeta) GetBroadcasts(int, int) [][]byte     { return nil }
+func (rogueMeta) LocalState(bool) []byte              { return nil }
+func (rogueMeta) MergeRemoteState(buf []byte, _ bool) {}
+
+// Test_LDS_GossipDoesNotNameServers: a gossip member that is not a Raft
+// voter at the address the replicated state records gets no clients,
+// however healthy and idle it says it is. The rogue sorts before every
+// real node and claims no sessions, so the LDS would pick it first if it
+// believed gossip about who serves where.
+func Test_LDS_GossipDoesNotNameServers(t *testing.T) {
+	c := gossipCluster(t, 3)
+	var gossipAt string
+	for _, m := range c.Nodes[0].Node.Members() {
+		if m.ID == c.Nodes[0].ID {
+			gossipAt = m.GossipAddr
+		}
+	}
+	{
+		rogue := struct{ name, http string }{"a-rogue", "127.0.0.1:1"}
+		meta := fmt.Sprintf(`{"id":%q,"http":%q,"roles":["TS"],"raft":"Follower","healthy":true,"sessions":0,"rps":0}`, rogue.name, rogue.http)
+		mc := memberlist.DefaultLANConfig()
+		mc.Name, mc.BindAddr, mc.BindPort = rogue.name, "127.0.0.1", 0
+		mc.Logger = log.New(io.Discard, "", 0)
+		mc.Delegate = rogueMeta{[]byte(meta)}
+		ml, err := memberlist.Create(mc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ml.Shutdown()
+		if _, err := ml.Join([]string{gossipAt}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	Poll(t, 10*time.Second, "every LDS sees the rogue alive", func() error {
+		for _, tn := range c.Live() {
+			seen := false
+			for _, m := range tn.Node.Members() {
+				seen = seen || (m.ID == "a-rogue" && m.Healthy)
+			}
+			if !seen {
+				return fmt.Errorf("%s does not see a-rogue", tn.ID)
+			}
+		}
+		return nil
+	})
+	ctx := context.Background()
+	for i := range 6 {
+		cl := c.Client(c.Nodes[i%3])
+		name := fmt.Sprintf("gossip-victim%d", i)
+		if _, err := cl.Register(ctx, transport.RegisterRequest{Username: name, Password: "password-" + name}); err != nil {
+			t.Fatal(err)
+		}
+		lr, err := cl.Login(ctx, name, "password-"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lr.Node == "a-rogue" || lr.NodeAddr == "127.0.0.1:1" {
+			t.Fatalf("login %d assigned to the rogue gossip member: %+v", i, lr)
+		}
+		for _, s := range lr.Servers {
+			if s.ID == "a-rogue" {
+				t.Fatalf("login %d offers the rogue as a server: %+v", i, lr.Servers)
+			}
+		}
+	}
 	c.EnsureSame()
 }

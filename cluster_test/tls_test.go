@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -241,16 +242,33 @@ func Test_TLS_Cluster(t *testing.T) {
 		return nil
 	})
 
-	// Raft: a TLS client without a certificate is dropped in the handshake.
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", c.Leader().RaftAddr, c.ClientTLS.Clone())
-	if err == nil {
-		_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
-		_, _ = conn.Write([]byte{0})
-		_, err = conn.Read(make([]byte, 1))
-		conn.Close()
+	// Raft: a TLS client without a certificate, or with an operator's
+	// (client-only) certificate from the right CA, is dropped in the
+	// handshake.
+	operatorTLS := ca.clientTLS("raft-intruder")
+	operatorTLS.ServerName = "127.0.0.1"
+	for name, cfg := range map[string]*tls.Config{"no certificate": c.ClientTLS.Clone(), "an operator's certificate": operatorTLS} {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", c.Leader().RaftAddr, cfg)
+		if err == nil {
+			_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+			_, _ = conn.Write([]byte{0})
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Raft port with %s: %v, want the handshake refused", name, err)
+		}
 	}
-	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("Raft port with no client certificate: %v, want the handshake refused", err)
+	// Internal endpoints want a node's certificate, not an operator's.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.clientTLS("internal-intruder")}}
+	resp, err := hc.Post("https://"+c.Leader().HTTPAddr+transport.PathInternalApplyMany, "application/octet-stream", strings.NewReader(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), transport.CodeClientCertRequired) {
+		t.Fatalf("internal endpoint with an operator's certificate: %d %s, want 403 %s", resp.StatusCode, body, transport.CodeClientCertRequired)
 	}
 
 	// A node certified by another CA cannot join.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/hashicorp/raft"
 
@@ -18,30 +19,36 @@ import (
 
 // candidates are the Trading Servers a client may be assigned to: healthy
 // members of the gossip ring, or, without gossip, every Raft member with a
-// recorded HTTP address.
+// recorded HTTP address. Either way only Raft voters at the HTTP address
+// the replicated state records for them: a gossip member is believed
+// about its health, never about who it is or where clients should go.
 func (n *Node) candidates() []transport.Member {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	recorded := map[string]string{} // voter ID -> recorded HTTP address
+	_ = n.fsm.View(func(v *fsm.View) error {
+		for _, s := range f.Configuration().Servers {
+			if na, ok := v.Node(string(s.ID)); ok && na.HTTPAddr != "" && s.Suffrage == raft.Voter {
+				recorded[na.ID] = na.HTTPAddr
+			}
+		}
+		return nil
+	})
+	var out []transport.Member
 	if n.gossip != nil {
-		var out []transport.Member
 		for _, m := range n.Members() {
-			if m.Healthy && m.HTTPAddr != "" {
+			if m.Healthy && m.HTTPAddr != "" && recorded[m.ID] == m.HTTPAddr {
 				out = append(out, m)
 			}
 		}
 		return out
 	}
-	var out []transport.Member
-	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return nil
+	for id, addr := range recorded {
+		out = append(out, transport.Member{ID: id, HTTPAddr: addr, Health: "unknown", Healthy: true})
 	}
-	_ = n.fsm.View(func(v *fsm.View) error {
-		for _, s := range f.Configuration().Servers {
-			if na, ok := v.Node(string(s.ID)); ok && na.HTTPAddr != "" && s.Suffrage == raft.Voter {
-				out = append(out, transport.Member{ID: na.ID, HTTPAddr: na.HTTPAddr, Health: "unknown", Healthy: true})
-			}
-		}
-		return nil
-	})
+	slices.SortFunc(out, func(a, b transport.Member) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 

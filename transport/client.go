@@ -214,7 +214,7 @@ func newHTTPClient(timeout time.Duration, tlsConfig *tls.Config) *http.Client {
 	return &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{
-			TLSClientConfig:       tlsConfig,
+			TLSClientConfig:       tlsConfig.Clone(), // the transport writes NextProtos into it
 			DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   timeout,
 			ResponseHeaderTimeout: timeout,
@@ -647,8 +647,8 @@ func (c *Client) Register(ctx context.Context, req RegisterRequest) (*Account, e
 // makes it the preferred node.
 func (c *Client) SetAssigned(id, addr string) {
 	u, err := c.normalize(addr)
-	if err != nil || id == "" {
-		return
+	if err != nil || id == "" || (c.scheme == "https" && !strings.HasPrefix(u, "https://")) {
+		return // not an address, or a downgrade to plaintext: the token would travel in the clear
 	}
 	c.mu.Lock()
 	c.addNodeLocked(u)

@@ -147,9 +147,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/account/profile", s.auth(s.profile))
 	m.HandleFunc("GET /v1/status", s.status)
 	m.HandleFunc("GET /v1/cluster/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.b.ClusterStatus(r.Context())) })
-	m.HandleFunc("POST /v1/cluster/join", clientCert(s.join))
-	m.HandleFunc("POST /v1/cluster/remove", clientCert(s.remove))
-	m.HandleFunc("POST /v1/cluster/transfer-leadership", clientCert(s.transfer))
+	m.HandleFunc("POST /v1/cluster/join", clientCert(false, s.join))
+	m.HandleFunc("POST /v1/cluster/remove", clientCert(false, s.remove))
+	m.HandleFunc("POST /v1/cluster/transfer-leadership", clientCert(false, s.transfer))
 	m.HandleFunc("POST "+PathInternalApplyMany, s.internal(s.internalApply))
 	m.HandleFunc("POST "+PathInternalForwardStream, s.internal(s.forwardStream))
 	m.HandleFunc("GET "+PathInternalReadIndex, s.internal(s.internalReadIndex))
@@ -299,7 +299,7 @@ func (s *Server) auth(h authed) http.HandlerFunc {
 }
 
 func (s *Server) internal(h http.HandlerFunc) http.HandlerFunc {
-	return clientCert(func(w http.ResponseWriter, r *http.Request) {
+	return clientCert(true, func(w http.ResponseWriter, r *http.Request) {
 		want := s.b.ClusterKey()
 		got := r.Header.Get(HeaderClusterKey)
 		if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1 {
@@ -313,14 +313,22 @@ func (s *Server) internal(h http.HandlerFunc) http.HandlerFunc {
 // clientCert guards the endpoints that change the cluster or speak for a
 // node (join, remove, leadership transfer, the internal ones): on a node
 // serving TLS they need a client certificate its CA verified, which the
-// other nodes present and an operator passes with --tls-cert. Plaintext
-// (--insecure) cannot tell who calls; docs/operations.md says so.
-func clientCert(h http.HandlerFunc) http.HandlerFunc {
+// other nodes present and an operator passes with --tls-cert; with
+// nodeOnly (the internal endpoints) it must be a node's certificate, not
+// an operator's. Plaintext (--insecure) cannot tell who calls;
+// docs/operations.md says so.
+func clientCert(nodeOnly bool, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil && len(r.TLS.VerifiedChains) == 0 {
-			writeError(w, &APIError{Status: 403, Code: CodeClientCertRequired,
-				Message: r.URL.Path + ": needs a client certificate signed by the cluster's CA (--tls-cert and --tls-key)"})
-			return
+		if r.TLS != nil {
+			chains := r.TLS.VerifiedChains
+			if len(chains) == 0 || (nodeOnly && !IsNodeCert(chains[0][0])) {
+				want := "a client certificate signed by the cluster's CA (--tls-cert and --tls-key)"
+				if nodeOnly {
+					want = "a node certificate signed by the cluster's CA"
+				}
+				writeError(w, &APIError{Status: 403, Code: CodeClientCertRequired, Message: r.URL.Path + ": needs " + want})
+				return
+			}
 		}
 		h(w, r)
 	}

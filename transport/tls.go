@@ -62,18 +62,59 @@ func (t *NodeTLS) Reload() error {
 	if err != nil {
 		return err
 	}
+	if err := verifyNodeCert(cert, pool); err != nil {
+		return fmt.Errorf("%w: --tls-cert %s: %w", ErrTLS, t.files.Cert, err)
+	}
 	t.cur.Store(&tlsMaterial{cert: cert, pool: pool})
 	return nil
+}
+
+// verifyNodeCert checks that a node's own certificate chains to its CA
+// (with any intermediates it carries) and can serve as a node: a
+// misconfigured pair is caught at start or reload, not by every peer.
+func verifyNodeCert(cert tls.Certificate, pool *x509.CertPool) error {
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return err
+	}
+	inter := x509.NewCertPool()
+	for _, der := range cert.Certificate[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(c)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("not usable with --tls-ca: %w", err)
+	}
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil || !IsNodeCert(leaf) {
+			return errors.New("not a node certificate (a node serves and dials, so it needs both the server and the client auth usage; hats cert node makes one)")
+		}
+	}
+	return nil
+}
+
+// IsNodeCert reports whether a certificate the CA signed is a node's
+// rather than an operator's: only node certificates may serve, so only
+// they carry the server auth usage. Raft and the internal endpoints
+// accept nothing else.
+func IsNodeCert(c *x509.Certificate) bool {
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageServerAuth {
+			return true
+		}
+	}
+	return false
 }
 
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("%w: --tls-cert: %v", ErrTLS, err)
+		return tls.Certificate{}, fmt.Errorf("%w: --tls-cert: %w", ErrTLS, err)
 	}
 	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("%w: --tls-key: %v", ErrTLS, err)
+		return tls.Certificate{}, fmt.Errorf("%w: --tls-key: %w", ErrTLS, err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
@@ -85,7 +126,7 @@ func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 func loadCA(file string) (*x509.CertPool, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --tls-ca: %v", ErrTLS, err)
+		return nil, fmt.Errorf("%w: --tls-ca: %w", ErrTLS, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(data) {
@@ -95,9 +136,10 @@ func loadCA(file string) (*x509.CertPool, error) {
 }
 
 // serverConfig answers handshakes with the current certificate. With
-// requireClient every client must present a certificate the CA signed
-// (Raft); without it one is verified when given (the API, whose admin
-// and internal endpoints then check for it, RequireClientCert).
+// requireClient every client must present a node certificate the CA
+// signed (Raft); without it one is verified when given (the API, whose
+// admin and internal endpoints then check for it, clientCert in
+// server.go).
 func (t *NodeTLS) serverConfig(requireClient bool) *tls.Config {
 	auth := tls.VerifyClientCertIfGiven
 	if requireClient {
@@ -108,15 +150,28 @@ func (t *NodeTLS) serverConfig(requireClient bool) *tls.Config {
 		NextProtos: []string{"http/1.1"}, // order streams upgrade, and stay full duplex, on HTTP/1.1
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := t.cur.Load()
-			return &tls.Config{
+			cfg := &tls.Config{
 				MinVersion:   tls.VersionTLS12,
 				NextProtos:   []string{"http/1.1"},
 				Certificates: []tls.Certificate{m.cert},
 				ClientCAs:    m.pool,
 				ClientAuth:   auth,
-			}, nil
+			}
+			if requireClient {
+				cfg.VerifyConnection = requireNodePeer
+			}
+			return cfg, nil
 		},
 	}
+}
+
+// requireNodePeer refuses a verified client whose certificate is not a
+// node's (an operator's client certificate from the same CA).
+func requireNodePeer(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 || !IsNodeCert(cs.PeerCertificates[0]) {
+		return errors.New("hats: Raft peers must present a node certificate")
+	}
+	return nil
 }
 
 // Listener wraps ln so that what it accepts speaks TLS (the handshake

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -67,6 +68,26 @@ func TestLoadNodeTLSNamesTheBadSetting(t *testing.T) {
 	}
 	if _, err := LoadNodeTLS(good); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := LoadNodeTLS(TLSFiles{CA: good.CA + ".gone", Cert: good.Cert, Key: good.Key}); !errors.Is(err, ErrTLS) || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing CA file: %v, want ErrTLS and fs.ErrNotExist", err)
+	}
+	// A pair from another CA, and an operator's certificate, are refused
+	// at load, not by every peer later.
+	otherCert, otherKey := testCA(t)
+	foreign := writeIdentity(t, t.TempDir(), "n1", otherCert, otherKey)
+	if _, err := LoadNodeTLS(TLSFiles{CA: good.CA, Cert: foreign.Cert, Key: foreign.Key}); !errors.Is(err, ErrTLS) || !strings.Contains(err.Error(), "not usable with --tls-ca") {
+		t.Errorf("another CA's node certificate: %v", err)
+	}
+	opCert, opKey, err := IssueCert(caCert, caKey, CertClient, "op", nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := TLSFiles{CA: good.CA, Cert: filepath.Join(dir, "op.crt"), Key: filepath.Join(dir, "op.key")}
+	_ = os.WriteFile(op.Cert, opCert, 0o600)
+	_ = os.WriteFile(op.Key, opKey, 0o600)
+	if _, err := LoadNodeTLS(op); !errors.Is(err, ErrTLS) || !strings.Contains(err.Error(), "not a node certificate") {
+		t.Errorf("an operator's certificate as a node's: %v", err)
 	}
 }
 
@@ -227,6 +248,10 @@ func TestClientSchemeFollowsTLS(t *testing.T) {
 	c.SetAssigned("n2", "127.0.0.1:2")
 	if _, addr := c.Assigned(); addr != "https://127.0.0.1:2" {
 		t.Fatalf("assigned %s, want https", addr)
+	}
+	c.SetAssigned("n3", "http://127.0.0.1:4") // a downgrade: refused
+	if id, addr := c.Assigned(); id != "n2" || addr != "https://127.0.0.1:2" {
+		t.Fatalf("assigned %s at %s after an http:// assignment, want n2 at https://127.0.0.1:2", id, addr)
 	}
 	c, err = NewClient(ClientConfig{Nodes: []string{"https://127.0.0.1:1", "127.0.0.1:3"}})
 	if err != nil {
