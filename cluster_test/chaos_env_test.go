@@ -36,6 +36,11 @@ const (
 	chaosSampleEvery   = 100 * time.Millisecond
 )
 
+// chaosTLS (HATS_CHAOS_TLS=1) runs every scenario's cluster with TLS: the
+// API over https, mutual-TLS Raft, clients trusting the test CA. The
+// chaos network carries the TLS connections like any others.
+var chaosTLS = os.Getenv("HATS_CHAOS_TLS") != ""
+
 // chaosBaseSeed is the campaign seed: HATS_CHAOS_SEED, or the clock.
 var chaosBaseSeed = func() uint64 {
 	if s := os.Getenv("HATS_CHAOS_SEED"); s != "" {
@@ -161,6 +166,7 @@ type chaosEnv struct {
 	seed uint64
 	rng  *rand.Rand
 	net  *chaosNet
+	pki  *testPKI // with chaosTLS
 	c    *Cluster
 	opts chaosOpts
 	logs *chaosLogBuf
@@ -209,7 +215,12 @@ func newChaosEnv(t *testing.T, name string, opts chaosOpts) *chaosEnv {
 			t.Logf("last node/raft log lines:\n%s", strings.Join(e.logs.tail(), "\n"))
 		}
 	})
+	if chaosTLS {
+		e.pki = newTestPKI(t)
+		nw.tls = e.pki.clientTLS("chaos-operator") // the remove scenarios act as an operator
+	}
 	e.c = NewCluster(t, opts.Nodes, e.tune)
+	e.c.ClientTLS = nw.tls
 	t.Cleanup(func() { // runs before the harness's own Close
 		if e.wl != nil {
 			e.wl.Stop()
@@ -227,6 +238,9 @@ func newChaosEnv(t *testing.T, name string, opts chaosOpts) *chaosEnv {
 func (e *chaosEnv) tune(cfg *node.Config) {
 	e.net.AddNode(cfg.ID, cfg.RaftAddr, cfg.HTTPAddr)
 	cfg.Dial = e.net.Dialer(cfg.ID)
+	if e.pki != nil {
+		cfg.TLS = e.pki.nodeTLS(cfg.ID)
+	}
 	cfg.GossipAddr = "" // memberlist binds its own sockets: not routed through chaosNet
 	cfg.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg.RaftLogOut = e.logs
@@ -258,7 +272,7 @@ func (e *chaosEnv) clientWithin(name string, deadline time.Duration, nodes ...*T
 	e.t.Helper()
 	cl, err := transport.NewClient(transport.ClientConfig{
 		Nodes: e.c.Addrs(nodes...), Timeout: min(chaosClientTimeout, deadline), Deadline: deadline,
-		HTTPClient: e.net.HTTPClient(name, chaosClientTimeout),
+		HTTPClient: e.net.HTTPClient(name, chaosClientTimeout), TLS: e.net.tls,
 	})
 	if err != nil {
 		e.t.Fatal(err)

@@ -31,6 +31,7 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -74,6 +75,7 @@ func (s *chaosNetStats) String() string {
 
 // chaosNet is the fault-injecting network of one test cluster.
 type chaosNet struct {
+	tls     *tls.Config // what test clients trust with chaosTLS; nil: plaintext
 	mu      sync.Mutex
 	addrs   map[string]string             // real address -> node ID
 	cuts    map[chaosLink]map[string]bool // directed link -> reasons it is cut
@@ -412,6 +414,7 @@ func (n *chaosNet) HTTPClient(src string, timeout time.Duration) *http.Client {
 		Timeout: timeout,
 		Transport: &http.Transport{
 			DialContext:           n.Dialer(src),
+			TLSClientConfig:       n.tls.Clone(), // nil: plaintext
 			ResponseHeaderTimeout: timeout,
 			IdleConnTimeout:       30 * time.Second,
 			MaxIdleConnsPerHost:   4,

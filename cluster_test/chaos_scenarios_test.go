@@ -363,7 +363,7 @@ func chaosClientFailoverScenario(e *chaosEnv) {
 			nodes = append(nodes, e.node(id))
 		}
 		cl, err := transport.NewClient(transport.ClientConfig{Nodes: e.c.Addrs(nodes...), Timeout: 2 * time.Second, Deadline: 15 * time.Second,
-			HTTPClient: e.net.HTTPClient(name, 2*time.Second)})
+			HTTPClient: e.net.HTTPClient(name, 2*time.Second), TLS: e.net.tls})
 		if err != nil {
 			e.t.Fatal(err)
 		}
