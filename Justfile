@@ -63,7 +63,8 @@ fuzz time="60s":
 # Long randomized chaos campaign: in-process clusters behind the fault-
 # injecting network, random faults and scenarios under trading load, every
 # checker after each round. Writes tmp/chaos-report-<time>.md (see
-# docs/chaos.md). Replay a campaign with HATS_CHAOS_SEED=<seed>.
+# docs/chaos.md). Replay a campaign with HATS_CHAOS_SEED=<seed>; run it over
+# TLS with HATS_CHAOS_TLS=1 (HATS_CHAOS_TLS=1 just chaos 5m).
 chaos duration="30m":
     mkdir -p {{justfile_directory()}}/tmp
     HATS_CHAOS_DURATION={{duration}} HATS_CHAOS_REPORT={{justfile_directory()}}/tmp/chaos-report-$(date -u +%Y%m%dT%H%M%SZ).md go test -race -count=1 -timeout 24h -run '^TestChaos_LongCampaign$' -v ./cluster_test
