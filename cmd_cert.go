@@ -87,12 +87,12 @@ func certCommand() *cli.Command {
 					if err := exactArgs(c); err != nil {
 						return err
 					}
-					key := make([]byte, 32)
-					if _, err := rand.Read(key); err != nil {
+					key, err := newGossipKeyFile()
+					if err != nil {
 						return err
 					}
 					path := filepath.Join(c.String("dir"), "gossip.key")
-					if err := writeNew(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+					if err := writeNew(path, key, 0o600); err != nil {
 						return err
 					}
 					fmt.Fprintln(c.App.Writer, path)
@@ -101,6 +101,16 @@ func certCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// newGossipKeyFile is the contents of a new --gossip-key-file: 32 random
+// bytes in base64 and a newline.
+func newGossipKeyFile() ([]byte, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	return []byte(base64.StdEncoding.EncodeToString(key) + "\n"), nil
 }
 
 // issue signs a certificate of kind with the CA named by the flags.

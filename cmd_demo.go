@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/hats-trading/hats/node"
+	"github.com/hats-trading/hats/transport"
 )
 
 // demoPorts is remembered in the data dir so a demo restarted on the same
@@ -34,6 +35,7 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "data-dir", Usage: "keep the cluster's data here (default: a temporary dir removed on exit)", EnvVars: []string{"HATS_DATA_DIR"}},
 			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "number of nodes (1, 3 or 5)", EnvVars: []string{"HATS_NODES"}},
 			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error", EnvVars: []string{"HATS_LOG_LEVEL"}},
+			&cli.BoolFlag{Name: "tls", Usage: "run the nodes with TLS: a CA, node and operator certificates and a gossip key are made under DATA_DIR/certs (kept with --data-dir)", EnvVars: []string{"HATS_TLS"}},
 		},
 		Action: func(c *cli.Context) error {
 			tuneGC()
@@ -67,6 +69,12 @@ func demoCommand() *cli.Command {
 			for i := 0; i < count; i++ {
 				httpAddrs = append(httpAddrs, fmt.Sprintf("127.0.0.1:%d", ports.HTTP[i]))
 			}
+			var dt *demoTLSFiles
+			if c.Bool("tls") {
+				if dt, err = makeDemoTLS(filepath.Join(dir, "certs"), count); err != nil {
+					return fmt.Errorf("--tls: %w", err)
+				}
+			}
 			for i := 0; i < count; i++ {
 				cfg := node.Config{
 					ID:         fmt.Sprintf("n%d", i+1),
@@ -80,6 +88,12 @@ func demoCommand() *cli.Command {
 				if i > 0 {
 					cfg.Join = []string{httpAddrs[0]}
 				}
+				if dt != nil {
+					if cfg.TLS, err = transport.LoadNodeTLS(dt.node[i]); err != nil {
+						return err
+					}
+					cfg.GossipKey = dt.gossipKey
+				}
 				rn, err := startNode(ctx, cfg, cfg.RaftAddr, cfg.HTTPAddr)
 				if err != nil {
 					return fmt.Errorf("start %s: %w", cfg.ID, err)
@@ -89,12 +103,15 @@ func demoCommand() *cli.Command {
 			if err := waitReady(ctx, nodes, 15*time.Second); err != nil {
 				return err
 			}
+			security := "  export HATS_INSECURE=1\n"
+			if dt != nil {
+				security = fmt.Sprintf("  export HATS_TLS_CA=%s\n  # operator commands (transfer-leadership, remove) also take:\n  #   --tls-cert %s --tls-key %s\n", dt.ca, dt.operatorCert, dt.operatorKey)
+			}
 			fmt.Printf(`HATS demo: %d nodes on loopback, data in %s
 
   export HATS_CLUSTER=%s
-  export HATS_INSECURE=1
-
-In another terminal, after the two exports:
+%s
+In another terminal, after the exports:
   echo 'correct-horse' | hats trade register alice --password-stdin --name "Alice Doe"
   echo 'correct-horse' | hats trade login alice --password-stdin
   hats trade deposit 1000.00
@@ -102,7 +119,7 @@ In another terminal, after the two exports:
   hats cluster status
 
 Press Ctrl-C to stop the cluster.
-`, count, dir, strings.Join(httpAddrs, ","))
+`, count, dir, strings.Join(httpAddrs, ","), security)
 			select {
 			case <-ctx.Done():
 			case err := <-firstServeErr(nodes):
@@ -112,6 +129,59 @@ Press Ctrl-C to stop the cluster.
 			return nil
 		},
 	}
+}
+
+// demoTLSFiles are the files `hats demo --tls` runs with.
+type demoTLSFiles struct {
+	ca                        string
+	node                      []transport.TLSFiles
+	operatorCert, operatorKey string
+	gossipKey                 []byte
+}
+
+// makeDemoTLS makes (or, on a kept data dir, reuses) a CA, a certificate
+// per node for 127.0.0.1, an operator certificate and a gossip key in dir.
+func makeDemoTLS(dir string, count int) (*demoTLSFiles, error) {
+	dt := &demoTLSFiles{ca: filepath.Join(dir, "ca.crt"), operatorCert: filepath.Join(dir, "operator.crt"), operatorKey: filepath.Join(dir, "operator.key")}
+	now, year := time.Now(), 365*day
+	if _, err := os.Stat(dt.ca); errors.Is(err, os.ErrNotExist) {
+		caCert, caKey, err := transport.NewCA("HATS demo CA", now, year)
+		if err != nil {
+			return nil, err
+		}
+		files := map[string][]byte{dt.ca: caCert, filepath.Join(dir, "ca.key"): caKey}
+		for i := 1; i <= count; i++ {
+			cert, key, err := transport.IssueCert(caCert, caKey, transport.CertNode, fmt.Sprintf("n%d", i), []string{"127.0.0.1", "localhost"}, now, year)
+			if err != nil {
+				return nil, err
+			}
+			files[filepath.Join(dir, fmt.Sprintf("n%d.crt", i))], files[filepath.Join(dir, fmt.Sprintf("n%d.key", i))] = cert, key
+		}
+		cert, key, err := transport.IssueCert(caCert, caKey, transport.CertClient, "operator", nil, now, year)
+		if err != nil {
+			return nil, err
+		}
+		files[dt.operatorCert], files[dt.operatorKey] = cert, key
+		if files[filepath.Join(dir, "gossip.key")], err = newGossipKeyFile(); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		for path, data := range files {
+			if err := writeNew(path, data, 0o600); err != nil {
+				return nil, err
+			}
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	for i := 1; i <= count; i++ {
+		dt.node = append(dt.node, transport.TLSFiles{CA: dt.ca, Cert: filepath.Join(dir, fmt.Sprintf("n%d.crt", i)), Key: filepath.Join(dir, fmt.Sprintf("n%d.key", i))})
+	}
+	var err error
+	dt.gossipKey, err = readGossipKey(filepath.Join(dir, "gossip.key"))
+	return dt, err
 }
 
 func firstServeErr(nodes []*runningNode) <-chan error {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -187,4 +188,76 @@ func TestProcess_TLSCluster(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestProcess_DemoTLS: `hats demo --tls` makes its own CA and
+// certificates, serves TLS, and prints the exports that work; restarted on
+// the same --data-dir it reuses them (the saved session's CA stays valid).
+func TestProcess_DemoTLS(t *testing.T) {
+	dir := t.TempDir()
+	var cluster, caPath, caFirst string
+	for run := 1; run <= 2; run++ {
+		cluster, caPath = "", ""
+		out := filepath.Join(dir, fmt.Sprintf("demo%d.out", run))
+		f, err := os.Create(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(hatsBinary(t), "demo", "--tls", "--data-dir", filepath.Join(dir, "data"))
+		cmd.Env, cmd.Stdout, cmd.Stderr, cmd.SysProcAttr = hatsEnv(), f, f, procAttr()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procTrack(cmd)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		Poll(t, 30*time.Second, "the demo prints its exports", func() error {
+			b, _ := os.ReadFile(out)
+			for _, line := range strings.Split(string(b), "\n") {
+				if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+					switch k {
+					case "export HATS_CLUSTER":
+						cluster = v
+					case "export HATS_TLS_CA":
+						caPath = v
+					}
+				}
+			}
+			if cluster == "" || caPath == "" || strings.Contains(string(b), "HATS_INSECURE") {
+				return fmt.Errorf("no TLS exports yet: %q", b)
+			}
+			return nil
+		})
+		ca, err := os.ReadFile(caPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run == 1 {
+			caFirst = string(ca)
+		} else if string(ca) != caFirst {
+			t.Fatal("the restarted demo made a new CA instead of reusing its own")
+		}
+		env := hatsEnv("HATS_CLUSTER="+cluster, "HATS_TLS_CA="+caPath, "HATS_SESSION="+filepath.Join(dir, "session.json"))
+		Poll(t, 20*time.Second, "cluster status over TLS", func() error {
+			r := runHats(t, 20*time.Second, env, "", "cluster", "status", "--json")
+			var st transport.ClusterStatus
+			if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &st) != nil || st.Leader == "" || len(st.Nodes) != 3 {
+				return errors.New(r.String())
+			}
+			return nil
+		})
+		if r := runHats(t, 20*time.Second, hatsEnv("HATS_CLUSTER="+cluster, "HATS_INSECURE=1"), "", "cluster", "status"); r.Code == 0 {
+			t.Fatalf("plaintext status against the TLS demo: %s", r)
+		}
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("demo run %d exited with %v", run, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("demo run %d did not stop on SIGINT", run)
+		}
+		f.Close()
+	}
 }
