@@ -39,6 +39,7 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "raft-advertise", Usage: "Raft address peers dial, when it differs from --raft-addr", EnvVars: []string{"HATS_RAFT_ADVERTISE"}},
 		&cli.StringFlag{Name: "http-advertise", Usage: "API address peers and clients use, when it differs from --http-addr", EnvVars: []string{"HATS_HTTP_ADVERTISE"}},
 		&cli.StringSliceFlag{Name: "join", Usage: "HTTP address(es) of any existing member", EnvVars: []string{"HATS_JOIN"}},
+		&cli.StringFlag{Name: "restore", Usage: "start a NEW one-node cluster from a backup `FILE` (hats cluster backup) in an empty --data-dir; others then --join it", EnvVars: []string{"HATS_RESTORE"}},
 		&cli.BoolFlag{Name: "insecure", Usage: "allow plaintext HTTP and Raft", EnvVars: []string{"HATS_INSECURE"}},
 		&cli.StringFlag{Name: "tls-cert", Usage: "PEM `FILE`: this node's certificate, naming the hosts of its --http-addr and --raft-addr (hats cert node); with --tls-key and --tls-ca, the API serves https and Raft runs mutual TLS", EnvVars: []string{"HATS_TLS_CERT"}},
 		&cli.StringFlag{Name: "tls-key", Usage: "PEM `FILE`: the private key of --tls-cert", EnvVars: []string{"HATS_TLS_KEY"}},
@@ -154,7 +155,7 @@ func nodeCommand() *cli.Command {
 				StateCommitInterval: stateCommitInterval(c.Duration("state-commit-interval")), RaftLogStore: c.String("raft-log-store"),
 				NoEarlyAppend: !c.Bool("raft-early-append"),
 				SessionTTL:    c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
-				TLS: nodeTLS, GossipKey: gossipKey,
+				TLS: nodeTLS, GossipKey: gossipKey, Restore: c.String("restore"),
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()

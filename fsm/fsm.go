@@ -920,34 +920,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	out.Close()
 	// Validate before replacing anything.
-	check, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
-	if err != nil {
+	if err := validateStateFile(tmp, size, false); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("%w: not a state file: %v", ErrRestore, err)
-	}
-	verr := func() (err error) {
-		// bbolt asserts (panics) on pages that are inconsistent.
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("corrupt state file: %v", r)
-			}
-		}()
-		return check.View(func(tx *bolt.Tx) error {
-			// A truncated file has pages beyond its end; reading them
-			// through the mmap would kill the process with SIGBUS.
-			if size < tx.Size() {
-				return fmt.Errorf("truncated: %d bytes, state needs %d", size, tx.Size())
-			}
-			if tx.Bucket(bMeta) == nil {
-				return errors.New("no meta bucket")
-			}
-			return nil
-		})
-	}()
-	check.Close()
-	if verr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("%w: %v", ErrRestore, verr)
+		return fmt.Errorf("%w: %v", ErrRestore, err)
 	}
 
 	f.mu.Lock()
@@ -986,6 +961,44 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.log.Info("restored state from snapshot", "applied_index", f.applied.Load())
 	f.setApplied(f.applied.Load())
 	return nil
+}
+
+// validateStateFile checks that the file at path (size bytes) is a state
+// file bbolt can read in full: not truncated and with a meta bucket; deep
+// also has bbolt check every page and its free list.
+func validateStateFile(path string, size int64, deep bool) error {
+	check, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("not a state file: %v", err)
+	}
+	defer check.Close()
+	return func() (err error) {
+		// bbolt asserts (panics) on pages that are inconsistent.
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("corrupt state file: %v", r)
+			}
+		}()
+		return check.View(func(tx *bolt.Tx) error {
+			// A truncated file has pages beyond its end; reading them
+			// through the mmap would kill the process with SIGBUS.
+			if size < tx.Size() {
+				return fmt.Errorf("truncated: %d bytes, state needs %d", size, tx.Size())
+			}
+			if tx.Bucket(bMeta) == nil {
+				return errors.New("no meta bucket")
+			}
+			var first error
+			if deep {
+				for cerr := range tx.Check() { // drained: the checker owns tx until it closes
+					if first == nil {
+						first = fmt.Errorf("corrupt state file: %v", cerr)
+					}
+				}
+			}
+			return first
+		})
+	}()
 }
 
 // View runs fn on the local state as of the last applied entry: the

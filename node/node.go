@@ -84,6 +84,11 @@ type Config struct {
 	// ring (AES-GCM; 16, 24 or 32 bytes, the same on every node).
 	GossipKey []byte
 
+	// Restore, when set, is a backup file (GET /v1/cluster/backup) this
+	// node starts a NEW one-node cluster from, in a data dir without
+	// state; others then join it. See restore.go.
+	Restore string
+
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -202,6 +207,7 @@ type Node struct {
 	fwd    *forwarder
 	stream *transport.StreamLayer
 	gossip *gossip
+	snaps  *steppedSnapshots
 
 	readyTerm atomic.Uint64 // term in which this leader's barrier completed
 	// clusterKey caches the cluster key once it is applied: it is set by
@@ -269,6 +275,20 @@ func newNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
+	n.snaps = snaps
+	var restored fsm.BackupInfo
+	restoring := cfg.Restore != ""
+	if _, serr := os.Stat(filepath.Join(cfg.DataDir, "state.db")); restoring && serr == nil {
+		// The same command line again (a service restarting): the
+		// data dir already holds the restored cluster's state.
+		n.log.Warn("--restore ignored: the data dir already holds state", "backup", cfg.Restore)
+		restoring = false
+	}
+	if restoring {
+		if restored, err = restoreState(cfg); err != nil {
+			return nil, err
+		}
+	}
 	fo := fsm.DefaultOptions()
 	if cfg.StateCommitInterval != 0 {
 		fo.CommitInterval = max(cfg.StateCommitInterval, 0)
@@ -326,6 +346,20 @@ func newNode(cfg Config) (n *Node, err error) {
 	n.hasState, err = raft.HasExistingState(n.store, n.store, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("inspect raft state: %w", err)
+	}
+	switch {
+	case restoring:
+		if n.hasState {
+			return nil, fmt.Errorf("%w: --restore: the data dir already holds Raft state", ErrConfig)
+		}
+		if err := n.seedSnapshot(restored); err != nil {
+			return nil, err
+		}
+		n.hasState = true
+	case !n.hasState && n.fsm.AppliedIndex() > 0:
+		// Bootstrapping (or joining) would replay a new log from index 1
+		// into state that skips every entry up to its own index.
+		return nil, fmt.Errorf("%w: state.db holds state at index %d but there is no Raft state beside it (an interrupted --restore, or a copied state file): empty the data dir and restore again, or join with an empty one", ErrConfig, n.fsm.AppliedIndex())
 	}
 	// Replication reads back the entries the leader has just written; the
 	// cache answers those from memory instead of a read from the WAL per

@@ -150,6 +150,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/cluster/join", clientCert(false, s.join))
 	m.HandleFunc("POST /v1/cluster/remove", clientCert(false, s.remove))
 	m.HandleFunc("POST /v1/cluster/transfer-leadership", clientCert(false, s.transfer))
+	m.HandleFunc("GET "+PathBackup, clientCert(false, s.backup))
 	m.HandleFunc("POST "+PathInternalApplyMany, s.internal(s.internalApply))
 	m.HandleFunc("POST "+PathInternalForwardStream, s.internal(s.forwardStream))
 	m.HandleFunc("GET "+PathInternalReadIndex, s.internal(s.internalReadIndex))
