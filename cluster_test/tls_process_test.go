@@ -133,6 +133,16 @@ func TestProcess_TLSCluster(t *testing.T) {
 		t.Fatalf("transfer with the operator's certificate: %s", r)
 	}
 
+	// A backup over TLS is an operator's too.
+	backup := filepath.Join(dir, "tls.backup")
+	if r := hats("", "cluster", "backup", "--out", backup, "--tls-ca", ca); r.Code == 0 || !strings.Contains(r.Stderr, "client certificate") {
+		t.Fatalf("backup without a client certificate: %s", r)
+	}
+	if r := hats("", "cluster", "backup", "--out", backup, "--tls-ca", ca,
+		"--tls-cert", filepath.Join(certs, "operator.crt"), "--tls-key", filepath.Join(certs, "operator.key")); r.Code != 0 || !strings.Contains(r.Stdout, "backup of") {
+		t.Fatalf("backup with the operator's certificate: %s", r)
+	}
+
 	// Rotation: n1 gets a new certificate in the same files and SIGHUP.
 	served := func() string {
 		t.Helper()
