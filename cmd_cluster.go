@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -239,11 +240,12 @@ func clusterBackup(cCtx *cli.Context) error {
 	if addr == "" {
 		return fmt.Errorf("no node %q to back up (leader %q)", want, st.Leader)
 	}
-	tmp := out + ".partial"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(out), filepath.Base(out)+".partial-*")
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the link below, only the name goes
 	got, err := c.Backup(ctx, addr, f)
 	if err == nil {
 		err = f.Sync()
@@ -255,20 +257,27 @@ func clusterBackup(cCtx *cli.Context) error {
 	if err == nil {
 		info, err = fsm.InspectBackup(tmp)
 	}
-	if err == nil && (info.AppliedIndex == 0 || info.AppliedIndex > got.Index) {
+	if err == nil && (info.AppliedIndex == 0 || info.AppliedIndex != got.Index) {
 		err = fmt.Errorf("backup from %s claims index %d but holds state at %d", got.Node, got.Index, info.AppliedIndex)
 	}
 	if err == nil {
-		err = os.Rename(tmp, out)
+		// A link, not a rename: it fails instead of replacing a file
+		// that appeared at --out meanwhile.
+		if err = os.Link(tmp, out); err != nil {
+			err = fmt.Errorf("--out: %w", err)
+		}
 	}
 	if err != nil {
-		os.Remove(tmp)
 		return err
 	}
-	view := map[string]any{"file": out, "node": got.Node, "raft_index": got.Index, "raft_term": got.Term,
-		"applied_index": info.AppliedIndex, "accounts": info.Accounts, "bytes": info.Bytes}
+	if d, derr := os.Open(filepath.Dir(out)); derr == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	view := map[string]any{"file": out, "node": got.Node, "applied_index": info.AppliedIndex,
+		"accounts": info.Accounts, "bytes": info.Bytes}
 	return e.emit(view, func(w io.Writer) {
-		fmt.Fprintf(w, "backup of %s at index %d (term %d): %d accounts, %d bytes in %s\n", got.Node, info.AppliedIndex, got.Term, info.Accounts, info.Bytes, out)
+		fmt.Fprintf(w, "backup of %s at index %d: %d accounts, %d bytes in %s\n", got.Node, info.AppliedIndex, info.Accounts, info.Bytes, out)
 	})
 }
 

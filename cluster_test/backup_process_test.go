@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,7 +11,8 @@ import (
 // (never over an existing file); after the whole cluster is gone, `hats
 // node --restore FILE` on an empty data dir starts a new cluster from it,
 // two fresh nodes join it, and the trader logs in with the old password
-// and finds the old balance.
+// and finds the balance the survivor of a lost quorum held, including a
+// deposit made after the cluster's only earlier snapshot.
 func TestCLI_BackupRestore(t *testing.T) {
 	pc := NewProcCluster(t, 3)
 	e := newCLIEnv(t, pc)
@@ -31,12 +31,16 @@ func TestCLI_BackupRestore(t *testing.T) {
 	if r := e.run("", "cluster", "backup", "--out", file); r.Code == 0 || !strings.Contains(r.Stderr, "exists") {
 		t.Fatalf("a second backup over the first: %s", r)
 	}
-	if _, err := os.Stat(file + ".partial"); !os.IsNotExist(err) {
-		t.Fatalf("a partial file was left behind: %v", err)
+	if left, _ := filepath.Glob(file + ".partial*"); len(left) > 0 {
+		t.Fatalf("partial files left behind: %v", left)
 	}
-	// Quorum lost for good: two nodes die; the survivor, which can commit
-	// nothing, still serves a backup of what it applied, and that is the
-	// one restored below.
+	// A write after the first backup: the one restored below must have it.
+	e.ok("", "trade", "deposit", "5.00")
+
+	// Quorum lost for good: two nodes die; the survivor restarts (so it
+	// has applied nothing since it started, and Raft would call its state
+	// not new), can commit nothing, and still serves a backup of all it
+	// holds. That backup is the one restored below.
 	pc.WaitSame()
 	leader := pc.Leader()
 	survivor := pc.Nodes[0]
@@ -48,6 +52,8 @@ func TestCLI_BackupRestore(t *testing.T) {
 			p.Kill()
 		}
 	}
+	survivor.Kill()
+	survivor.Restart()
 	lost := filepath.Join(t.TempDir(), "survivor.backup")
 	env := hatsEnv("HATS_CLUSTER="+survivor.HTTPAddr, "HATS_INSECURE=1")
 	if r := runHats(t, cliTimeout, env, "", "cluster", "backup", "--node", survivor.ID, "--out", lost); r.Code != 0 {
@@ -65,7 +71,7 @@ func TestCLI_BackupRestore(t *testing.T) {
 	fresh.AddNode()
 	e2 := newCLIEnv(t, fresh)
 	e2.ok("vault-pass-1\n", "trade", "login", "dora", "--password-stdin")
-	wantField(t, e2.okJSON("", "trade", "account", "--consistency", "linearizable"), "cash", "250.00")
+	wantField(t, e2.okJSON("", "trade", "account", "--consistency", "linearizable"), "cash", "255.00")
 	e2.ok("", "trade", "deposit", "1.00")
 	fresh.WaitSame()
 }

@@ -67,6 +67,7 @@ func Test_BackupRestore(t *testing.T) {
 		}
 	}()
 	follower := old.Followers()[0]
+	before := follower.Node.FSM().AppliedIndex()
 	file := filepath.Join(t.TempDir(), "hats.backup")
 	f, err := os.Create(file)
 	if err != nil {
@@ -85,7 +86,7 @@ func Test_BackupRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Node != follower.ID || info.AppliedIndex == 0 || info.AppliedIndex > got.Index || info.Accounts < 2 || info.Bytes != got.Bytes {
+	if got.Node != follower.ID || info.AppliedIndex < before || info.AppliedIndex != got.Index || info.Accounts < 2 || info.Bytes != got.Bytes {
 		t.Fatalf("backup %+v, inspected %+v", got, info)
 	}
 	old.Close()
@@ -159,6 +160,25 @@ func Test_BackupRestore(t *testing.T) {
 	if _, err := ncl.Deposit(ctx, "10.00", ""); err != nil {
 		t.Fatalf("a write after n1 restarted with --restore still set: %v", err)
 	}
+	fresh.WaitReady()
+
+	// A restore into a data dir that holds Raft state (here n2's, its
+	// state file lost) is refused before it writes anything; n2 then
+	// starts as itself and catches up from the cluster.
+	n2 := fresh.Nodes[1]
+	fresh.Stop(n2)
+	if err := os.Remove(filepath.Join(n2.Dir, "state.db")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fresh.Config(n2, nil)
+	cfg.Restore = file
+	if err := fresh.startWith(n2, cfg); err == nil || !errors.Is(err, node.ErrConfig) {
+		t.Fatalf("restore over n2's Raft state: %v, want ErrConfig", err)
+	}
+	if _, err := os.Stat(filepath.Join(n2.Dir, "state.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused restore left a state file behind: %v", err)
+	}
+	fresh.Restart(n2)
 	fresh.WaitReady()
 
 	// An interrupted restore (state.db written, no Raft state yet) is

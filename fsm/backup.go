@@ -79,6 +79,7 @@ func RestoreBackup(src, dst string) (BackupInfo, error) {
 		return BackupInfo{}, fmt.Errorf("%w: %s exists; restore into a new data dir", ErrBackup, dst)
 	}
 	tmp := dst + ".restore"
+	_ = os.Remove(tmp) // ours, left by a restore that died
 	if err := copyFileSynced(src, tmp); err != nil {
 		return BackupInfo{}, fmt.Errorf("%w: copy: %w", ErrBackup, err)
 	}

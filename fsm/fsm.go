@@ -847,27 +847,36 @@ func (f *FSM) applyBatch(logs []*raft.Log) (resps []interface{}, syncCommit bool
 // stored applied index is never behind a snapshot (the Raft log never
 // drops an entry the state file still needs).
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	snap, _, err := f.SnapshotAt()
+	return snap, err
+}
+
+// SnapshotAt is Snapshot from any goroutine (a backup), with the applied
+// index the snapshot's state is at: taken while the apply loop is held
+// off, so no entry can land between the two.
+func (f *FSM) SnapshotAt() (raft.FSMSnapshot, uint64, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	s := &snapshot{ready: make(chan struct{})}
 	f.txMu.Lock()
+	index := f.applied.Load()
 	f.freezeLocked()
 	if n := len(f.frozen); n > 0 {
 		f.frozen[n-1].snaps = append(f.frozen[n-1].snaps, s)
 		f.txMu.Unlock()
-		return s, nil
+		return s, index, nil
 	}
 	f.txMu.Unlock()
 	tx, err := f.db.Begin(false)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
+		return nil, 0, fmt.Errorf("snapshot: %w", err)
 	}
 	s.tx = tx
 	close(s.ready)
-	return s, nil
+	return s, index, nil
 }
 
 type snapshot struct {

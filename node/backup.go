@@ -4,42 +4,41 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/hashicorp/raft"
+	"io"
 
 	"github.com/hats-trading/hats/transport"
 )
 
 // Backup implements transport.BackupSource: this node's state as of its
-// applied index, read from a Raft snapshot taken for the purpose (or the
-// newest one, when nothing was applied since). A snapshot is the state
-// file at one index, written while applying goes on (fsm.Snapshot), so a
-// backup costs the cluster no pause; it also lets Raft compact its log,
-// as a scheduled snapshot would.
+// applied index, streamed from a state machine snapshot (fsm.SnapshotAt:
+// the active layer frozen while applying is held off, then the state file
+// read in one bbolt read transaction once that layer is in it). Applying
+// goes on meanwhile; no Raft snapshot is taken, so no leader or quorum is
+// needed (the survivor of a lost quorum can give one) and the backup is
+// never older than what this node has applied. The size is not known
+// ahead; a failure mid-stream reaches the reader as an error.
 func (n *Node) Backup(ctx context.Context) (*transport.Backup, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f := n.raft.Snapshot()
-	err := f.Error()
-	switch {
-	case err == nil:
-		meta, rc, err := f.Open()
-		if err != nil {
-			return nil, fmt.Errorf("%w: open the backup snapshot: %v", transport.ErrUnavailable, err)
-		}
-		return &transport.Backup{Node: n.cfg.ID, Index: meta.Index, Term: meta.Term, Size: meta.Size, Body: rc}, nil
-	case errors.Is(err, raft.ErrNothingNewToSnapshot):
-		list, err := n.snaps.List()
-		if err != nil || len(list) == 0 {
-			return nil, fmt.Errorf("%w: no snapshot to back up from: %v", transport.ErrUnavailable, err)
-		}
-		meta, rc, err := n.snaps.Open(list[0].ID)
-		if err != nil {
-			return nil, fmt.Errorf("%w: open snapshot %s: %v", transport.ErrUnavailable, list[0].ID, err)
-		}
-		return &transport.Backup{Node: n.cfg.ID, Index: meta.Index, Term: meta.Term, Size: meta.Size, Body: rc}, nil
-	default:
+	snap, index, err := n.fsm.SnapshotAt()
+	if err != nil {
 		return nil, fmt.Errorf("%w: snapshot for a backup: %v", transport.ErrUnavailable, err)
 	}
+	pr, pw := io.Pipe()
+	go func() {
+		defer snap.Release()
+		pw.CloseWithError(snap.Persist(pipeSink{pw}))
+	}()
+	return &transport.Backup{Node: n.cfg.ID, Index: index, Size: -1, Body: pr}, nil
 }
+
+// pipeSink is the raft.SnapshotSink a backup persists into: a pipe to the
+// HTTP response. Persist closes it on success and cancels it on failure.
+type pipeSink struct{ *io.PipeWriter }
+
+var errBackupCancelled = errors.New("backup snapshot failed")
+
+func (pipeSink) ID() string      { return "backup" }
+func (s pipeSink) Cancel() error { return s.CloseWithError(errBackupCancelled) }
+func (s pipeSink) Close() error  { return s.PipeWriter.Close() }

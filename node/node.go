@@ -281,11 +281,11 @@ func newNode(cfg Config) (n *Node, err error) {
 	if _, serr := os.Stat(filepath.Join(cfg.DataDir, "state.db")); restoring && serr == nil {
 		// The same command line again (a service restarting): the
 		// data dir already holds the restored cluster's state.
-		n.log.Warn("--restore ignored: the data dir already holds state", "backup", cfg.Restore)
+		n.log.Warn("--restore ignored: the data dir already holds state; remove the flag", "backup", cfg.Restore)
 		restoring = false
 	}
 	if restoring {
-		if restored, err = restoreState(cfg); err != nil {
+		if restored, err = restoreState(cfg, snaps); err != nil {
 			return nil, err
 		}
 	}

@@ -21,9 +21,18 @@ import (
 
 // restoreState writes the backup into the new node's state.db, before the
 // state machine opens it.
-func restoreState(cfg Config) (fsm.BackupInfo, error) {
+func restoreState(cfg Config, snaps raft.SnapshotStore) (fsm.BackupInfo, error) {
 	if len(cfg.Join) > 0 {
 		return fsm.BackupInfo{}, fmt.Errorf("%w: --restore starts a new cluster; it cannot be combined with --join (restore one node, then join the others to it)", ErrConfig)
+	}
+	// Refuse before writing anything: a state file restored beside
+	// another cluster's Raft log would later start as that node's state.
+	format, err := LogStoreIn(cfg.DataDir)
+	if err != nil {
+		return fsm.BackupInfo{}, err
+	}
+	if list, lerr := snaps.List(); format != "" || lerr != nil || len(list) > 0 {
+		return fsm.BackupInfo{}, fmt.Errorf("%w: --restore: %s already holds Raft state (log %q, %d snapshots); restore into an empty data dir", ErrConfig, cfg.DataDir, format, len(list))
 	}
 	info, err := fsm.RestoreBackup(cfg.Restore, filepath.Join(cfg.DataDir, "state.db"))
 	if err != nil {
@@ -52,6 +61,6 @@ func (n *Node) seedSnapshot(info fsm.BackupInfo) error {
 	if err := snap.Persist(sink); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	n.log.Warn("started a new cluster from a backup", "backup", n.cfg.Restore, "index", info.AppliedIndex, "accounts", info.Accounts)
+	n.log.Warn("started a new cluster from a backup; remove --restore from this node's command line now (with an empty data dir it would start yet another cluster)", "backup", n.cfg.Restore, "index", info.AppliedIndex, "accounts", info.Accounts)
 	return nil
 }

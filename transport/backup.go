@@ -13,13 +13,12 @@ import (
 // PathBackup is where a node serves a backup of its state.
 const PathBackup = "/v1/cluster/backup"
 
-// Backup is one node's state file at one Raft index, for GET
+// Backup is one node's state file as of one applied index, for GET
 // /v1/cluster/backup.
 type Backup struct {
 	Node  string
-	Index uint64 // the Raft snapshot's index: the state is as of this entry
-	Term  uint64
-	Size  int64
+	Index uint64 // the applied index the state is at
+	Size  int64  // -1 when not known ahead
 	Body  io.ReadCloser
 }
 
@@ -32,15 +31,14 @@ type BackupSource interface {
 const (
 	HeaderBackupNode  = "Hats-Backup-Node"
 	HeaderBackupIndex = "Hats-Backup-Index"
-	HeaderBackupTerm  = "Hats-Backup-Term"
 )
 
 // backup streams the node's state file. It holds every trader's password
 // hash, so over plaintext only a caller on this machine may take one; over
 // TLS clientCert already asked for an operator's certificate.
 func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
-	if r.TLS == nil && !loopbackPeer(r.RemoteAddr) {
-		writeError(w, &APIError{Status: 403, Code: CodeForbidden, Message: "backup: over plaintext only from this node's own machine (loopback); serve TLS to take backups remotely"})
+	if r.TLS == nil && !sameHost(r) {
+		writeError(w, &APIError{Status: 403, Code: CodeForbidden, Message: "backup: over plaintext only from this node's own machine; serve TLS to take backups remotely"})
 		return
 	}
 	src, ok := s.b.(BackupSource)
@@ -59,30 +57,49 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Length", strconv.FormatInt(b.Size, 10))
+	if b.Size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(b.Size, 10))
+	}
 	h.Set(HeaderBackupNode, b.Node)
 	h.Set(HeaderBackupIndex, strconv.FormatUint(b.Index, 10))
-	h.Set(HeaderBackupTerm, strconv.FormatUint(b.Term, 10))
 	w.WriteHeader(http.StatusOK)
 	if _, err := io.Copy(w, b.Body); err != nil {
 		s.log.Warn("backup cut short", "err", err)
+		// Cut the connection instead of ending the chunked body cleanly:
+		// the client must see a broken backup as broken.
+		panic(http.ErrAbortHandler)
 	}
 }
 
-func loopbackPeer(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
+// sameHost reports whether a request comes from this machine: from a
+// loopback address, or from the very address it reached (a host calling
+// its own interface address; no other host can complete a TCP handshake
+// with that source address). A reverse proxy on the same machine makes
+// every caller look local: do not put one in front of a plaintext node.
+func sameHost(r *http.Request) bool {
+	remote := hostIP(r.RemoteAddr)
+	if remote == nil {
 		return false
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	if remote.IsLoopback() {
+		return true
+	}
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return ok && remote.Equal(hostIP(local.String()))
+}
+
+func hostIP(addr string) net.IP {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	return net.ParseIP(host)
 }
 
 // BackupInfo describes a backup Client.Backup wrote.
 type BackupInfo struct {
 	Node  string
 	Index uint64
-	Term  uint64
 	Bytes int64
 }
 
@@ -110,7 +127,6 @@ func (c *Client) Backup(ctx context.Context, addr string, w io.Writer) (BackupIn
 	}
 	info := BackupInfo{Node: resp.Header.Get(HeaderBackupNode)}
 	info.Index, _ = strconv.ParseUint(resp.Header.Get(HeaderBackupIndex), 10, 64)
-	info.Term, _ = strconv.ParseUint(resp.Header.Get(HeaderBackupTerm), 10, 64)
 	n, err := io.Copy(w, resp.Body)
 	info.Bytes = n
 	if err != nil {
