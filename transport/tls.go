@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrTLS reports TLS settings that cannot be used: a file that is missing
@@ -175,9 +177,63 @@ func requireNodePeer(cs tls.ConnectionState) error {
 }
 
 // Listener wraps ln so that what it accepts speaks TLS (the handshake
-// happens on the connection's first read or write, not in Accept).
+// happens on the connection's first read or write, not in Accept). With
+// requireClient (Raft) that handshake must finish within
+// raftHandshakeTimeout: Raft reads its connections with no deadline, so a
+// peer that connects and never completes a handshake would otherwise hold
+// a goroutine for good. (The API's http.Server bounds its own.)
 func (t *NodeTLS) Listener(ln net.Listener, requireClient bool) net.Listener {
-	return tls.NewListener(ln, t.serverConfig(requireClient))
+	tl := tls.NewListener(ln, t.serverConfig(requireClient))
+	if !requireClient {
+		return tl
+	}
+	return handshakeListener{tl}
+}
+
+// raftHandshakeTimeout bounds a Raft connection's TLS handshake (a
+// variable for tests).
+var raftHandshakeTimeout = 10 * time.Second
+
+type handshakeListener struct{ net.Listener }
+
+func (l handshakeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &boundedHandshake{Conn: c.(*tls.Conn)}, nil
+}
+
+// boundedHandshake runs the server handshake on first use with a
+// deadline, then clears it (Raft sets none on accepted connections).
+type boundedHandshake struct {
+	*tls.Conn
+	once sync.Once
+	err  error
+}
+
+func (c *boundedHandshake) handshake() error {
+	c.once.Do(func() {
+		_ = c.Conn.SetDeadline(time.Now().Add(raftHandshakeTimeout))
+		if c.err = c.Conn.Handshake(); c.err == nil {
+			c.err = c.Conn.SetDeadline(time.Time{})
+		}
+	})
+	return c.err
+}
+
+func (c *boundedHandshake) Read(p []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *boundedHandshake) Write(p []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
 }
 
 // clientConfig verifies the server at serverName (a host name or an IP

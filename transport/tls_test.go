@@ -183,8 +183,7 @@ func TestNodeTLSReload(t *testing.T) {
 			}
 			go func() {
 				defer c.Close()
-				_ = c.(*tls.Conn).Handshake()
-				_, _ = c.Write([]byte{1})
+				_, _ = c.Write([]byte{1}) // the handshake runs first
 			}()
 		}
 	}()
@@ -266,5 +265,73 @@ func TestClientSchemeFollowsTLS(t *testing.T) {
 	}
 	if got := c.Nodes(); got[0] != "http://127.0.0.1:1" {
 		t.Fatalf("nodes %v, want http without TLS", got)
+	}
+}
+
+// TestRaftListenerBoundsHandshake: a connection to the Raft listener that
+// never sends a ClientHello fails its first read after the handshake
+// timeout instead of holding its goroutine for good, and a real peer
+// still gets through.
+func TestRaftListenerBoundsHandshake(t *testing.T) {
+	old := raftHandshakeTimeout
+	raftHandshakeTimeout = 200 * time.Millisecond
+	defer func() { raftHandshakeTimeout = old }()
+	caCert, caKey := testCA(t)
+	nt, err := LoadNodeTLS(writeIdentity(t, t.TempDir(), "n1", caCert, caKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := nt.Listener(raw, true)
+	defer ln.Close()
+	results := make(chan error, 2)
+	go func() {
+		for range 2 {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 1)
+				_, err := c.Read(buf)
+				if err == nil {
+					_, err = c.Write(buf)
+				}
+				results <- err
+			}()
+		}
+	}()
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	start := time.Now()
+	select {
+	case err := <-results:
+		if err == nil || time.Since(start) > 5*time.Second {
+			t.Fatalf("silent peer: %v after %v, want a handshake timeout", err, time.Since(start))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a peer that never sends a ClientHello still holds its connection after 5 s")
+	}
+	peer, err := nt.Dial(nil)(t.Context(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if _, err := peer.Write([]byte{7}); err != nil {
+		t.Fatal(err)
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := peer.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("a real peer after the silent one: %v", err)
+	}
+	if err := <-results; err != nil {
+		t.Fatalf("server side of the real peer: %v", err)
 	}
 }
