@@ -169,24 +169,9 @@ func TestNodeTLSReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := nt.Listener(raw, true)
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = c.Write([]byte{1}) // the handshake runs first
-			}()
-		}
-	}()
+	ln := raftListener(t, nt, func(c net.Conn) {
+		_, _ = c.Write([]byte{1}) // the handshake runs first
+	})
 	served := func() string {
 		t.Helper()
 		conn, err := nt.Dial(nil)(t.Context(), "tcp", ln.Addr().String())
@@ -281,30 +266,15 @@ func TestRaftListenerBoundsHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := nt.Listener(raw, true)
-	defer ln.Close()
 	results := make(chan error, 2)
-	go func() {
-		for range 2 {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 1)
-				_, err := c.Read(buf)
-				if err == nil {
-					_, err = c.Write(buf)
-				}
-				results <- err
-			}()
+	ln := raftListener(t, nt, func(c net.Conn) {
+		buf := make([]byte, 1)
+		_, err := c.Read(buf)
+		if err == nil {
+			_, err = c.Write(buf)
 		}
-	}()
+		results <- err
+	})
 	silent, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -334,4 +304,29 @@ func TestRaftListenerBoundsHandshake(t *testing.T) {
 	if err := <-results; err != nil {
 		t.Fatalf("server side of the real peer: %v", err)
 	}
+}
+
+// raftListener serves nt's Raft listener on a loopback port until the test
+// ends, handing each accepted connection to serve (which it then closes).
+func raftListener(t *testing.T, nt *NodeTLS, serve func(net.Conn)) net.Listener {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := nt.Listener(raw, true)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln
 }
