@@ -1716,11 +1716,11 @@ func benchAction(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	setup, err := e.client() // validates --cluster, --insecure and the TLS flags
+	base, err := e.clientConfig() // validates --cluster, --insecure and the TLS flags
 	if err != nil {
 		return err
 	}
-	base, err := e.clientConfig()
+	setup, err := e.clientWith(base)
 	if err != nil {
 		return err
 	}

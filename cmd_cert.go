@@ -49,7 +49,13 @@ func certCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					return writeCertFiles(c, c.String("dir"), "ca", certPEM, keyPEM)
+					certPath, keyPath, err := writePair(c.String("dir"), "ca", certPEM, keyPEM)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(c.App.Writer, certPath)
+					fmt.Fprintln(c.App.Writer, keyPath)
+					return nil
 				},
 			},
 			{
@@ -134,34 +140,38 @@ func issue(c *cli.Context, kind transport.CertKind, hosts []string) error {
 	if err != nil {
 		return fmt.Errorf("ca-key: %w", err)
 	}
-	cert, key, err := transport.IssueCert(certPEM, keyPEM, kind, name, hosts, time.Now(), time.Duration(c.Int("days"))*day)
+	certPath, keyPath, err := issuePair(dir, name, certPEM, keyPEM, kind, hosts, time.Duration(c.Int("days"))*day)
 	if err != nil {
-		return err
-	}
-	return writeCertFiles(c, dir, name, cert, key)
-}
-
-// writeCertFiles writes DIR/NAME.crt (0644) and DIR/NAME.key (0600),
-// refusing to replace either.
-func writeCertFiles(c *cli.Context, dir, name string, certPEM, keyPEM []byte) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	certPath, keyPath := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	for _, p := range []string{certPath, keyPath} {
-		if _, err := os.Stat(p); err == nil {
-			return fmt.Errorf("%s exists; not replacing it (remove it first)", p)
-		}
-	}
-	if err := writeNew(keyPath, keyPEM, 0o600); err != nil {
-		return err
-	}
-	if err := writeNew(certPath, certPEM, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintln(c.App.Writer, certPath)
 	fmt.Fprintln(c.App.Writer, keyPath)
 	return nil
+}
+
+// issuePair signs a certificate of kind for name with the CA and writes
+// it and its key as DIR/NAME.crt and DIR/NAME.key.
+func issuePair(dir, name string, caCert, caKey []byte, kind transport.CertKind, hosts []string, validity time.Duration) (certPath, keyPath string, err error) {
+	cert, key, err := transport.IssueCert(caCert, caKey, kind, name, hosts, time.Now(), validity)
+	if err != nil {
+		return "", "", err
+	}
+	return writePair(dir, name, cert, key)
+}
+
+// writePair writes DIR/NAME.crt (0644) and DIR/NAME.key (0600), refusing
+// to replace either.
+func writePair(dir, name string, certPEM, keyPEM []byte) (certPath, keyPath string, err error) {
+	certPath, keyPath = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	for _, p := range []string{certPath, keyPath} {
+		if _, err := os.Stat(p); err == nil {
+			return "", "", fmt.Errorf("%s exists; not replacing it (remove it first)", p)
+		}
+	}
+	if err := writeNew(keyPath, keyPEM, 0o600); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, writeNew(certPath, certPEM, 0o644)
 }
 
 // writeNew creates path with perm; an existing file is an error.

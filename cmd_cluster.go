@@ -216,10 +216,10 @@ func clusterBackup(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg.Timeout = e.timeout // the node takes a snapshot before it answers
-	c, err := transport.NewClient(cfg)
+	cfg.Timeout = e.timeout // a backup's body may take that long
+	c, err := e.clientWith(cfg)
 	if err != nil {
-		return fmt.Errorf("cluster: %w", err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(cCtx.Context, e.timeout)
 	defer cancel()

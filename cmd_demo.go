@@ -143,45 +143,49 @@ type demoTLSFiles struct {
 // per node for 127.0.0.1, an operator certificate and a gossip key in dir.
 func makeDemoTLS(dir string, count int) (*demoTLSFiles, error) {
 	dt := &demoTLSFiles{ca: filepath.Join(dir, "ca.crt"), operatorCert: filepath.Join(dir, "operator.crt"), operatorKey: filepath.Join(dir, "operator.key")}
-	now, year := time.Now(), 365*day
+	nodeName := func(i int) string { return fmt.Sprintf("n%d", i+1) }
 	if _, err := os.Stat(dt.ca); errors.Is(err, os.ErrNotExist) {
-		caCert, caKey, err := transport.NewCA("HATS demo CA", now, year)
-		if err != nil {
+		if err := issueDemoTLS(dir, count, nodeName); err != nil {
 			return nil, err
-		}
-		files := map[string][]byte{dt.ca: caCert, filepath.Join(dir, "ca.key"): caKey}
-		for i := 1; i <= count; i++ {
-			cert, key, err := transport.IssueCert(caCert, caKey, transport.CertNode, fmt.Sprintf("n%d", i), []string{"127.0.0.1", "localhost"}, now, year)
-			if err != nil {
-				return nil, err
-			}
-			files[filepath.Join(dir, fmt.Sprintf("n%d.crt", i))], files[filepath.Join(dir, fmt.Sprintf("n%d.key", i))] = cert, key
-		}
-		cert, key, err := transport.IssueCert(caCert, caKey, transport.CertClient, "operator", nil, now, year)
-		if err != nil {
-			return nil, err
-		}
-		files[dt.operatorCert], files[dt.operatorKey] = cert, key
-		if files[filepath.Join(dir, "gossip.key")], err = newGossipKeyFile(); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
-		for path, data := range files {
-			if err := writeNew(path, data, 0o600); err != nil {
-				return nil, err
-			}
 		}
 	} else if err != nil {
 		return nil, err
 	}
-	for i := 1; i <= count; i++ {
-		dt.node = append(dt.node, transport.TLSFiles{CA: dt.ca, Cert: filepath.Join(dir, fmt.Sprintf("n%d.crt", i)), Key: filepath.Join(dir, fmt.Sprintf("n%d.key", i))})
+	for i := range count {
+		dt.node = append(dt.node, transport.TLSFiles{CA: dt.ca, Cert: filepath.Join(dir, nodeName(i)+".crt"), Key: filepath.Join(dir, nodeName(i)+".key")})
 	}
 	var err error
 	dt.gossipKey, err = readGossipKey(filepath.Join(dir, "gossip.key"))
 	return dt, err
+}
+
+// issueDemoTLS writes what hats cert ca, node (per node), client and
+// gossip-key would, valid for a year.
+func issueDemoTLS(dir string, count int, nodeName func(int) string) error {
+	year := 365 * day
+	caCert, caKey, err := transport.NewCA("HATS demo CA", time.Now(), year)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if _, _, err := writePair(dir, "ca", caCert, caKey); err != nil {
+		return err
+	}
+	for i := range count {
+		if _, _, err := issuePair(dir, nodeName(i), caCert, caKey, transport.CertNode, []string{"127.0.0.1", "localhost"}, year); err != nil {
+			return err
+		}
+	}
+	if _, _, err := issuePair(dir, "operator", caCert, caKey, transport.CertClient, nil, year); err != nil {
+		return err
+	}
+	key, err := newGossipKeyFile()
+	if err != nil {
+		return err
+	}
+	return writeNew(filepath.Join(dir, "gossip.key"), key, 0o600)
 }
 
 func firstServeErr(nodes []*runningNode) <-chan error {

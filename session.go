@@ -236,6 +236,12 @@ func (e *clientEnv) client() (*transport.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return e.clientWith(cfg)
+}
+
+// clientWith builds the client from cfg (clientConfig's) with the
+// session's token, assignment and preferred node.
+func (e *clientEnv) clientWith(cfg transport.ClientConfig) (*transport.Client, error) {
 	if e.sess != nil {
 		cfg.Token = e.sess.Token
 	}

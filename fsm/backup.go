@@ -35,16 +35,8 @@ func InspectBackup(path string) (BackupInfo, error) {
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("%w: %w", ErrBackup, err)
 	}
-	if err := validateStateFile(path, st.Size(), true); err != nil {
-		return BackupInfo{}, fmt.Errorf("%w: %s: %v", ErrBackup, path, err)
-	}
 	info := BackupInfo{Bytes: st.Size()}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
-	if err != nil {
-		return BackupInfo{}, fmt.Errorf("%w: %s: %v", ErrBackup, path, err)
-	}
-	defer db.Close()
-	err = db.View(func(tx *bolt.Tx) error {
+	err = validateStateFile(path, st.Size(), true, func(tx *bolt.Tx) {
 		meta := tx.Bucket(bMeta)
 		info.AppliedIndex, info.AppliedTerm = getU64(meta, kAppliedIndex), getU64(meta, kAppliedTerm)
 		if tr := tx.Bucket(bTrader); tr != nil {
@@ -52,9 +44,11 @@ func InspectBackup(path string) (BackupInfo, error) {
 				info.Accounts = a.Stats().KeyN
 			}
 		}
-		return nil
 	})
-	return info, err
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("%w: %s: %v", ErrBackup, path, err)
+	}
+	return info, nil
 }
 
 // RestoreBackup makes dst the state file of a new cluster holding the

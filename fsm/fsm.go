@@ -929,7 +929,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	out.Close()
 	// Validate before replacing anything.
-	if err := validateStateFile(tmp, size, false); err != nil {
+	if err := validateStateFile(tmp, size, false, nil); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("%w: %v", ErrRestore, err)
 	}
@@ -974,8 +974,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 
 // validateStateFile checks that the file at path (size bytes) is a state
 // file bbolt can read in full: not truncated and with a meta bucket; deep
-// also has bbolt check every page and its free list.
-func validateStateFile(path string, size int64, deep bool) error {
+// also has bbolt check every page and its free list. inspect, when set,
+// then reads the valid file in the same transaction.
+func validateStateFile(path string, size int64, deep bool, inspect func(*bolt.Tx)) error {
 	check, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("not a state file: %v", err)
@@ -1004,6 +1005,9 @@ func validateStateFile(path string, size int64, deep bool) error {
 						first = fmt.Errorf("corrupt state file: %v", cerr)
 					}
 				}
+			}
+			if first == nil && inspect != nil {
+				inspect(tx)
 			}
 			return first
 		})
