@@ -2,7 +2,7 @@ package cluster_test
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -56,11 +56,26 @@ func Test_MultiNode_MixedLogStores_SnapshotCatchUp(t *testing.T) {
 		lagging = c.Followers()[0]
 	}
 	c.Kill(lagging)
+	st, err := node.OpenLogStore(lagging.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastLagging, err := st.LastIndex()
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	deposit(150)
 	leader := c.Leader()
-	Poll(t, 10*time.Second, "leader compacted its log", func() error {
-		if first, _ := leader.Node.Raft().Stats()["last_snapshot_index"]; first == "0" {
-			return errors.New("no snapshot yet")
+	// A snapshot is not enough: the first one may come just after the
+	// lagging node stopped, and compaction keeps TrailingLogs entries
+	// (and the WAL frees whole 4 KiB segments), so the entries the
+	// lagging node needs could still be in the log. Wait for a snapshot
+	// well past them.
+	Poll(t, 10*time.Second, "leader compacted its log past the lagging node", func() error {
+		si, _ := strconv.ParseUint(leader.Node.Raft().Stats()["last_snapshot_index"], 10, 64)
+		if si < lastLagging+100 {
+			return fmt.Errorf("last snapshot at %d, lagging node at %d", si, lastLagging)
 		}
 		return nil
 	})
