@@ -49,7 +49,7 @@ func clusterCommand() *cli.Command {
 			},
 			{
 				Name:        "backup",
-				Usage:       "write a consistent copy of the cluster's state (the leader's, or --node's) to a new file, for hats node --restore",
+				Usage:       "write a consistent copy of the cluster's state (the leader's, or --node's) to a new file, for hats restore",
 				Description: clusterFlagsNote + " Over TLS it needs --tls-cert and --tls-key; over plaintext it only works from the node's own machine. --timeout bounds the whole download: raise it for a large state.",
 				Flags: withEnv(
 					&cli.StringFlag{Name: "out", Usage: "the backup `FILE` to create (never replaced)"},

@@ -39,7 +39,10 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "raft-advertise", Usage: "Raft address peers dial, when it differs from --raft-addr", EnvVars: []string{"HATS_RAFT_ADVERTISE"}},
 		&cli.StringFlag{Name: "http-advertise", Usage: "API address peers and clients use, when it differs from --http-addr", EnvVars: []string{"HATS_HTTP_ADVERTISE"}},
 		&cli.StringSliceFlag{Name: "join", Usage: "HTTP address(es) of any existing member", EnvVars: []string{"HATS_JOIN"}},
-		&cli.StringFlag{Name: "restore", Usage: "start a NEW one-node cluster from a backup `FILE` (hats cluster backup) in an empty --data-dir; others then --join it", EnvVars: []string{"HATS_RESTORE"}},
+		// Replaced by `hats restore`; kept hidden so that a command line
+		// still carrying it fails with a pointer instead of a bare
+		// "flag provided but not defined".
+		&cli.StringFlag{Name: "restore", Hidden: true, EnvVars: []string{"HATS_RESTORE"}},
 		&cli.BoolFlag{Name: "insecure", Usage: "allow plaintext HTTP and Raft", EnvVars: []string{"HATS_INSECURE"}},
 		&cli.StringFlag{Name: "tls-cert", Usage: "PEM `FILE`: this node's certificate, naming the hosts of its --http-addr and --raft-addr (hats cert node); with --tls-key and --tls-ca, the API serves https and Raft runs mutual TLS", EnvVars: []string{"HATS_TLS_CERT"}},
 		&cli.StringFlag{Name: "tls-key", Usage: "PEM `FILE`: the private key of --tls-cert", EnvVars: []string{"HATS_TLS_KEY"}},
@@ -114,6 +117,9 @@ func nodeCommand() *cli.Command {
 		Usage: "run a cluster member (bootstraps a new cluster unless --join is given or the data dir has state)",
 		Flags: nodeFlags(),
 		Action: func(c *cli.Context) error {
+			if c.String("restore") != "" {
+				return usageErrorf(c, "restore: hats node no longer takes --restore; run hats restore --from FILE once with this node's --id, --data-dir and --raft-addr, then start the node without it")
+			}
 			nodeTLS, err := nodeTLSFlags(c)
 			if err != nil {
 				return err
@@ -155,7 +161,7 @@ func nodeCommand() *cli.Command {
 				StateCommitInterval: stateCommitInterval(c.Duration("state-commit-interval")), RaftLogStore: c.String("raft-log-store"),
 				NoEarlyAppend: !c.Bool("raft-early-append"),
 				SessionTTL:    c.Duration("session-ttl"), Logger: logger, Instruments: instruments, RaftLogLevel: raftLogLevel(c.String("log-level")),
-				TLS: nodeTLS, GossipKey: gossipKey, Restore: c.String("restore"),
+				TLS: nodeTLS, GossipKey: gossipKey,
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()

@@ -266,6 +266,42 @@ func Test_run_NodeTLSFlags(t *testing.T) {
 	}
 }
 
+// Test_run_RestoreFlags: hats restore names the flag it lacks or cannot
+// use and leaves no data dir behind; hats node refuses the --restore it
+// no longer takes and points at hats restore.
+func Test_run_RestoreFlags(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	notBackup := filepath.Join(dir, "not-a-backup")
+	if err := os.WriteFile(notBackup, []byte("not a state file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"restore", "--id", "r1", "--data-dir", data, "--raft-addr", "127.0.0.1:1"}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{base, 2, "from: pass --from FILE"},
+		{[]string{"restore", "--id", "r1", "--data-dir", data, "--from", notBackup}, 2, "raft-addr: pass the --raft-addr"},
+		{[]string{"restore", "--data-dir", data, "--raft-addr", "127.0.0.1:1", "--from", notBackup}, 1, "--id must be a non-empty name"},
+		{[]string{"restore", "--id", "r1", "--raft-addr", "127.0.0.1:1", "--from", notBackup}, 1, "--data-dir is required"},
+		{append(base[:len(base):len(base)], "--from", filepath.Join(dir, "nope")), 1, "--from:"},
+		{append(base[:len(base):len(base)], "--from", notBackup), 1, "--from:"},
+		{[]string{"restore", "--id", "r1", "--data-dir", data, "--raft-addr", "0.0.0.0:1", "--from", notBackup}, 1, "--raft-addr:"},
+		{[]string{"restore", "extra", "--id", "r1"}, 2, "restore takes no arguments"},
+		{[]string{"node", "--id", "n1", "--data-dir", data, "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--insecure", "--restore", notBackup}, 2, "run hats restore --from FILE once"},
+	} {
+		code, _, stderr := runHats(t, "", tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("hats %q: exit %d, stderr %q, want exit %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+	if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused restore left a data dir behind: %v", err)
+	}
+}
+
 func Test_joinAddrs(t *testing.T) {
 	got, err := joinAddrs([]string{"10.0.0.1:8080", "HTTPS://10.0.0.2:8080/", "https://[::1]:8080"}, true)
 	if err != nil || !reflect.DeepEqual(got, []string{"10.0.0.1:8080", "10.0.0.2:8080", "[::1]:8080"}) {

@@ -9,7 +9,8 @@ import (
 // TestCLI_BackupRestore: the operator's path with real processes.
 // `hats cluster backup --out FILE` writes a checked backup of the leader
 // (never over an existing file); after the whole cluster is gone, `hats
-// node --restore FILE` on an empty data dir starts a new cluster from it,
+// restore --from FILE` makes an empty data dir the first node of a new
+// cluster holding it, that node starts as a plain `hats node`,
 // two fresh nodes join it, and the trader logs in with the old password
 // and finds the balance the survivor of a lost quorum held, including a
 // deposit made after the cluster's only earlier snapshot.
@@ -62,10 +63,28 @@ func TestCLI_BackupRestore(t *testing.T) {
 	survivor.Kill()
 	file = lost
 
+	// `hats restore` makes r1's data dir; r1 then starts as a plain
+	// node on it (nothing about the backup on its command line).
 	fresh := &ProcCluster{t: t, dir: t.TempDir()}
-	first := NewProc(t, fresh.dir, "r1", nil, "--restore", file)
+	first := NewProc(t, fresh.dir, "r1", nil)
+	first.RaftAddr, first.HTTPAddr = procFreeAddr(t), procFreeAddr(t)
+	restore := func() hatsRun {
+		return runHats(t, cliTimeout, hatsEnv(), "", "restore", "--from", file, "--id", first.ID, "--data-dir", first.Dir, "--raft-addr", first.RaftAddr, "--json")
+	}
+	r := restore()
+	if r.Code != 0 {
+		t.Fatalf("hats restore: %s", r)
+	}
+	for _, want := range []string{`"applied_index"`, `"accounts"`, `"node": "r1"`} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Fatalf("hats restore output lacks %s: %s", want, r)
+		}
+	}
+	if r := restore(); r.Code == 0 || !strings.Contains(r.Stderr, "already holds Raft state") {
+		t.Fatalf("a second hats restore into the same data dir: %s", r)
+	}
 	fresh.Nodes = append(fresh.Nodes, first)
-	first.Start()
+	first.Restart()
 	fresh.WaitReady()
 	fresh.AddNode()
 	fresh.AddNode()

@@ -108,15 +108,10 @@ func Test_BackupRestore(t *testing.T) {
 		t.Fatalf("restore over an existing state file: %v, want ErrBackup", err)
 	}
 
-	// A new cluster from the backup: n1 starts on the restored state and
-	// bootstraps; n2 and n3 join it and catch up.
-	// n1 keeps --restore on every start, as a service's command line
-	// would: once its data dir holds state, the flag is ignored.
-	fresh := NewCluster(t, 3, func(cfg *node.Config) {
-		if cfg.ID == "n1" {
-			cfg.Restore, cfg.Join = file, nil
-		}
-	})
+	// A new cluster from the backup: node.Restore makes n1's data dir, n1
+	// starts on it as the only voter; n2 and n3 join it and catch up
+	// from its snapshot.
+	fresh := NewClusterFrom(t, 3, file, nil)
 	if key := fresh.Leader().Node.ClusterKey(); key == "" || key == oldKey {
 		t.Fatalf("restored cluster key %q: want a new one (old %q)", key, oldKey)
 	}
@@ -158,32 +153,39 @@ func Test_BackupRestore(t *testing.T) {
 	fresh.Stop(n1)
 	fresh.Restart(n1)
 	if _, err := ncl.Deposit(ctx, "10.00", ""); err != nil {
-		t.Fatalf("a write after n1 restarted with --restore still set: %v", err)
+		t.Fatalf("a write after the restored n1 restarted: %v", err)
 	}
 	fresh.WaitReady()
 
 	// A restore into a data dir that holds Raft state (here n2's, its
 	// state file lost) is refused before it writes anything; n2 then
-	// starts as itself and catches up from the cluster.
+	// starts as itself and catches up from the cluster. So is one into
+	// a live node's whole data dir (n3's: state file and Raft state),
+	// and one under another node's ID.
 	n2 := fresh.Nodes[1]
 	fresh.Stop(n2)
 	if err := os.Remove(filepath.Join(n2.Dir, "state.db")); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fresh.Config(n2, nil)
-	cfg.Restore = file
-	if err := fresh.startWith(n2, cfg); err == nil || !errors.Is(err, node.ErrConfig) {
+	if _, err := node.Restore(node.RestoreConfig{Backup: file, ID: n2.ID, DataDir: n2.Dir, RaftAddr: n2.RaftAddr}); !errors.Is(err, node.ErrConfig) {
 		t.Fatalf("restore over n2's Raft state: %v, want ErrConfig", err)
 	}
 	if _, err := os.Stat(filepath.Join(n2.Dir, "state.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a refused restore left a state file behind: %v", err)
 	}
 	fresh.Restart(n2)
+	n3 := fresh.Nodes[2]
+	if _, err := node.Restore(node.RestoreConfig{Backup: file, ID: n3.ID, DataDir: n3.Dir, RaftAddr: n3.RaftAddr}); !errors.Is(err, node.ErrConfig) {
+		t.Fatalf("restore over n3's data dir: %v, want ErrConfig", err)
+	}
+	if _, err := node.Restore(node.RestoreConfig{Backup: file, ID: "n9", DataDir: n3.Dir, RaftAddr: n3.RaftAddr}); !errors.Is(err, node.ErrDataDir) {
+		t.Fatalf("restore into n3's data dir as n9: %v, want ErrDataDir", err)
+	}
 	fresh.WaitReady()
 
 	// An interrupted restore (state.db written, no Raft state yet) is
-	// refused on a start without --restore, instead of bootstrapping a
-	// log that the state would skip.
+	// refused at start, instead of bootstrapping a log that the state
+	// would skip.
 	half := &TNode{ID: "h1", Dir: filepath.Join(t.TempDir(), "h1"), RaftAddr: freeAddr(t), HTTPAddr: freeAddr(t)}
 	if err := os.MkdirAll(half.Dir, 0o700); err != nil {
 		t.Fatal(err)

@@ -113,13 +113,7 @@ func release(addr string) {
 // NewCluster starts n nodes: the first bootstraps, the rest join it.
 func NewCluster(t testing.TB, n int, tune func(*node.Config)) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, dir: t.TempDir(), log: &logWriter{t: t}, Tune: tune}
-	t.Cleanup(func() {
-		c.Close()
-		c.log.mu.Lock()
-		c.log.done = true
-		c.log.mu.Unlock()
-	})
+	c := newCluster(t, tune)
 	for i := 0; i < n; i++ {
 		c.AddNode()
 	}
@@ -127,14 +121,51 @@ func NewCluster(t testing.TB, n int, tune func(*node.Config)) *Cluster {
 	return c
 }
 
+// NewClusterFrom starts n nodes of a new cluster restored from a backup:
+// the first node's data dir is made by node.Restore (as `hats restore`
+// makes it) and the node started on it; the rest join it.
+func NewClusterFrom(t testing.TB, n int, backup string, tune func(*node.Config)) *Cluster {
+	t.Helper()
+	c := newCluster(t, tune)
+	tn := c.newTNode()
+	if _, err := node.Restore(node.RestoreConfig{Backup: backup, ID: tn.ID, DataDir: tn.Dir, RaftAddr: tn.RaftAddr}); err != nil {
+		t.Fatalf("restore %s: %v", tn.ID, err)
+	}
+	c.Nodes = append(c.Nodes, tn)
+	if err := c.start(tn, nil); err != nil {
+		t.Fatalf("start %s: %v", tn.ID, err)
+	}
+	for i := 1; i < n; i++ {
+		c.AddNode()
+	}
+	c.WaitReady()
+	return c
+}
+
+func newCluster(t testing.TB, tune func(*node.Config)) *Cluster {
+	c := &Cluster{t: t, dir: t.TempDir(), log: &logWriter{t: t}, Tune: tune}
+	t.Cleanup(func() {
+		c.Close()
+		c.log.mu.Lock()
+		c.log.done = true
+		c.log.mu.Unlock()
+	})
+	return c
+}
+
+// newTNode names the next member and picks its addresses.
+func (c *Cluster) newTNode() *TNode {
+	id := fmt.Sprintf("n%d", len(c.Nodes)+1)
+	return &TNode{ID: id, Dir: filepath.Join(c.dir, id), RaftAddr: freeAddr(c.t), HTTPAddr: freeAddr(c.t)}
+}
+
 // AddNode creates and starts a new member, joining the first live node.
 func (c *Cluster) AddNode() *TNode {
 	c.t.Helper()
-	id := fmt.Sprintf("n%d", len(c.Nodes)+1)
-	tn := &TNode{ID: id, Dir: filepath.Join(c.dir, id), RaftAddr: freeAddr(c.t), HTTPAddr: freeAddr(c.t)}
+	tn := c.newTNode()
 	c.Nodes = append(c.Nodes, tn)
 	if err := c.start(tn, c.joinAddrs(tn)); err != nil {
-		c.t.Fatalf("start %s: %v", id, err)
+		c.t.Fatalf("start %s: %v", tn.ID, err)
 	}
 	return tn
 }

@@ -84,11 +84,6 @@ type Config struct {
 	// ring (AES-GCM; 16, 24 or 32 bytes, the same on every node).
 	GossipKey []byte
 
-	// Restore, when set, is a backup file (GET /v1/cluster/backup) this
-	// node starts a NEW one-node cluster from, in a data dir without
-	// state; others then join it. See restore.go.
-	Restore string
-
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -142,12 +137,20 @@ type Config struct {
 	RaftLogOut   io.Writer    // default os.Stderr
 }
 
-func (c *Config) setDefaults() error {
-	if c.ID == "" || strings.ContainsAny(c.ID, " \t\n/") {
+// checkIdentity checks a node's --id and --data-dir.
+func checkIdentity(id, dataDir string) error {
+	if id == "" || strings.ContainsAny(id, " \t\n/") {
 		return fmt.Errorf("%w: --id must be a non-empty name without spaces or slashes", ErrConfig)
 	}
-	if c.DataDir == "" {
+	if dataDir == "" {
 		return fmt.Errorf("%w: --data-dir is required", ErrConfig)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() error {
+	if err := checkIdentity(c.ID, c.DataDir); err != nil {
+		return err
 	}
 	if c.RaftAddr == "" || c.HTTPAddr == "" {
 		return fmt.Errorf("%w: --raft-addr and --http-addr are required", ErrConfig)
@@ -276,19 +279,6 @@ func newNode(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
 	n.snaps = snaps
-	var restored fsm.BackupInfo
-	restoring := cfg.Restore != ""
-	if _, serr := os.Stat(filepath.Join(cfg.DataDir, "state.db")); restoring && serr == nil {
-		// The same command line again (a service restarting): the
-		// data dir already holds the restored cluster's state.
-		n.log.Warn("--restore ignored: the data dir already holds state; remove the flag", "backup", cfg.Restore)
-		restoring = false
-	}
-	if restoring {
-		if restored, err = restoreState(cfg, snaps); err != nil {
-			return nil, err
-		}
-	}
 	fo := fsm.DefaultOptions()
 	if cfg.StateCommitInterval != 0 {
 		fo.CommitInterval = max(cfg.StateCommitInterval, 0)
@@ -347,19 +337,10 @@ func newNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
-	switch {
-	case restoring:
-		if n.hasState {
-			return nil, fmt.Errorf("%w: --restore: the data dir already holds Raft state", ErrConfig)
-		}
-		if err := n.seedSnapshot(restored); err != nil {
-			return nil, err
-		}
-		n.hasState = true
-	case !n.hasState && n.fsm.AppliedIndex() > 0:
+	if !n.hasState && n.fsm.AppliedIndex() > 0 {
 		// Bootstrapping (or joining) would replay a new log from index 1
 		// into state that skips every entry up to its own index.
-		return nil, fmt.Errorf("%w: state.db holds state at index %d but there is no Raft state beside it (an interrupted --restore, or a copied state file): empty the data dir and restore again, or join with an empty one", ErrConfig, n.fsm.AppliedIndex())
+		return nil, fmt.Errorf("%w: state.db holds state at index %d but there is no Raft state beside it (an interrupted hats restore, or a copied state file): empty the data dir and restore again, or join with an empty one", ErrConfig, n.fsm.AppliedIndex())
 	}
 	// Replication reads back the entries the leader has just written; the
 	// cache answers those from memory instead of a read from the WAL per

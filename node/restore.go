@@ -2,11 +2,16 @@ package node
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
 	"path/filepath"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/hats-trading/hats/fsm"
+	"github.com/hats-trading/hats/transport"
 )
 
 // A restore starts a new cluster from a backup. Its state cannot simply
@@ -18,41 +23,103 @@ import (
 // the only voter): its log goes on after that index, and a node that
 // joins is sent the snapshot, exactly as one that fell behind a compacted
 // log would be.
+//
+// Restore is a step of its own (`hats restore`), run once before the
+// node's first start, as etcd's snapshot restore is, not a flag of `hats
+// node`: a flag left on a service's command line would, the day that
+// node's disk is replaced, start yet another cluster from the old
+// backup beside the live one, with the same accounts trading in both.
 
-// restoreState writes the backup into the new node's state.db, before the
-// state machine opens it.
-func restoreState(cfg Config, snaps raft.SnapshotStore) (fsm.BackupInfo, error) {
-	if len(cfg.Join) > 0 {
-		return fsm.BackupInfo{}, fmt.Errorf("%w: --restore starts a new cluster; it cannot be combined with --join (restore one node, then join the others to it)", ErrConfig)
+// RestoreConfig says which backup to restore and as which node.
+type RestoreConfig struct {
+	Backup   string // a file written by GET /v1/cluster/backup
+	ID       string // the node's --id
+	DataDir  string // an empty (or missing) data dir
+	RaftAddr string // the Raft address the node will advertise
+	Logger   *slog.Logger
+}
+
+// Restore writes a new cluster's first node into rc.DataDir from a
+// backup: its state file and a snapshot that opens its Raft history, with
+// the node as the only voter at rc.RaftAddr. Start the node on that dir
+// (with the same --id and Raft address, without --join); others then join
+// it. Nothing is written into a data dir that already holds Raft or
+// state-machine data. A restore that fails midway leaves a state file
+// without Raft state, which a start refuses (empty the dir and restore
+// again).
+func Restore(rc RestoreConfig) (fsm.BackupInfo, error) {
+	if err := checkIdentity(rc.ID, rc.DataDir); err != nil {
+		return fsm.BackupInfo{}, err
+	}
+	log := rc.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if rc.Backup == "" {
+		return fsm.BackupInfo{}, fmt.Errorf("%w: --from: a backup file is required", ErrConfig)
+	}
+	addr, err := transport.AdvertiseAddr(rc.RaftAddr)
+	if err != nil {
+		return fsm.BackupInfo{}, fmt.Errorf("%w: --raft-addr: %w", ErrConfig, err)
+	}
+	// A bad backup is refused before the data dir is touched.
+	if _, err := fsm.InspectBackup(rc.Backup); err != nil {
+		return fsm.BackupInfo{}, fmt.Errorf("%w: --from: %w", ErrConfig, err)
+	}
+	if err := os.MkdirAll(rc.DataDir, 0o700); err != nil {
+		return fsm.BackupInfo{}, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if err := claimDataDir(rc.DataDir, rc.ID); err != nil {
+		return fsm.BackupInfo{}, err
+	}
+	rlog := hclog.New(&hclog.LoggerOptions{Name: "raft." + rc.ID, Level: hclog.Warn, Output: io.Discard})
+	snaps, err := newSteppedSnapshots(rc.DataDir, 2, rlog, log.With("component", "snapshots", "node", rc.ID))
+	if err != nil {
+		return fsm.BackupInfo{}, fmt.Errorf("open snapshot store: %w", err)
 	}
 	// Refuse before writing anything: a state file restored beside
 	// another cluster's Raft log would later start as that node's state.
-	format, err := LogStoreIn(cfg.DataDir)
+	format, err := LogStoreIn(rc.DataDir)
 	if err != nil {
 		return fsm.BackupInfo{}, err
 	}
 	if list, lerr := snaps.List(); format != "" || lerr != nil || len(list) > 0 {
-		return fsm.BackupInfo{}, fmt.Errorf("%w: --restore: %s already holds Raft state (log %q, %d snapshots); restore into an empty data dir", ErrConfig, cfg.DataDir, format, len(list))
+		return fsm.BackupInfo{}, fmt.Errorf("%w: %s already holds Raft state (log %q, %d snapshots); restore into an empty data dir", ErrConfig, rc.DataDir, format, len(list))
 	}
-	info, err := fsm.RestoreBackup(cfg.Restore, filepath.Join(cfg.DataDir, "state.db"))
+	statePath := filepath.Join(rc.DataDir, "state.db")
+	info, err := fsm.RestoreBackup(rc.Backup, statePath)
 	if err != nil {
-		return fsm.BackupInfo{}, fmt.Errorf("%w: --restore: %w", ErrConfig, err)
+		return fsm.BackupInfo{}, fmt.Errorf("%w: --from: %w", ErrConfig, err)
+	}
+	f, err := fsm.OpenWith(statePath, log.With("component", "fsm", "node", rc.ID), fsm.DefaultOptions())
+	if err != nil {
+		return fsm.BackupInfo{}, err
+	}
+	err = seedSnapshot(f, snaps, raft.ServerID(rc.ID), raft.ServerAddress(addr), info)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fsm.BackupInfo{}, err
 	}
 	return info, nil
 }
 
 // seedSnapshot makes the restored state the first snapshot of the new
 // cluster's Raft history.
-func (n *Node) seedSnapshot(info fsm.BackupInfo) error {
-	if got := n.fsm.AppliedIndex(); got != info.AppliedIndex {
+func seedSnapshot(f *fsm.FSM, snaps raft.SnapshotStore, id raft.ServerID, addr raft.ServerAddress, info fsm.BackupInfo) error {
+	if got := f.AppliedIndex(); got != info.AppliedIndex {
 		return fmt.Errorf("%w: restored state at index %d, backup at %d", ErrConfig, got, info.AppliedIndex)
 	}
-	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.ID), Address: n.trans.LocalAddr()}}}
-	sink, err := n.snaps.Create(raft.SnapshotVersionMax, info.AppliedIndex, fsm.RestoredTerm, conf, info.AppliedIndex, n.trans)
+	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: id, Address: addr}}}
+	// The transport only encodes the configuration's peers for old
+	// snapshot readers, as the network transport would: by address.
+	_, enc := raft.NewInmemTransport(addr)
+	sink, err := snaps.Create(raft.SnapshotVersionMax, info.AppliedIndex, fsm.RestoredTerm, conf, info.AppliedIndex, enc)
 	if err != nil {
 		return fmt.Errorf("restore: create snapshot: %w", err)
 	}
-	snap, err := n.fsm.Snapshot()
+	snap, err := f.Snapshot()
 	if err != nil {
 		sink.Cancel()
 		return fmt.Errorf("restore: %w", err)
@@ -61,6 +128,5 @@ func (n *Node) seedSnapshot(info fsm.BackupInfo) error {
 	if err := snap.Persist(sink); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	n.log.Warn("started a new cluster from a backup; remove --restore from this node's command line now (with an empty data dir it would start yet another cluster)", "backup", n.cfg.Restore, "index", info.AppliedIndex, "accounts", info.Accounts)
 	return nil
 }

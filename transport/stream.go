@@ -73,12 +73,9 @@ var _ raft.StreamLayer = (*StreamLayer)(nil)
 func NewStreamLayer(ln net.Listener, advertise string, dial DialFunc) (*StreamLayer, error) {
 	var adv net.Addr = ln.Addr()
 	if advertise != "" {
-		a, err := net.ResolveTCPAddr("tcp", advertise)
+		a, err := resolveAdvertise(advertise)
 		if err != nil {
-			return nil, errors.Join(ErrAdvertise, err)
-		}
-		if a.IP == nil || a.IP.IsUnspecified() {
-			return nil, errors.Join(ErrAdvertise, errors.New("advertise address must name a host, not "+advertise))
+			return nil, err
 		}
 		adv = a
 	}
@@ -87,6 +84,28 @@ func NewStreamLayer(ln net.Listener, advertise string, dial DialFunc) (*StreamLa
 		dial = d.DialContext
 	}
 	return &StreamLayer{ln: ln, advertise: adv, dial: dial, conns: map[*trackedConn]struct{}{}}, nil
+}
+
+// AdvertiseAddr is the Raft address a node advertising addr puts in the
+// cluster configuration (its stream layer's address): the resolved
+// HOST:PORT, never an unspecified host.
+func AdvertiseAddr(addr string) (string, error) {
+	a, err := resolveAdvertise(addr)
+	if err != nil {
+		return "", err
+	}
+	return a.String(), nil
+}
+
+func resolveAdvertise(addr string) (*net.TCPAddr, error) {
+	a, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return nil, errors.Join(ErrAdvertise, err)
+	}
+	if a.IP == nil || a.IP.IsUnspecified() {
+		return nil, errors.Join(ErrAdvertise, errors.New("advertise address must name a host, not "+addr))
+	}
+	return a, nil
 }
 
 // Dial implements raft.StreamLayer.
