@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -122,13 +123,45 @@ func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	return s.track(conn), nil
 }
 
+// firstRPCTimeout bounds how long an accepted Raft connection may stay
+// silent before its first byte (a variable for tests). hashicorp/raft
+// dials a connection only to send an RPC on it, so a peer's first byte
+// follows at once; without a bound, a connection that never sends (a
+// port scanner, a half-open client) would hold a transport goroutine for
+// good, since Raft reads its connections with no deadline. Later reads
+// keep having none: pooled connections rightly sit idle between RPCs.
+// (Over TLS the handshake is bounded as well, by the listener.)
+var firstRPCTimeout = 10 * time.Second
+
 // Accept implements net.Listener.
 func (s *StreamLayer) Accept() (net.Conn, error) {
 	c, err := s.ln.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return s.track(c), nil
+	if err := c.SetReadDeadline(time.Now().Add(firstRPCTimeout)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s.track(&firstReadConn{Conn: c}), nil
+}
+
+// firstReadConn clears the read deadline Accept set once the first bytes
+// arrive.
+type firstReadConn struct {
+	net.Conn
+	started atomic.Bool
+}
+
+func (c *firstReadConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.started.Load() {
+		c.started.Store(true)
+		if derr := c.Conn.SetReadDeadline(time.Time{}); err == nil {
+			err = derr
+		}
+	}
+	return n, err
 }
 
 // Close implements net.Listener.
