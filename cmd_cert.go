@@ -2,10 +2,13 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,8 +21,9 @@ import (
 const day = 24 * time.Hour
 
 // certCommand makes the files a TLS cluster needs: a CA, a certificate
-// per node, client certificates for operators, and a gossip key. Keys are
-// written with mode 0600 and nothing is overwritten.
+// per node, client certificates for operators, a gossip key, and the
+// CA's revocation list. Keys are written with mode 0600 and nothing is
+// overwritten but the revocation list, which revoke extends.
 func certCommand() *cli.Command {
 	dir := func() cli.Flag {
 		return &cli.StringFlag{Name: "dir", Value: "certs", Usage: "`DIR` the files are written to (created if missing)"}
@@ -86,6 +90,22 @@ func certCommand() *cli.Command {
 				Action: func(c *cli.Context) error { return issue(c, transport.CertClient, nil) },
 			},
 			{
+				Name:      "revoke",
+				Usage:     "add certificates to the CA's revocation list DIR/ca.crl (for the nodes' --tls-crl), by file or --serial",
+				ArgsUsage: "[CERT_FILE...]",
+				Description: "Creates the list on first use and adds to it after that (signed by the CA, numbered anew each time); " +
+					"with nothing to revoke it creates an empty list, or signs the current one anew. " +
+					"Copy the file to every node and send them SIGHUP: from then on they refuse the revoked certificates, " +
+					"on new connections and on every admin request.",
+				Flags: withEnv(append([]cli.Flag{
+					dir(),
+					&cli.StringFlag{Name: "crl", Usage: "the revocation list `FILE` to create or extend (default DIR/ca.crl)"},
+					&cli.StringSliceFlag{Name: "serial", Usage: "a serial number to revoke, in hex as openssl x509 -serial prints it (repeatable)"},
+					&cli.IntFlag{Name: "days", Value: 365, Usage: "days until the list's Next Update (informational: nodes enforce the list they hold)"},
+				}, caFlags()...)...),
+				Action: revoke,
+			},
+			{
 				Name:  "gossip-key",
 				Usage: "make DIR/gossip.key, a random 32-byte key for --gossip-key-file (the same file on every node)",
 				Flags: withEnv(dir()),
@@ -107,6 +127,93 @@ func certCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// revoke adds the certificates named by arguments and --serial to the
+// CA's revocation list.
+func revoke(c *cli.Context) error {
+	if c.Int("days") <= 0 {
+		return usageErrorf(c, "days: must be positive, got %d", c.Int("days"))
+	}
+	var serials []*big.Int
+	for _, s := range c.StringSlice("serial") {
+		n, err := transport.ParseSerial(s)
+		if err != nil {
+			return usageErrorf(c, "serial: %v", err)
+		}
+		serials = append(serials, n)
+	}
+	for _, f := range c.Args().Slice() {
+		cert, err := readCertFile(f)
+		if err != nil {
+			return err
+		}
+		serials = append(serials, cert.SerialNumber)
+	}
+	dir := c.String("dir")
+	caCert, caKey, err := readCA(c)
+	if err != nil {
+		return err
+	}
+	path := firstNonEmpty(c.String("crl"), filepath.Join(dir, "ca.crl"))
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("crl: %w", err)
+	}
+	crl, added, total, err := transport.Revoke(caCert, caKey, old, serials, time.Now(), time.Duration(c.Int("days"))*day)
+	if err != nil {
+		return err
+	}
+	if err := replaceFile(path, crl, 0o644); err != nil {
+		return fmt.Errorf("crl: %w", err)
+	}
+	fmt.Fprintln(c.App.Writer, path)
+	fmt.Fprintf(c.App.Writer, "revoked %d (%d on the list); copy it to every node's --tls-crl and send them SIGHUP\n", added, total)
+	return nil
+}
+
+// readCertFile reads the first certificate of a PEM file.
+func readCertFile(path string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
+	}
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cert, nil
+}
+
+// replaceFile writes data to path through a synced temporary file and a
+// rename, so a reader sees the old file or the new one, never half.
+func replaceFile(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // newGossipKeyFile is the contents of a new --gossip-key-file: 32 random
@@ -131,14 +238,9 @@ func issue(c *cli.Context, kind transport.CertKind, hosts []string) error {
 	if name == "" || name == "ca" || filepath.Base(name) != name {
 		return usageErrorf(c, "name: must be a plain file name other than ca, got %q", name)
 	}
-	caCert, caKey := firstNonEmpty(c.String("ca-cert"), filepath.Join(dir, "ca.crt")), firstNonEmpty(c.String("ca-key"), filepath.Join(dir, "ca.key"))
-	certPEM, err := os.ReadFile(caCert)
+	certPEM, keyPEM, err := readCA(c)
 	if err != nil {
-		return fmt.Errorf("ca-cert: %w (make one with hats cert ca)", err)
-	}
-	keyPEM, err := os.ReadFile(caKey)
-	if err != nil {
-		return fmt.Errorf("ca-key: %w", err)
+		return err
 	}
 	certPath, keyPath, err := issuePair(dir, name, certPEM, keyPEM, kind, hosts, time.Duration(c.Int("days"))*day)
 	if err != nil {
@@ -147,6 +249,20 @@ func issue(c *cli.Context, kind transport.CertKind, hosts []string) error {
 	fmt.Fprintln(c.App.Writer, certPath)
 	fmt.Fprintln(c.App.Writer, keyPath)
 	return nil
+}
+
+// readCA reads the CA certificate and key the flags name (default
+// DIR/ca.crt and DIR/ca.key).
+func readCA(c *cli.Context) (certPEM, keyPEM []byte, err error) {
+	dir := c.String("dir")
+	caCert, caKey := firstNonEmpty(c.String("ca-cert"), filepath.Join(dir, "ca.crt")), firstNonEmpty(c.String("ca-key"), filepath.Join(dir, "ca.key"))
+	if certPEM, err = os.ReadFile(caCert); err != nil {
+		return nil, nil, fmt.Errorf("ca-cert: %w (make one with hats cert ca)", err)
+	}
+	if keyPEM, err = os.ReadFile(caKey); err != nil {
+		return nil, nil, fmt.Errorf("ca-key: %w", err)
+	}
+	return certPEM, keyPEM, nil
 }
 
 // issuePair signs a certificate of kind for name with the CA and writes

@@ -47,6 +47,7 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tls-cert", Usage: "PEM `FILE`: this node's certificate, naming the hosts of its --http-addr and --raft-addr (hats cert node); with --tls-key and --tls-ca, the API serves https and Raft runs mutual TLS", EnvVars: []string{"HATS_TLS_CERT"}},
 		&cli.StringFlag{Name: "tls-key", Usage: "PEM `FILE`: the private key of --tls-cert", EnvVars: []string{"HATS_TLS_KEY"}},
 		&cli.StringFlag{Name: "tls-ca", Usage: "PEM `FILE`: the CA that signs every node's (and operator's) certificate", EnvVars: []string{"HATS_TLS_CA"}},
+		&cli.StringFlag{Name: "tls-crl", Usage: "PEM `FILE`: the CA's certificate revocation list (hats cert revoke); certificates on it are refused, reloaded on SIGHUP", EnvVars: []string{"HATS_TLS_CRL"}},
 		&cli.StringFlag{Name: "gossip-key-file", Usage: "`FILE` holding a base64 AES key (16, 24 or 32 bytes; hats cert gossip-key) that encrypts and authenticates the gossip ring; the same on every node", EnvVars: []string{"HATS_GOSSIP_KEY_FILE"}},
 		&cli.DurationFlag{Name: "heartbeat-timeout", Value: node.DefaultHeartbeatTimeout, Usage: "Raft heartbeat timeout (failure detection)", EnvVars: []string{"HATS_HEARTBEAT_TIMEOUT"}},
 		&cli.DurationFlag{Name: "election-timeout", Value: node.DefaultElectionTimeout, Usage: "Raft election timeout", EnvVars: []string{"HATS_ELECTION_TIMEOUT"}},
@@ -205,28 +206,33 @@ func nodeCommand() *cli.Command {
 func nodeTLSFlags(c *cli.Context) (*transport.NodeTLS, error) {
 	files := transport.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
 	if files == (transport.TLSFiles{}) {
+		if c.String("tls-crl") != "" {
+			return nil, errors.New("--tls-crl needs TLS: give it with --tls-cert, --tls-key and --tls-ca")
+		}
 		if !c.Bool("insecure") {
 			return nil, errPlaintext
 		}
 		return nil, nil
 	}
+	files.CRL = c.String("tls-crl")
 	if c.Bool("insecure") {
 		return nil, errors.New("--insecure and --tls-cert/--tls-key/--tls-ca exclude each other: pick plaintext or TLS")
 	}
 	return transport.LoadNodeTLS(files)
 }
 
-// reloadTLS re-reads the node's certificate, key and CA (on SIGHUP): new
-// connections use them, open ones keep what they were set up with.
+// reloadTLS re-reads the node's certificate, key, CA and revocation list
+// (on SIGHUP): new connections use them, open ones keep what they were
+// set up with (the admin endpoints check the new list per request).
 func reloadTLS(t *transport.NodeTLS, log *slog.Logger) {
 	if t == nil {
 		return
 	}
 	if err := t.Reload(); err != nil {
-		log.Error("TLS reload failed; keeping the old certificate", "err", err)
+		log.Error("TLS reload failed; keeping the old certificate, CA and revocation list", "err", err)
 		return
 	}
-	log.Info("TLS certificate, key and CA reloaded")
+	log.Info("TLS certificate, key, CA and revocation list reloaded")
 }
 
 // readGossipKey reads --gossip-key-file: a base64 AES key of 16, 24 or 32

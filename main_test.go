@@ -255,6 +255,9 @@ func Test_run_NodeTLSFlags(t *testing.T) {
 		{[]string{"--insecure", "--join", "127.0.0.1"}, "--join 127.0.0.1: want HOST:PORT"},
 		{[]string{"--insecure", "--join", "http://127.0.0.1:3/v1"}, "--join: bad request: node address \"http://127.0.0.1:3/v1\" must be HOST:PORT"},
 		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--gossip-addr", "127.0.0.1:4"}, "--gossip-addr with TLS needs --gossip-key-file"},
+		{[]string{"--insecure", "--tls-crl", ca}, "--tls-crl needs TLS"},
+		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--tls-crl", filepath.Join(dir, "nope.crl")}, "--tls-crl:"},
+		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--tls-crl", ca}, "want X509 CRL"},
 	} {
 		code, _, stderr := runHats(t, "", append(base, tc.extra...)...)
 		if code == 0 || !strings.Contains(stderr, tc.want) {
@@ -370,6 +373,58 @@ func Test_run_Cert(t *testing.T) {
 	}
 	if _, err := tls.LoadX509KeyPair(filepath.Join(dir, "n1.crt"), filepath.Join(dir, "n1.key")); err != nil {
 		t.Errorf("n1 key pair: %v", err)
+	}
+
+	// Revocation: by file, then by serial; a repeat adds nothing; the list
+	// is the CA's and loads as a node's --tls-crl.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cert", "revoke", "--dir", dir, "--serial", "zz"}, "serial: "},
+		{[]string{"cert", "revoke", "--dir", dir, "--days", "0", "--serial", "1A"}, "days: must be positive"},
+	} {
+		if code, _, stderr := runHats(t, "", tc.args...); code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("hats %q: exit %d, stderr %q, want usage error %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	crl := filepath.Join(dir, "ca.crl")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cert", "revoke", "--dir", dir}, "revoked 0 (0 on the list)"},
+		{[]string{"cert", "revoke", "--dir", dir, filepath.Join(dir, "n1.crt")}, "revoked 1 (1 on the list)"},
+		{[]string{"cert", "revoke", "--dir", dir, filepath.Join(dir, "n1.crt")}, "revoked 0 (1 on the list)"},
+		{[]string{"cert", "revoke", "--dir", dir, "--serial", "1A", "--serial", "0x1b"}, "revoked 2 (3 on the list)"},
+	} {
+		code, stdout, stderr := runHats(t, "", tc.args...)
+		if code != 0 || !strings.Contains(stdout, crl) || !strings.Contains(stdout, tc.want) {
+			t.Fatalf("hats %q: exit %d, stdout %q, stderr %q, want %q", tc.args, code, stdout, stderr, tc.want)
+		}
+	}
+	if code, _, stderr := runHats(t, "", "cert", "revoke", "--dir", dir, filepath.Join(dir, "ca.key")); code == 0 || !strings.Contains(stderr, "no PEM CERTIFICATE block") {
+		t.Errorf("revoke a key file: exit %d, stderr %q", code, stderr)
+	}
+	data, _ := os.ReadFile(crl)
+	cb, _ := pem.Decode(data)
+	if cb == nil || cb.Type != "X509 CRL" {
+		t.Fatalf("ca.crl: %q", data)
+	}
+	list, err := x509.ParseRevocationList(cb.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := pem.Decode(caPEM)
+	caCert, _ := x509.ParseCertificate(ca.Bytes)
+	if err := list.CheckSignatureFrom(caCert); err != nil || list.Number.Int64() != 4 || len(list.RevokedCertificateEntries) != 3 || list.RevokedCertificateEntries[0].SerialNumber.Cmp(c.SerialNumber) != 0 {
+		t.Fatalf("ca.crl: number %v, %d entries, signature %v", list.Number, len(list.RevokedCertificateEntries), err)
+	}
+	// n1's own certificate is on the list: a node refuses to start with it.
+	code, _, stderr := runHats(t, "", "node", "--id", "n1", "--data-dir", filepath.Join(dir, "data"), "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
+		"--tls-cert", filepath.Join(dir, "n1.crt"), "--tls-key", filepath.Join(dir, "n1.key"), "--tls-ca", filepath.Join(dir, "ca.crt"), "--tls-crl", crl)
+	if code == 0 || !strings.Contains(stderr, "is revoked by --tls-crl") {
+		t.Fatalf("node with its own certificate revoked: exit %d, stderr %q", code, stderr)
 	}
 }
 

@@ -46,6 +46,7 @@ func TestProcess_TLSCluster(t *testing.T) {
 	}
 	must("cert", "client", "--dir", certs, "--name", "operator")
 	must("cert", "gossip-key", "--dir", certs)
+	must("cert", "revoke", "--dir", certs) // an empty revocation list, for --tls-crl
 	if r := runHats(t, 30*time.Second, env, "", "cert", "ca", "--dir", certs); r.Code == 0 || !strings.Contains(r.Stderr, "exists") {
 		t.Fatalf("a second CA over the first: %s", r)
 	}
@@ -71,7 +72,7 @@ func TestProcess_TLSCluster(t *testing.T) {
 		}
 		p := NewProc(t, dir, id, join, append(procFast,
 			"--tls-cert", filepath.Join(certs, id+".crt"), "--tls-key", filepath.Join(certs, id+".key"), "--tls-ca", ca,
-			"--gossip-addr", procFreeAddr(t), "--gossip-key-file", filepath.Join(certs, "gossip.key"), "--feed", "none")...)
+			"--tls-crl", filepath.Join(certs, "ca.crl"), "--gossip-addr", procFreeAddr(t), "--gossip-key-file", filepath.Join(certs, "gossip.key"), "--feed", "none")...)
 		p.HTTPS = https
 		p.Start()
 		nodes = append(nodes, p)
@@ -181,6 +182,43 @@ func TestProcess_TLSCluster(t *testing.T) {
 	})
 	if r := hats("", "trade", "buy", "AAPL", "1", "--limit", "1.00"); r.Code != 0 {
 		t.Fatalf("a trade after the rotation: %s", r)
+	}
+
+	// Revocation: a second operator's certificate works until hats cert
+	// revoke lists it and the nodes get SIGHUP; the first operator's
+	// goes on working, and so does trading.
+	must("cert", "client", "--dir", certs, "--name", "leaver")
+	asOperator := func(name string) hatsRun {
+		return hats("", "cluster", "transfer-leadership", "--tls-ca", ca,
+			"--tls-cert", filepath.Join(certs, name+".crt"), "--tls-key", filepath.Join(certs, name+".key"))
+	}
+	if r := asOperator("leaver"); r.Code != 0 {
+		t.Fatalf("transfer with the second operator's certificate: %s", r)
+	}
+	if out := must("cert", "revoke", "--dir", certs, filepath.Join(certs, "leaver.crt")); !strings.Contains(out, "revoked 1 (1 on the list)") {
+		t.Fatalf("hats cert revoke: %q", out)
+	}
+	for _, p := range nodes {
+		p.signal(syscall.SIGHUP)
+	}
+	Poll(t, 10*time.Second, "every node refuses the revoked certificate", func() error {
+		for _, p := range nodes {
+			r := hats("", "cluster", "transfer-leadership", "--cluster", p.HTTPAddr, "--tls-ca", ca,
+				"--tls-cert", filepath.Join(certs, "leaver.crt"), "--tls-key", filepath.Join(certs, "leaver.key"))
+			if r.Code == 0 {
+				return fmt.Errorf("%s still takes it", p.ID)
+			}
+			if !strings.Contains(r.Stderr, "bad certificate") {
+				t.Fatalf("%s refused the revoked certificate, but not for that: %s", p.ID, r)
+			}
+		}
+		return nil
+	})
+	if r := asOperator("operator"); r.Code != 0 {
+		t.Fatalf("transfer with the first operator's certificate after the revocation: %s", r)
+	}
+	if r := hats("", "trade", "buy", "AAPL", "1", "--limit", "1.00"); r.Code != 0 {
+		t.Fatalf("a trade after the revocation: %s", r)
 	}
 
 	Poll(t, 20*time.Second, "identical state on every node", func() error {

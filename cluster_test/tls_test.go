@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,10 +47,29 @@ func newTestPKI(t testing.TB) *testPKI {
 	if err := os.WriteFile(p.caFile(), cert, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	p.revoke() // an empty list, which every node loads (--tls-crl)
 	return p
 }
 
-func (p *testPKI) caFile() string { return filepath.Join(p.dir, "ca.crt") }
+func (p *testPKI) caFile() string  { return filepath.Join(p.dir, "ca.crt") }
+func (p *testPKI) crlFile() string { return filepath.Join(p.dir, "ca.crl") }
+
+// revoke adds serials to the CA's revocation list file, as `hats cert
+// revoke` does; the nodes see it after a Reload (SIGHUP).
+func (p *testPKI) revoke(serials ...*big.Int) {
+	p.t.Helper()
+	old, err := os.ReadFile(p.crlFile())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		p.t.Fatal(err)
+	}
+	crl, _, _, err := transport.Revoke(p.caCert, p.caKey, old, serials, time.Now(), time.Hour)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if err := os.WriteFile(p.crlFile(), crl, 0o644); err != nil {
+		p.t.Fatal(err)
+	}
+}
 
 // files issues a certificate of kind for name and writes it, its key and
 // the CA certificate.
@@ -80,7 +101,9 @@ func (p *testPKI) nodeTLS(id string) *transport.NodeTLS {
 	if nt != nil {
 		return nt
 	}
-	nt, err := transport.LoadNodeTLS(p.files(transport.CertNode, id, "127.0.0.1", "localhost"))
+	f := p.files(transport.CertNode, id, "127.0.0.1", "localhost")
+	f.CRL = p.crlFile()
+	nt, err := transport.LoadNodeTLS(f)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -241,6 +264,45 @@ func Test_TLS_Cluster(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Revocation: once the nodes load a list naming an operator's
+	// certificate, an admin request on a connection opened before is
+	// refused (403 certificate_revoked), and so is a new connection (in
+	// the handshake); other operators go on.
+	revokedTLS := ca.clientTLS("leaver")
+	adminConn := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: revokedTLS, MaxConnsPerHost: 1}}
+	adminCall := func(hc *http.Client) (status int, body string, reused bool, err error) {
+		var info httptrace.GotConnInfo
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { info = i }}),
+			http.MethodPost, "https://"+c.Nodes[0].HTTPAddr+"/v1/cluster/transfer-leadership", strings.NewReader(`{"id":"no-such-node"}`))
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", info.Reused, err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b), info.Reused, nil
+	}
+	if status, body, _, err := adminCall(adminConn); err != nil || status != http.StatusNotFound {
+		t.Fatalf("admin call before the revocation: %d %s %v, want 404 for the unknown node", status, body, err)
+	}
+	ca.revoke(revokedTLS.Certificates[0].Leaf.SerialNumber)
+	for _, tn := range c.Nodes {
+		if err := ca.nodeTLS(tn.ID).Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, msg, reused, err := adminCall(adminConn)
+	if err != nil || !reused || st != http.StatusForbidden || !strings.Contains(msg, transport.CodeCertRevoked) {
+		t.Fatalf("admin call on the old connection after the revocation: %d %s (reused %v) %v, want 403 %s", st, msg, reused, err, transport.CodeCertRevoked)
+	}
+	fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: revokedTLS.Clone()}}
+	if status, body, _, err := adminCall(fresh); err == nil {
+		t.Fatalf("a new connection with a revoked certificate: %d %s, want the handshake refused", status, body)
+	}
+	if _, err := op.ClusterStatus(ctx); err != nil {
+		t.Fatalf("another operator after the revocation: %v", err)
+	}
 
 	// Raft: a TLS client without a certificate, or with an operator's
 	// (client-only) certificate from the right CA, is dropped in the

@@ -7,6 +7,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -551,6 +552,14 @@ func (n *Node) ensureInstruments(ctx context.Context) {
 	}
 	n.log.Info("instrument table committed", "count", len(list))
 }
+
+// Revoked implements transport.RevocationChecker: whether c is on the
+// revocation list of the node's TLS settings.
+func (n *Node) Revoked(c *x509.Certificate) bool {
+	return n.cfg.TLS != nil && n.cfg.TLS.Revoked(c)
+}
+
+var _ transport.RevocationChecker = (*Node)(nil)
 
 // ClusterKey implements transport.Backend.
 func (n *Node) ClusterKey() string {

@@ -36,13 +36,16 @@ const (
 	// that serves TLS was called without a client certificate from the
 	// cluster's CA.
 	CodeClientCertRequired = "client_cert_required"
-	CodeBadRequest         = "bad_request"
-	CodeBadJSON            = "malformed_json"
-	CodeBodyTooLarge       = "body_too_large"
-	CodeNotFound           = "not_found"
-	CodeUnavailable        = "unavailable"
-	CodeNodeIDInUse        = "node_id_in_use"
-	CodeInternal           = "internal"
+	// CodeCertRevoked: the client certificate is on the revocation list
+	// the node holds (--tls-crl).
+	CodeCertRevoked  = "certificate_revoked"
+	CodeBadRequest   = "bad_request"
+	CodeBadJSON      = "malformed_json"
+	CodeBodyTooLarge = "body_too_large"
+	CodeNotFound     = "not_found"
+	CodeUnavailable  = "unavailable"
+	CodeNodeIDInUse  = "node_id_in_use"
+	CodeInternal     = "internal"
 	// CodeLeaderMoved is not an error: an order stream's notice, tagged
 	// "", that its node now names another leader (docs/api.md).
 	CodeLeaderMoved = "leader_moved"
@@ -93,7 +96,7 @@ func (e *APIError) Unwrap() error {
 		return ErrNoLeader
 	case CodeUnauthenticated:
 		return ErrUnauthenticated
-	case CodeForbidden, CodeClientCertRequired:
+	case CodeForbidden, CodeClientCertRequired, CodeCertRevoked:
 		return ErrForbidden
 	case CodeNotFound:
 		return ErrNotFound

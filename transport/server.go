@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,10 +148,10 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/account/profile", s.auth(s.profile))
 	m.HandleFunc("GET /v1/status", s.status)
 	m.HandleFunc("GET /v1/cluster/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.b.ClusterStatus(r.Context())) })
-	m.HandleFunc("POST /v1/cluster/join", clientCert(false, s.join))
-	m.HandleFunc("POST /v1/cluster/remove", clientCert(false, s.remove))
-	m.HandleFunc("POST /v1/cluster/transfer-leadership", clientCert(false, s.transfer))
-	m.HandleFunc("GET "+PathBackup, clientCert(false, s.backup))
+	m.HandleFunc("POST /v1/cluster/join", s.clientCert(false, s.join))
+	m.HandleFunc("POST /v1/cluster/remove", s.clientCert(false, s.remove))
+	m.HandleFunc("POST /v1/cluster/transfer-leadership", s.clientCert(false, s.transfer))
+	m.HandleFunc("GET "+PathBackup, s.clientCert(false, s.backup))
 	m.HandleFunc("POST "+PathInternalApplyMany, s.internal(s.internalApply))
 	m.HandleFunc("POST "+PathInternalForwardStream, s.internal(s.forwardStream))
 	m.HandleFunc("GET "+PathInternalReadIndex, s.internal(s.internalReadIndex))
@@ -300,7 +301,7 @@ func (s *Server) auth(h authed) http.HandlerFunc {
 }
 
 func (s *Server) internal(h http.HandlerFunc) http.HandlerFunc {
-	return clientCert(true, func(w http.ResponseWriter, r *http.Request) {
+	return s.clientCert(true, func(w http.ResponseWriter, r *http.Request) {
 		want := s.b.ClusterKey()
 		got := r.Header.Get(HeaderClusterKey)
 		if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1 {
@@ -318,7 +319,11 @@ func (s *Server) internal(h http.HandlerFunc) http.HandlerFunc {
 // nodeOnly (the internal endpoints) it must be a node's certificate, not
 // an operator's. Plaintext (--insecure) cannot tell who calls;
 // docs/operations.md says so.
-func clientCert(nodeOnly bool, h http.HandlerFunc) http.HandlerFunc {
+// The certificate is also checked against the revocation list the node
+// holds now, so a keep-alive connection set up before a revocation was
+// loaded gets no further either.
+func (s *Server) clientCert(nodeOnly bool, h http.HandlerFunc) http.HandlerFunc {
+	rc, _ := s.b.(RevocationChecker)
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS != nil {
 			chains := r.TLS.VerifiedChains
@@ -330,9 +335,19 @@ func clientCert(nodeOnly bool, h http.HandlerFunc) http.HandlerFunc {
 				writeError(w, &APIError{Status: 403, Code: CodeClientCertRequired, Message: r.URL.Path + ": needs " + want})
 				return
 			}
+			if leaf := chains[0][0]; rc != nil && rc.Revoked(leaf) {
+				writeError(w, &APIError{Status: 403, Code: CodeCertRevoked, Message: fmt.Sprintf("%s: certificate %q (serial %s) is revoked", r.URL.Path, leaf.Subject.CommonName, SerialHex(leaf.SerialNumber))})
+				return
+			}
 		}
 		h(w, r)
 	}
+}
+
+// RevocationChecker is what a Backend serving TLS with a revocation list
+// implements (node.Node does).
+type RevocationChecker interface {
+	Revoked(*x509.Certificate) bool
 }
 
 // AccountView converts a state-machine account to its API form.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,7 @@ type TLSFiles struct {
 	CA   string // CA certificate(s) that sign the cluster's certificates
 	Cert string // this party's certificate (a chain is fine)
 	Key  string // its private key
+	CRL  string // optional: the CA's revocation list (crl.go), nodes only
 }
 
 // NodeTLS is a node's TLS setup: one certificate and one CA, used as a
@@ -35,8 +37,9 @@ type NodeTLS struct {
 }
 
 type tlsMaterial struct {
-	cert tls.Certificate
-	pool *x509.CertPool
+	cert    tls.Certificate
+	pool    *x509.CertPool
+	revoked revocations
 }
 
 // LoadNodeTLS reads a node's certificate, key and CA; all three are
@@ -60,14 +63,39 @@ func (t *NodeTLS) Reload() error {
 	if err != nil {
 		return err
 	}
-	pool, err := loadCA(t.files.CA)
+	pool, cas, err := loadCA(t.files.CA)
 	if err != nil {
 		return err
 	}
 	if err := verifyNodeCert(cert, pool); err != nil {
 		return fmt.Errorf("%w: --tls-cert %s: %w", ErrTLS, t.files.Cert, err)
 	}
-	t.cur.Store(&tlsMaterial{cert: cert, pool: pool})
+	m := &tlsMaterial{cert: cert, pool: pool}
+	if t.files.CRL != "" {
+		if m.revoked, err = loadCRL(t.files.CRL, cas); err != nil {
+			return err
+		}
+		if leaf, _ := x509.ParseCertificate(cert.Certificate[0]); m.revoked.has(leaf) {
+			return fmt.Errorf("%w: --tls-cert %s is revoked by --tls-crl %s", ErrTLS, t.files.Cert, t.files.CRL)
+		}
+	}
+	t.cur.Store(m)
+	return nil
+}
+
+// Revoked reports whether c is on the revocation list the node holds now
+// (the admin endpoints check it per request, so a connection set up
+// before the list was loaded gets no further).
+func (t *NodeTLS) Revoked(c *x509.Certificate) bool {
+	return t.cur.Load().revoked.has(c)
+}
+
+// refuseRevoked fails a handshake whose peer presents a revoked
+// certificate; a peer without one is left to the ClientAuth setting.
+func (m *tlsMaterial) refuseRevoked(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) > 0 && m.revoked.has(cs.PeerCertificates[0]) {
+		return fmt.Errorf("hats: certificate %q (serial %s) is revoked", cs.PeerCertificates[0].Subject.CommonName, SerialHex(cs.PeerCertificates[0].SerialNumber))
+	}
 	return nil
 }
 
@@ -125,16 +153,28 @@ func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	return cert, nil
 }
 
-func loadCA(file string) (*x509.CertPool, error) {
+// loadCA reads the CA file: its certificates, as a pool and one by one.
+func loadCA(file string) (*x509.CertPool, []*x509.Certificate, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --tls-ca: %w", ErrTLS, err)
+		return nil, nil, fmt.Errorf("%w: --tls-ca: %w", ErrTLS, err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%w: --tls-ca %s holds no PEM certificate", ErrTLS, file)
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); b.Type == "CERTIFICATE" && err == nil {
+			pool.AddCert(c)
+			certs = append(certs, c)
+		}
 	}
-	return pool, nil
+	if len(certs) == 0 {
+		return nil, nil, fmt.Errorf("%w: --tls-ca %s holds no PEM certificate", ErrTLS, file)
+	}
+	return pool, certs, nil
 }
 
 // serverConfig answers handshakes with the current certificate. With
@@ -159,8 +199,14 @@ func (t *NodeTLS) serverConfig(requireClient bool) *tls.Config {
 				ClientCAs:    m.pool,
 				ClientAuth:   auth,
 			}
-			if requireClient {
-				cfg.VerifyConnection = requireNodePeer
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				if err := m.refuseRevoked(cs); err != nil {
+					return err
+				}
+				if requireClient {
+					return requireNodePeer(cs)
+				}
+				return nil
 			}
 			return cfg, nil
 		},
@@ -242,10 +288,11 @@ func (c *boundedHandshake) Write(p []byte) (int, error) {
 func (t *NodeTLS) clientConfig(serverName string) *tls.Config {
 	m := t.cur.Load()
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		ServerName:   serverName,
-		RootCAs:      m.pool,
-		Certificates: []tls.Certificate{m.cert},
+		MinVersion:       tls.VersionTLS12,
+		ServerName:       serverName,
+		RootCAs:          m.pool,
+		Certificates:     []tls.Certificate{m.cert},
+		VerifyConnection: m.refuseRevoked,
 	}
 }
 
@@ -282,7 +329,7 @@ func (t *NodeTLS) Dial(dial DialFunc) DialFunc {
 func LoadClientTLS(f TLSFiles) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if f.CA != "" {
-		pool, err := loadCA(f.CA)
+		pool, _, err := loadCA(f.CA)
 		if err != nil {
 			return nil, err
 		}
