@@ -97,7 +97,20 @@ func printClusterStatus(w io.Writer, st *transport.ClusterStatus) {
 	if me == "" {
 		me = "(none)"
 	}
-	fmt.Fprintf(w, "leader %s  term %d  market engine %s\n", leader, st.Term, me)
+	fmt.Fprintf(w, "leader %s  term %d  market engine %s", leader, st.Term, me)
+	// State-machine rules: what the leader's state is at and, during a
+	// rolling upgrade, what holds a raise back.
+	pending := ""
+	for _, n := range st.Nodes {
+		if n.ID == st.Leader && n.Rules > 0 {
+			fmt.Fprintf(w, "  rules %d (this release up to %d)", n.Rules, n.MaxRules)
+			pending = n.RulesPending
+		}
+	}
+	fmt.Fprintln(w)
+	if pending != "" {
+		fmt.Fprintf(w, "%s\n", pending)
+	}
 	for _, n := range st.Nodes {
 		if es := n.MarketEngine; es != nil && es.Running {
 			stale := ""

@@ -567,3 +567,19 @@ func Test_exitCode(t *testing.T) {
 		t.Error("interrupt is not 130")
 	}
 }
+
+// Test_printClusterStatus_Rules: the status header names the rules version
+// in force on the leader and, mid-upgrade, what holds a raise back.
+func Test_printClusterStatus_Rules(t *testing.T) {
+	var b bytes.Buffer
+	printClusterStatus(&b, &transport.ClusterStatus{Leader: "n1", Term: 3, Nodes: []transport.NodeStatus{
+		{ID: "n1", State: "Leader", Rules: 1, MaxRules: 2, RulesPending: "rules version 2 waits: member n3 applies up to 1"},
+		{ID: "n3", State: "Follower", Rules: 1, MaxRules: 1},
+	}})
+	out := b.String()
+	for _, want := range []string{"leader n1  term 3", "rules 1 (this release up to 2)", "\nrules version 2 waits: member n3 applies up to 1\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cluster status lacks %q:\n%s", want, out)
+		}
+	}
+}

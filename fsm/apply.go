@@ -63,6 +63,8 @@ func (f *FSM) applyCommand(tx *stx, c *Command, index uint64) *Result {
 		res = f.applyAmend(tx, c)
 	case TypeTick:
 		res = f.applyTick(tx, c)
+	case TypeSetRules:
+		res = f.applySetRules(tx, c)
 	default:
 		// Decode accepts only known types, so this is a programming error.
 		panic(fmt.Sprintf("fsm: no apply for %s", c.Type))

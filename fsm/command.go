@@ -30,6 +30,8 @@ const (
 	TypeAmendOrder     Type = 15
 	TypeTick           Type = 16 // Market Engine: new reference prices and feed state
 	TypeReassign       Type = 17 // move a session to another Trading Server
+	// 18 is TypeBatch (batch.go): several commands in one entry.
+	TypeSetRules Type = 19 // raise the state-machine rules version (rules.go)
 )
 
 var typeNames = map[Type]string{
@@ -38,7 +40,7 @@ var typeNames = map[Type]string{
 	TypeDeposit: "deposit", TypeWithdraw: "withdraw", TypeProfile: "profile",
 	TypeSetInstrument: "set_instrument", TypeDepositShares: "deposit_shares", TypeWithdrawShares: "withdraw_shares",
 	TypePlaceOrder: "place_order", TypeCancelOrder: "cancel_order", TypeAmendOrder: "amend_order",
-	TypeTick: "tick", TypeReassign: "reassign_session",
+	TypeTick: "tick", TypeReassign: "reassign_session", TypeSetRules: "set_rules",
 }
 
 func (t Type) String() string {
@@ -98,6 +100,8 @@ type Command struct {
 	Prices    []market.TickPrice
 	MMSpread  int64 // market-making spread in basis points
 	MMSize    int64 // market-making quote size; 0 turns it off
+
+	Rules uint64 // TypeSetRules: the rules version to move to
 }
 
 // Encode returns the wire form: the type byte followed by the body.
@@ -178,6 +182,8 @@ func (c *Command) encodeBody(w *writer) {
 		}
 		w.i(c.MMSpread)
 		w.i(c.MMSize)
+	case TypeSetRules:
+		w.u(c.Rules)
 	}
 }
 
@@ -263,6 +269,8 @@ func Decode(b []byte) (*Command, error) {
 		}
 		c.MMSpread = r.i()
 		c.MMSize = r.i()
+	case TypeSetRules:
+		c.Rules = r.u()
 	}
 	if err := r.done(); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", c.Type, err)

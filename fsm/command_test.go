@@ -34,6 +34,7 @@ func fullCommands() []*Command {
 		{Type: TypeCancelOrder, Time: 53, Account: 8, OrderID: 1<<64 - 1},
 		{Type: TypeAmendOrder, Time: 54, Account: 8, OrderID: 77, Qty: 5, Limit: 12300},
 		{Type: TypeTick, Time: 55, TickSeq: 9, FeedKind: "sim", FeedState: []byte{1, 2, 3}, Prices: []market.TickPrice{{Symbol: "AAPL", Price: 18911}, {Symbol: "MSFT", Price: 41500}}, MMSpread: 20, MMSize: 100},
+		{Type: TypeSetRules, Time: 57, Rules: RulesStopLimitCollar},
 	}
 }
 

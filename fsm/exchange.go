@@ -570,6 +570,9 @@ func (f *FSM) applyPlace(tx *stx, c *Command) *Result {
 	if err := b.Prepare(o); err != nil {
 		return rejectOrder(err)
 	}
+	if err := stopLimitCollar(tx, b, o, o.Limit); err != nil {
+		return rejectOrder(err)
+	}
 	if err := x.reserve(o, o.Qty, o.ReservePrice()); err != nil {
 		return rejectOrder(err)
 	}
@@ -684,6 +687,11 @@ func (f *FSM) applyAmend(tx *stx, c *Command) *Result {
 	}
 	if newLimit != o.Limit && o.Type != market.Limit && o.Type != market.StopLimit {
 		return reject(fmt.Errorf("%w: only limit and stop-limit orders have a limit price to amend", market.ErrBadOrder))
+	}
+	if newLimit != o.Limit {
+		if err := stopLimitCollar(tx, b, o, newLimit); err != nil {
+			return reject(err)
+		}
 	}
 	x := f.newExch(tx, c.Time)
 	// Swap the hold from the old remainder to the new one first.

@@ -57,8 +57,9 @@ const IdempotencyTTL = 24 * time.Hour
 
 // FSM implements raft.BatchingFSM over a bbolt file.
 type FSM struct {
-	path string
-	log  *slog.Logger
+	path     string
+	log      *slog.Logger
+	maxRules uint64 // highest rules version applied (rules.go)
 
 	mu     sync.RWMutex // held for reading by every transaction, for writing by Restore
 	db     *bolt.DB
@@ -186,6 +187,10 @@ type Options struct {
 	// CommitMaxCommands freezes the active layer earlier once it holds
 	// this many commands; 0 means DefaultCommitMaxCommands.
 	CommitMaxCommands int
+	// MaxRules is the highest state-machine rules version the node
+	// applies (rules.go); 0 means SupportedRules. Lower only to stand in
+	// for an older release, as mixed-version tests do.
+	MaxRules uint64
 }
 
 // Defaults of Options.
@@ -215,7 +220,10 @@ func OpenWith(path string, log *slog.Logger, opts Options) (*FSM, error) {
 	if opts.CommitMaxCommands <= 0 {
 		opts.CommitMaxCommands = DefaultCommitMaxCommands
 	}
-	f := &FSM{path: path, log: log, waitCh: make(chan struct{}), opts: opts,
+	if opts.MaxRules == 0 || opts.MaxRules > SupportedRules {
+		opts.MaxRules = SupportedRules
+	}
+	f := &FSM{path: path, log: log, waitCh: make(chan struct{}), opts: opts, maxRules: opts.MaxRules,
 		kick: make(chan struct{}, 1), stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
 	f.flushed = sync.NewCond(&f.txMu)
 	if err := f.open(); err != nil {
@@ -540,6 +548,17 @@ func (f *FSM) open() error {
 		db, err = bolt.Open(f.path, 0o600, boltOptions(fallbackMmap))
 	}
 	if err != nil {
+		return fmt.Errorf("open state %s: %w", f.path, err)
+	}
+	// A newer release's state is left as it is, unconverted.
+	err = db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bMeta); meta != nil {
+			return f.checkRules(rulesOf(meta))
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
 		return fmt.Errorf("open state %s: %w", f.path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -929,9 +948,14 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	out.Close()
 	// Validate before replacing anything.
-	if err := validateStateFile(tmp, size, false, nil); err != nil {
+	rules := RulesBase
+	if err := validateStateFile(tmp, size, false, func(tx *bolt.Tx) { rules = rulesOf(tx.Bucket(bMeta)) }); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("%w: %v", ErrRestore, err)
+	}
+	if err := f.checkRules(rules); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%w: snapshot: %w", ErrRestore, err)
 	}
 
 	f.mu.Lock()

@@ -18,6 +18,9 @@ func (v *View) AppliedIndex() uint64 { return getU64(v.tx.Bucket(bMeta), kApplie
 // commands; empty before the cluster's first entry is applied.
 func (v *View) ClusterKey() string { return string(v.tx.Bucket(bMeta).Get(kClusterKey)) }
 
+// Rules is the state-machine rules version in force (rules.go).
+func (v *View) Rules() uint64 { return rulesOf(v.tx.Bucket(bMeta)) }
+
 // Account returns an account by id.
 func (v *View) Account(id uint64) (*trader.Account, bool) { return getAccount(v.tx, id) }
 

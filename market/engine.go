@@ -99,12 +99,20 @@ func (b *Book) Prepare(o *Order) error {
 			o.Cap = low
 		}
 	case Limit:
-		if o.Side == Buy && o.Limit > high {
-			return fmt.Errorf("%w: buy limit %s is above %s (10%% over the reference %s)", ErrBeyondCollar, cents(o.Limit), cents(high), cents(ref))
-		}
-		if o.Side == Sell && o.Limit < low {
-			return fmt.Errorf("%w: sell limit %s is below %s (10%% under the reference %s)", ErrBeyondCollar, cents(o.Limit), cents(low), cents(ref))
-		}
+		return CheckCollar(o.Side, o.Limit, ref)
+	}
+	return nil
+}
+
+// CheckCollar rejects a limit price beyond the collar around ref: a buy
+// more than 10% over it, a sell more than 10% under.
+func CheckCollar(side Side, limit, ref int64) error {
+	low, high := CollarBounds(ref)
+	if side == Buy && limit > high {
+		return fmt.Errorf("%w: buy limit %s is above %s (10%% over the reference %s)", ErrBeyondCollar, cents(limit), cents(high), cents(ref))
+	}
+	if side == Sell && limit < low {
+		return fmt.Errorf("%w: sell limit %s is below %s (10%% under the reference %s)", ErrBeyondCollar, cents(limit), cents(low), cents(ref))
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ func (n *Node) JoinCluster(ctx context.Context) error {
 	if len(n.cfg.Join) == 0 {
 		return nil
 	}
-	req := transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr}
+	req := transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr, MaxRules: n.fsm.MaxRules()}
 	backoff := n.cfg.JoinBackoff
 	var errs []string
 	for attempt := 1; attempt <= n.cfg.JoinAttempts; attempt++ {
@@ -37,7 +37,7 @@ func (n *Node) JoinCluster(ctx context.Context) error {
 				n.log.Info("joined cluster", "via", addr, "attempt", attempt)
 				return nil
 			}
-			if errors.Is(err, transport.ErrConflict) {
+			if errors.Is(err, transport.ErrConflict) || errors.Is(err, transport.ErrIncompatible) {
 				return fmt.Errorf("join via %s: %w", addr, err)
 			}
 			errs = append(errs, fmt.Sprintf("%s: %v", addr, err))
@@ -72,6 +72,11 @@ func (n *Node) Join(ctx context.Context, req transport.JoinRequest) error {
 }
 
 func (n *Node) joinLocal(ctx context.Context, req transport.JoinRequest) error {
+	n.rulesMu.Lock()
+	defer n.rulesMu.Unlock()
+	if err := n.checkJoinRules(ctx, req); err != nil {
+		return err
+	}
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("%w: %v", ErrNoLeader, err)

@@ -36,6 +36,7 @@ var (
 	ErrNoLeader       = transport.ErrNoLeader
 	ErrOutcomeUnknown = transport.ErrOutcomeUnknown
 	ErrNodeIDInUse    = transport.ErrConflict
+	ErrIncompatible   = transport.ErrIncompatible
 	ErrConfig         = errors.New("bad node configuration")
 	ErrJoinFailed     = errors.New("join failed")
 	ErrDataDir        = errors.New("data dir belongs to another node")
@@ -120,6 +121,10 @@ type Config struct {
 	// them meanwhile. 0 means fsm.DefaultCommitInterval; negative waits
 	// for a checkpoint after every batch.
 	StateCommitInterval time.Duration
+	// MaxRules caps the state-machine rules versions this node applies
+	// (0: all this release supports, fsm.SupportedRules). Tests set it
+	// to stand in for an older release in a mixed-version cluster.
+	MaxRules uint64
 
 	// MaxBatch bounds the commands the leader packs into one Raft entry
 	// (group commit); 0 means 512, 1 turns batching off.
@@ -231,6 +236,9 @@ type Node struct {
 
 	hasState bool
 	logStore string // LogStoreWAL or LogStoreBoltDB
+
+	rulesMu      sync.Mutex             // a leader's joins and rules raises, one at a time (rules.go)
+	rulesPending atomic.Pointer[string] // why the leader has not raised the rules (status)
 }
 
 var _ transport.Backend = (*Node)(nil)
@@ -281,6 +289,7 @@ func newNode(cfg Config) (n *Node, err error) {
 	}
 	n.snaps = snaps
 	fo := fsm.DefaultOptions()
+	fo.MaxRules = cfg.MaxRules
 	if cfg.StateCommitInterval != 0 {
 		fo.CommitInterval = max(cfg.StateCommitInterval, 0)
 	}
@@ -378,12 +387,13 @@ func newNode(cfg Config) (n *Node, err error) {
 	}
 	n.batch = newBatcher(n, cfg.MaxBatch)
 	n.fwd = newForwarder(n, cfg.MaxBatch)
-	n.wg.Add(5)
+	n.wg.Add(6)
+	go n.every(rulesCheckInterval, n.watchRules)
 	go n.watchLeaderChanges()
 	go n.batch.run()
 	go n.fwd.run()
 	go n.watchLeadership()
-	go n.keepOwnRecord()
+	go n.every(2*time.Second, n.keepOwnRecord)
 	return n, nil
 }
 
@@ -502,8 +512,26 @@ func (n *Node) onLeader() {
 // every node checks every few seconds and, when its record is missing or
 // stale, asks the leader to rewrite it (an idempotent join).
 func (n *Node) keepOwnRecord() {
+	var have fsm.NodeAddrs
+	_ = n.fsm.View(func(v *fsm.View) error { have, _ = v.Node(n.cfg.ID); return nil })
+	if have.HTTPAddr == n.cfg.HTTPAddr && have.RaftAddr == n.cfg.RaftAddr && have.GossipAddr == n.cfg.GossipAddr {
+		return
+	}
+	if _, lid := n.raft.LeaderWithID(); lid == "" || !n.isMember() {
+		return // a removed node must not put itself back
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	err := n.Join(ctx, transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr, MaxRules: n.fsm.MaxRules()})
+	cancel()
+	if err != nil {
+		n.log.Warn("refresh own member record", "err", err)
+	}
+}
+
+// every runs fn every d until the node closes (one of n.wg's goroutines).
+func (n *Node) every(d time.Duration, fn func()) {
 	defer n.wg.Done()
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -511,20 +539,7 @@ func (n *Node) keepOwnRecord() {
 			return
 		case <-t.C:
 		}
-		var have fsm.NodeAddrs
-		_ = n.fsm.View(func(v *fsm.View) error { have, _ = v.Node(n.cfg.ID); return nil })
-		if have.HTTPAddr == n.cfg.HTTPAddr && have.RaftAddr == n.cfg.RaftAddr && have.GossipAddr == n.cfg.GossipAddr {
-			continue
-		}
-		if _, lid := n.raft.LeaderWithID(); lid == "" || !n.isMember() {
-			continue // a removed node must not put itself back
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
-		err := n.Join(ctx, transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr})
-		cancel()
-		if err != nil {
-			n.log.Warn("refresh own member record", "err", err)
-		}
+		fn()
 	}
 }
 

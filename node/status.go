@@ -33,6 +33,10 @@ func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus 
 		AppliedIndex: n.fsm.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastIndex: n.raft.LastIndex(), RaftLogStore: n.logStore,
 	}
 	st.CheckpointIndex, st.CheckpointQueue, st.ApplyWaits = n.fsm.CheckpointStats()
+	st.Rules, st.MaxRules = n.rulesInForce(), n.fsm.MaxRules()
+	if p := n.rulesPending.Load(); p != nil && n.raft.State() == raft.Leader {
+		st.RulesPending = *p
+	}
 	early := n.repl.EarlyStats()
 	st.EarlyAppendsSent, st.EarlyAppendsAccepted, st.EarlyAnswers = early.Sent, early.Accepted, early.Answered
 	_, lid := n.raft.LeaderWithID()

@@ -20,8 +20,11 @@ var (
 	ErrBadRequest      = errors.New("bad request")
 	ErrNotFound        = errors.New("not found")
 	ErrConflict        = errors.New("conflict")
-	ErrUnavailable     = errors.New("unavailable")
-	ErrNoNodes         = errors.New("no reachable node")
+	// ErrIncompatible: a node's release cannot apply the cluster's
+	// state-machine rules (a join refused until it is upgraded).
+	ErrIncompatible = errors.New("incompatible release")
+	ErrUnavailable  = errors.New("unavailable")
+	ErrNoNodes      = errors.New("no reachable node")
 )
 
 // Stable error codes in JSON error bodies: {"error":{"code":..., "message":...}}.
@@ -45,6 +48,8 @@ const (
 	CodeNotFound     = "not_found"
 	CodeUnavailable  = "unavailable"
 	CodeNodeIDInUse  = "node_id_in_use"
+	// CodeIncompatible: see ErrIncompatible.
+	CodeIncompatible = "incompatible_release"
 	CodeInternal     = "internal"
 	// CodeLeaderMoved is not an error: an order stream's notice, tagged
 	// "", that its node now names another leader (docs/api.md).
@@ -104,6 +109,8 @@ func (e *APIError) Unwrap() error {
 		return ErrUnavailable
 	case CodeNodeIDInUse, "username_taken", "idempotency_key_reused":
 		return ErrConflict
+	case CodeIncompatible:
+		return ErrIncompatible
 	case CodeBadRequest, CodeBadJSON, CodeBodyTooLarge:
 		return ErrBadRequest
 	}
@@ -191,6 +198,9 @@ type JoinRequest struct {
 	RaftAddr   string `json:"raft_addr"`
 	HTTPAddr   string `json:"http_addr"`
 	GossipAddr string `json:"gossip_addr,omitempty"`
+	// MaxRules is the highest state-machine rules version the joining
+	// node's release applies (absent from releases before rules versions).
+	MaxRules uint64 `json:"max_rules,omitempty"`
 }
 
 // RemoveRequest is POST /v1/cluster/remove.
@@ -231,8 +241,17 @@ type NodeStatus struct {
 	CheckpointQueue int    `json:"checkpoint_queue"`
 	ApplyWaits      uint64 `json:"apply_waits"`
 	StateHash       string `json:"state_hash"`
-	HashIndex       uint64 `json:"hash_index"` // applied index the hash was taken at
-	Error           string `json:"error,omitempty"`
+	// Rules is the state-machine rules version in force in this node's
+	// applied state; MaxRules the highest its release applies (a rolling
+	// upgrade is complete when every node's Rules equals the MaxRules of
+	// the new release).
+	Rules    uint64 `json:"rules"`
+	MaxRules uint64 `json:"max_rules"`
+	// RulesPending (leaders): what holds back a raise to MaxRules, such
+	// as a member still on an older release.
+	RulesPending string `json:"rules_pending,omitempty"`
+	HashIndex    uint64 `json:"hash_index"` // applied index the hash was taken at
+	Error        string `json:"error,omitempty"`
 
 	Roles        []string      `json:"roles,omitempty"`  // LDS, TS, ME
 	Sessions     int64         `json:"sessions"`         // client sessions assigned to this Trading Server

@@ -194,6 +194,8 @@ func toAPIError(err error) *APIError {
 		return &APIError{Status: 400, Code: CodeBadRequest, Message: msg}
 	case errors.Is(err, ErrConflict):
 		return &APIError{Status: 409, Code: CodeNodeIDInUse, Message: msg}
+	case errors.Is(err, ErrIncompatible):
+		return &APIError{Status: 409, Code: CodeIncompatible, Message: msg}
 	case errors.Is(err, ErrNotFound):
 		return &APIError{Status: 404, Code: CodeNotFound, Message: msg}
 	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

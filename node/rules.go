@@ -1,0 +1,133 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/hats-trading/hats/fsm"
+	"github.com/hats-trading/hats/transport"
+)
+
+// The leader's side of state-machine rules versions (fsm/rules.go): it
+// raises the version in force to the highest one every member of the
+// Raft configuration supports, as each member's status reports it (a
+// release from before rules versions reports none: fsm.RulesBase). So in
+// a rolling upgrade the cluster keeps the old rules until the last node
+// runs the new release, then every replica switches at one log index. A
+// member that cannot be asked (down, unreachable) holds the raise back.
+// Joins and raises are serialized on the leader, and a node whose release
+// applies less than the rules in force cannot join, so no raise can pass
+// over a member that would have to stop at it.
+
+// rulesCheckInterval is how often a leader looks for a raise.
+var rulesCheckInterval = 2 * time.Second
+
+// watchRules runs raiseRules on a ready leader (every rulesCheckInterval).
+func (n *Node) watchRules() {
+	if n.raft.State() != raft.Leader || n.readyTerm.Load() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	defer cancel()
+	if err := n.raiseRules(ctx); err != nil {
+		n.log.Debug("rules version not raised", "err", err)
+	}
+}
+
+// rulesInForce is the rules version of the applied state.
+func (n *Node) rulesInForce() uint64 {
+	r := fsm.RulesBase
+	_ = n.fsm.View(func(v *fsm.View) error { r = v.Rules(); return nil })
+	return r
+}
+
+// raiseRules commits the highest rules version every member supports, if
+// that is above the one in force. What holds a raise back is kept for the
+// leader's status (rules_pending).
+func (n *Node) raiseRules(ctx context.Context) (err error) {
+	n.rulesMu.Lock()
+	defer n.rulesMu.Unlock()
+	cur, own := n.rulesInForce(), n.fsm.MaxRules()
+	if own <= cur {
+		n.rulesPending.Store(nil)
+		return nil
+	}
+	target, holder := own, ""
+	defer func() {
+		why := ""
+		switch {
+		case err != nil:
+			why = fmt.Sprintf("rules version %d waits: %v", own, err)
+		case holder != "":
+			why = fmt.Sprintf("rules version %d waits: member %s applies up to %d", own, holder, target)
+		}
+		if why == "" {
+			n.rulesPending.Store(nil)
+		} else {
+			n.rulesPending.Store(&why)
+		}
+	}()
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return err
+	}
+	for _, s := range cf.Configuration().Servers {
+		id := string(s.ID)
+		if id == n.cfg.ID {
+			continue
+		}
+		var a fsm.NodeAddrs
+		ok := false
+		_ = n.fsm.View(func(v *fsm.View) error { a, ok = v.Node(id); return nil })
+		if !ok || a.HTTPAddr == "" {
+			return fmt.Errorf("member %s has no recorded API address yet", id)
+		}
+		st, err := n.peer.Status(ctx, a.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("ask member %s: %w", id, err)
+		}
+		if st.ID != id {
+			return fmt.Errorf("member %s's address %s answers as %q", id, a.HTTPAddr, st.ID)
+		}
+		if m := supportedRules(st.MaxRules); m < target {
+			target, holder = m, id
+		}
+	}
+	if target <= cur {
+		return nil
+	}
+	res, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeSetRules, Rules: target})
+	if err == nil {
+		err = res.Err()
+	}
+	if err != nil {
+		return err
+	}
+	n.log.Info("state-machine rules version raised: every member runs a release that applies it", "from", cur, "to", target)
+	return nil
+}
+
+// supportedRules reads a status's or join request's max_rules: absent
+// (0) from a release before rules versions, which applies RulesBase.
+func supportedRules(v uint64) uint64 { return max(v, fsm.RulesBase) }
+
+// checkJoinRules refuses a joining node whose release cannot apply the
+// rules in force. A request that does not say (an operator's hats cluster
+// join, or a release before rules versions) is settled by asking the node
+// itself. Callers hold rulesMu.
+func (n *Node) checkJoinRules(ctx context.Context, req transport.JoinRequest) error {
+	cur := n.rulesInForce()
+	have := req.MaxRules
+	if have == 0 && cur > fsm.RulesBase {
+		if st, err := n.peer.Status(ctx, req.HTTPAddr); err == nil && st.ID == req.ID {
+			have = st.MaxRules
+		}
+	}
+	if have = supportedRules(have); have < cur {
+		return fmt.Errorf("%w: node %s applies state-machine rules up to version %d (or did not say), the cluster runs version %d: upgrade hats on it (and start it) first", ErrIncompatible, req.ID, have, cur)
+	}
+	return nil
+}
