@@ -124,3 +124,13 @@ func Test_RollingUpgrade_Rules(t *testing.T) {
 	}
 	c.EnsureSame()
 }
+
+// Test_NewClusterStartsAtItsRules: a new cluster has no member on an
+// older release, so it is at this release's rules by the time its leader
+// serves: no window with the base rules.
+func Test_NewClusterStartsAtItsRules(t *testing.T) {
+	c := NewCluster(t, 1, func(cfg *node.Config) { cfg.Feed.Kind = "none" })
+	if st := c.Leader().Node.Status(); st.Rules != fsm.SupportedRules || st.MaxRules != fsm.SupportedRules {
+		t.Fatalf("a new cluster's rules: %d (max %d), want %d", st.Rules, st.MaxRules, fsm.SupportedRules)
+	}
+}

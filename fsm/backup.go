@@ -23,6 +23,7 @@ const RestoredTerm = 1
 type BackupInfo struct {
 	AppliedIndex uint64
 	AppliedTerm  uint64
+	Rules        uint64 // state-machine rules version in force (rules.go)
 	Accounts     int   // accounts in it (a sanity figure for operators)
 	Bytes        int64 // size of the file
 }
@@ -39,6 +40,7 @@ func InspectBackup(path string) (BackupInfo, error) {
 	err = validateStateFile(path, st.Size(), true, func(tx *bolt.Tx) {
 		meta := tx.Bucket(bMeta)
 		info.AppliedIndex, info.AppliedTerm = getU64(meta, kAppliedIndex), getU64(meta, kAppliedTerm)
+		info.Rules = rulesOf(meta)
 		if tr := tx.Bucket(bTrader); tr != nil {
 			if a := tr.Bucket(bAccounts); a != nil {
 				info.Accounts = a.Stats().KeyN

@@ -492,6 +492,11 @@ func (n *Node) onLeader() {
 		if _, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeInitCluster, ClusterKey: hex.EncodeToString(key)}); err != nil {
 			n.log.Warn("init cluster", "err", err)
 		}
+		// A new (or restored) cluster has no other member yet: it starts
+		// at this release's rules instead of the base ones.
+		if err := n.raiseRules(ctx); err != nil {
+			n.log.Warn("rules version of a new cluster", "err", err)
+		}
 	}
 	n.ensureInstruments(ctx)
 	if _, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeSetNode, NodeID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr}); err != nil {

@@ -62,9 +62,14 @@ func Restore(rc RestoreConfig) (fsm.BackupInfo, error) {
 	if err != nil {
 		return fsm.BackupInfo{}, fmt.Errorf("%w: --raft-addr: %w", ErrConfig, err)
 	}
-	// A bad backup is refused before the data dir is touched.
-	if _, err := fsm.InspectBackup(rc.Backup); err != nil {
+	// A bad backup, or one from a newer release, is refused before the
+	// data dir is touched.
+	pre, err := fsm.InspectBackup(rc.Backup)
+	if err != nil {
 		return fsm.BackupInfo{}, fmt.Errorf("%w: --from: %w", ErrConfig, err)
+	}
+	if pre.Rules > fsm.SupportedRules {
+		return fsm.BackupInfo{}, fmt.Errorf("%w: --from %s: %w: its state-machine rules version is %d, this release applies up to %d", ErrConfig, rc.Backup, fsm.ErrRulesTooNew, pre.Rules, fsm.SupportedRules)
 	}
 	if err := os.MkdirAll(rc.DataDir, 0o700); err != nil {
 		return fsm.BackupInfo{}, fmt.Errorf("%w: %v", ErrConfig, err)
