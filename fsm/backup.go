@@ -24,8 +24,8 @@ type BackupInfo struct {
 	AppliedIndex uint64
 	AppliedTerm  uint64
 	Rules        uint64 // state-machine rules version in force (rules.go)
-	Accounts     int   // accounts in it (a sanity figure for operators)
-	Bytes        int64 // size of the file
+	Accounts     int    // accounts in it (a sanity figure for operators)
+	Bytes        int64  // size of the file
 }
 
 // InspectBackup checks a backup (a state file, as GET /v1/cluster/backup or
