@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -143,17 +144,24 @@ func revoke(c *cli.Context) error {
 		}
 		serials = append(serials, n)
 	}
+	dir := c.String("dir")
+	caCert, caKey, err := readCA(c)
+	if err != nil {
+		return err
+	}
+	ca, err := parseCertPEM(caCert, "ca-cert")
+	if err != nil {
+		return err
+	}
 	for _, f := range c.Args().Slice() {
 		cert, err := readCertFile(f)
 		if err != nil {
 			return err
 		}
+		if !bytes.Equal(cert.RawIssuer, ca.RawSubject) || cert.CheckSignatureFrom(ca) != nil {
+			return fmt.Errorf("%s was not issued by this CA (%q): its list cannot revoke it", f, ca.Subject.CommonName)
+		}
 		serials = append(serials, cert.SerialNumber)
-	}
-	dir := c.String("dir")
-	caCert, caKey, err := readCA(c)
-	if err != nil {
-		return err
 	}
 	path := firstNonEmpty(c.String("crl"), filepath.Join(dir, "ca.crl"))
 	old, err := os.ReadFile(path)
@@ -178,13 +186,18 @@ func readCertFile(path string) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseCertPEM(data, path)
+}
+
+// parseCertPEM parses the first PEM certificate in data; name says whose.
+func parseCertPEM(data []byte, name string) (*x509.Certificate, error) {
 	b, _ := pem.Decode(data)
 	if b == nil || b.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
+		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", name)
 	}
 	cert, err := x509.ParseCertificate(b.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return cert, nil
 }

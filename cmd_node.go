@@ -228,7 +228,10 @@ func reloadTLS(t *transport.NodeTLS, log *slog.Logger) {
 	if t == nil {
 		return
 	}
-	if err := t.Reload(); err != nil {
+	if err := t.Reload(); errors.Is(err, transport.ErrOwnCertRevoked) {
+		log.Error("TLS reloaded, and this node's own certificate is on the new revocation list: peers that hold it refuse this node; give it a new certificate", "err", err)
+		return
+	} else if err != nil {
 		log.Error("TLS reload failed; keeping the old certificate, CA and revocation list", "err", err)
 		return
 	}

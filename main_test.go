@@ -406,6 +406,15 @@ func Test_run_Cert(t *testing.T) {
 	if code, _, stderr := runHats(t, "", "cert", "revoke", "--dir", dir, filepath.Join(dir, "ca.key")); code == 0 || !strings.Contains(stderr, "no PEM CERTIFICATE block") {
 		t.Errorf("revoke a key file: exit %d, stderr %q", code, stderr)
 	}
+	other := t.TempDir()
+	for _, args := range [][]string{{"cert", "ca", "--dir", other}, {"cert", "client", "--dir", other, "--name", "stranger"}} {
+		if code, _, stderr := runHats(t, "", args...); code != 0 {
+			t.Fatal(stderr)
+		}
+	}
+	if code, _, stderr := runHats(t, "", "cert", "revoke", "--dir", dir, filepath.Join(other, "stranger.crt")); code == 0 || !strings.Contains(stderr, "was not issued by this CA") {
+		t.Errorf("revoke another CA's certificate: exit %d, stderr %q", code, stderr)
+	}
 	data, _ := os.ReadFile(crl)
 	cb, _ := pem.Decode(data)
 	if cb == nil || cb.Type != "X509 CRL" {
@@ -423,7 +432,7 @@ func Test_run_Cert(t *testing.T) {
 	// n1's own certificate is on the list: a node refuses to start with it.
 	code, _, stderr := runHats(t, "", "node", "--id", "n1", "--data-dir", filepath.Join(dir, "data"), "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
 		"--tls-cert", filepath.Join(dir, "n1.crt"), "--tls-key", filepath.Join(dir, "n1.key"), "--tls-ca", filepath.Join(dir, "ca.crt"), "--tls-crl", crl)
-	if code == 0 || !strings.Contains(stderr, "is revoked by --tls-crl") {
+	if code == 0 || !strings.Contains(stderr, "own certificate is revoked") {
 		t.Fatalf("node with its own certificate revoked: exit %d, stderr %q", code, stderr)
 	}
 }

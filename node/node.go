@@ -270,6 +270,9 @@ func newNode(cfg Config) (n *Node, err error) {
 	if err := claimDataDir(cfg.DataDir, cfg.ID); err != nil {
 		return nil, err
 	}
+	if err := checkRestoreMarker(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	n = &Node{cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.ID), notify: make(chan bool, 1), done: make(chan struct{}), leaders: newLeaderWatch()}
 	n.peer = transport.NewPeer(cfg.ApplyTimeout, cfg.Dial, cfg.TLS)
 	if n.eng, err = newEngine(n, cfg.Feed); err != nil {
@@ -370,6 +373,9 @@ func newNode(cfg Config) (n *Node, err error) {
 		n.trans.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	if n.hasState {
+		n.warnMovedRaftAddr()
+	}
 	n.observeLeaders() // before bootstrap, so the first leader is seen too
 	if !n.hasState && len(cfg.Join) == 0 {
 		n.log.Info("bootstrapping a new cluster")
@@ -395,6 +401,23 @@ func newNode(cfg Config) (n *Node, err error) {
 	go n.watchLeadership()
 	go n.every(2*time.Second, n.keepOwnRecord)
 	return n, nil
+}
+
+// warnMovedRaftAddr says when the Raft configuration the node starts with
+// names it at another address than the one it now advertises (a new
+// --raft-addr, or hats restore given another): peers dial the recorded
+// one.
+func (n *Node) warnMovedRaftAddr() {
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	for _, s := range cf.Configuration().Servers {
+		if string(s.ID) == n.cfg.ID && s.Address != n.trans.LocalAddr() {
+			n.log.Warn("the Raft configuration names this node at another address, which its peers dial: start it with that --raft-addr (hats restore and hats node need the same one), or move it by a join with an empty data dir",
+				"recorded", s.Address, "advertised", n.trans.LocalAddr())
+		}
+	}
 }
 
 // claimDataDir records the node ID in the data dir so the same data can

@@ -44,9 +44,8 @@ type RestoreConfig struct {
 // the node as the only voter at rc.RaftAddr. Start the node on that dir
 // (with the same --id and Raft address, without --join); others then join
 // it. Nothing is written into a data dir that already holds Raft or
-// state-machine data. A restore that fails midway leaves a state file
-// without Raft state, which a start refuses (empty the dir and restore
-// again).
+// state-machine data. A restore that fails midway leaves a marker file
+// that a start refuses (empty the dir and restore again).
 func Restore(rc RestoreConfig) (fsm.BackupInfo, error) {
 	if err := checkIdentity(rc.ID, rc.DataDir); err != nil {
 		return fsm.BackupInfo{}, err
@@ -91,6 +90,13 @@ func Restore(rc RestoreConfig) (fsm.BackupInfo, error) {
 	if list, lerr := snaps.List(); format != "" || lerr != nil || len(list) > 0 {
 		return fsm.BackupInfo{}, fmt.Errorf("%w: %s already holds Raft state (log %q, %d snapshots); restore into an empty data dir", ErrConfig, rc.DataDir, format, len(list))
 	}
+	// Until the restore is whole, a marker makes hats node refuse the
+	// dir: without it, a restore that failed before state.db was in place
+	// would leave a dir that starts a new, empty cluster.
+	marker := filepath.Join(rc.DataDir, restoreMarker)
+	if err := writeSynced(marker, []byte("hats restore --from "+rc.Backup+"\n")); err != nil {
+		return fsm.BackupInfo{}, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	statePath := filepath.Join(rc.DataDir, "state.db")
 	info, err := fsm.RestoreBackup(rc.Backup, statePath)
 	if err != nil {
@@ -104,10 +110,63 @@ func Restore(rc RestoreConfig) (fsm.BackupInfo, error) {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = removeSynced(marker)
+	}
 	if err != nil {
 		return fsm.BackupInfo{}, err
 	}
 	return info, nil
+}
+
+// restoreMarker names the file that marks a data dir whose restore has
+// not finished (checkRestoreMarker).
+const restoreMarker = "restore-in-progress"
+
+// checkRestoreMarker refuses a data dir that an unfinished hats restore
+// left behind.
+func checkRestoreMarker(dataDir string) error {
+	if _, err := os.Stat(filepath.Join(dataDir, restoreMarker)); err == nil {
+		return fmt.Errorf("%w: %s holds an unfinished hats restore (%s): empty the data dir and restore again, or join with an empty one", ErrConfig, dataDir, restoreMarker)
+	}
+	return nil
+}
+
+// writeSynced creates (or replaces) path with data and syncs it and its
+// directory.
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// removeSynced removes path and syncs its directory.
+func removeSynced(path string) error {
+	if err := os.Remove(path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // seedSnapshot makes the restored state the first snapshot of the new

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -44,12 +45,16 @@ func (n *Node) rulesInForce() uint64 {
 	return r
 }
 
+// rulesAskTimeout bounds the status call to one member.
+const rulesAskTimeout = time.Second
+
 // raiseRules commits the highest rules version every member supports, if
-// that is above the one in force. What holds a raise back is kept for the
-// leader's status (rules_pending).
+// that is above the one in force. The members are asked without rulesMu
+// (a dead one must not hold joins up); under it the configuration must
+// still be the one asked about, so a node that joined meanwhile is not
+// passed over. What holds a raise back is kept for the leader's status
+// (rules_pending).
 func (n *Node) raiseRules(ctx context.Context) (err error) {
-	n.rulesMu.Lock()
-	defer n.rulesMu.Unlock()
 	cur, own := n.rulesInForce(), n.fsm.MaxRules()
 	if own <= cur {
 		n.rulesPending.Store(nil)
@@ -70,11 +75,11 @@ func (n *Node) raiseRules(ctx context.Context) (err error) {
 			n.rulesPending.Store(&why)
 		}
 	}()
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
+	asked, err := n.configuration()
+	if err != nil {
 		return err
 	}
-	for _, s := range cf.Configuration().Servers {
+	for _, s := range asked.Servers {
 		id := string(s.ID)
 		if id == n.cfg.ID {
 			continue
@@ -85,7 +90,9 @@ func (n *Node) raiseRules(ctx context.Context) (err error) {
 		if !ok || a.HTTPAddr == "" {
 			return fmt.Errorf("member %s has no recorded API address yet", id)
 		}
-		st, err := n.peer.Status(ctx, a.HTTPAddr)
+		actx, cancel := context.WithTimeout(ctx, rulesAskTimeout)
+		st, err := n.peer.Status(actx, a.HTTPAddr)
+		cancel()
 		if err != nil {
 			return fmt.Errorf("ask member %s: %w", id, err)
 		}
@@ -98,6 +105,15 @@ func (n *Node) raiseRules(ctx context.Context) (err error) {
 	}
 	if target <= cur {
 		return nil
+	}
+	n.rulesMu.Lock()
+	defer n.rulesMu.Unlock()
+	now, err := n.configuration()
+	if err != nil {
+		return err
+	}
+	if now.Index != asked.Index {
+		return errors.New("the membership changed while its members were asked; next round")
 	}
 	res, err := n.applyLocal(ctx, &fsm.Command{Type: fsm.TypeSetRules, Rules: target})
 	if err == nil {
@@ -114,11 +130,32 @@ func (n *Node) raiseRules(ctx context.Context) (err error) {
 // (0) from a release before rules versions, which applies RulesBase.
 func supportedRules(v uint64) uint64 { return max(v, fsm.RulesBase) }
 
+// configuration is the latest Raft configuration and the index it was
+// committed (or appended) at.
+type configAt struct {
+	raft.Configuration
+	Index uint64
+}
+
+func (n *Node) configuration() (configAt, error) {
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return configAt{}, err
+	}
+	return configAt{Configuration: cf.Configuration(), Index: cf.Index()}, nil
+}
+
 // checkJoinRules refuses a joining node whose release cannot apply the
-// rules in force. A request that does not say (an operator's hats cluster
-// join, or a release before rules versions) is settled by asking the node
-// itself. Callers hold rulesMu.
+// rules in force. It reads them after a barrier, so a raise this leader
+// (or an earlier one) has put in the log counts even before this leader
+// had applied it, or when its outcome was unknown to the raise. A request
+// that does not say (an operator's hats cluster join, or a release before
+// rules versions) is settled by asking the node itself. Callers hold
+// rulesMu.
 func (n *Node) checkJoinRules(ctx context.Context, req transport.JoinRequest) error {
+	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	}
 	cur := n.rulesInForce()
 	have := req.MaxRules
 	if have == 0 && cur > fsm.RulesBase {

@@ -49,7 +49,7 @@ func TestRevocationList(t *testing.T) {
 		}
 		return nt, tlsLeaf(t, nt).SerialNumber
 	}
-	n2, _ := peer("n2")
+	n2, n2Serial := peer("n2")
 	n3, n3Serial := peer("n3")
 	connects := func(nt *NodeTLS) error {
 		t.Helper()
@@ -129,16 +129,23 @@ func TestRevocationList(t *testing.T) {
 		t.Fatalf("extending another CA's list: %v, want ErrTLS", err)
 	}
 
-	// Extending keeps what was there; the node's own certificate on the
-	// list stops it from loading.
+	// Extending keeps what was there. The node's own certificate on the
+	// list stops it from loading; on a reload the new list is in force
+	// all the same (n2 is on it too), with ErrOwnCertRevoked to say so.
 	self := tlsLeaf(t, server).SerialNumber
-	more, added, total, err := Revoke(caCert, caKey, list, []*big.Int{n3Serial, self}, time.Now(), time.Hour)
-	if err != nil || added != 1 || total != 2 {
+	more, added, total, err := Revoke(caCert, caKey, list, []*big.Int{n3Serial, n2Serial, self}, time.Now(), time.Hour)
+	if err != nil || added != 2 || total != 3 {
 		t.Fatalf("extend: %d added, %d total, %v", added, total, err)
 	}
 	writeCRL(more)
-	if _, err := LoadNodeTLS(f); !errors.Is(err, ErrTLS) {
-		t.Fatalf("load with the node's own certificate revoked: %v, want ErrTLS", err)
+	if _, err := LoadNodeTLS(f); !errors.Is(err, ErrOwnCertRevoked) || !errors.Is(err, ErrTLS) {
+		t.Fatalf("load with the node's own certificate revoked: %v, want ErrOwnCertRevoked", err)
+	}
+	if err := server.Reload(); !errors.Is(err, ErrOwnCertRevoked) {
+		t.Fatalf("reload with the node's own certificate revoked: %v, want ErrOwnCertRevoked", err)
+	}
+	if err := connects(n2); err == nil {
+		t.Fatal("the list that also revokes the node's own certificate was not put in force")
 	}
 }
 

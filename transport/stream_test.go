@@ -68,3 +68,50 @@ func TestStreamLayerBoundsSilentConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamLayerBoundsSilentTLSConnections: over TLS too, a peer that
+// completes the handshake with a valid node certificate and then sends
+// nothing is cut after firstRPCTimeout (the handshake's own bound must
+// not clear the stream layer's).
+func TestStreamLayerBoundsSilentTLSConnections(t *testing.T) {
+	old := firstRPCTimeout
+	firstRPCTimeout = 300 * time.Millisecond
+	defer func() { firstRPCTimeout = old }()
+	caCert, caKey := testCA(t)
+	nt, err := LoadNodeTLS(writeIdentity(t, t.TempDir(), "n1", caCert, caKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStreamLayer(nt.Listener(raw, true), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dialed := make(chan error, 1)
+	go func() { // the client's handshake completes inside the server's first Read
+		peer, err := nt.Dial(nil)(t.Context(), "tcp", raw.Addr().String())
+		if err == nil {
+			t.Cleanup(func() { peer.Close() })
+		}
+		dialed <- err
+	}()
+	conn, err := s.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read from a silent TLS peer: %v, want a deadline error", err)
+	}
+	if err := <-dialed; err != nil {
+		t.Fatalf("the peer's handshake: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the silent TLS peer was cut after %v", d)
+	}
+}

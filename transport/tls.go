@@ -57,7 +57,14 @@ func LoadNodeTLS(f TLSFiles) (*NodeTLS, error) {
 	return t, nil
 }
 
-// Reload reads the files again. On an error the old material stays.
+// ErrOwnCertRevoked: the node's own certificate is on its revocation
+// list. At start that is fatal; on Reload the new list is in force all
+// the same (a node must not go on admitting what it lists because its
+// own certificate is among them), and peers holding it refuse the node.
+var ErrOwnCertRevoked = fmt.Errorf("%w: this node's own certificate is revoked", ErrTLS)
+
+// Reload reads the files again. On an error the old material stays,
+// except for ErrOwnCertRevoked, which reports a new list now in force.
 func (t *NodeTLS) Reload() error {
 	cert, err := loadKeyPair(t.files.Cert, t.files.Key)
 	if err != nil {
@@ -76,7 +83,8 @@ func (t *NodeTLS) Reload() error {
 			return err
 		}
 		if leaf, _ := x509.ParseCertificate(cert.Certificate[0]); m.revoked.has(leaf) {
-			return fmt.Errorf("%w: --tls-cert %s is revoked by --tls-crl %s", ErrTLS, t.files.Cert, t.files.CRL)
+			t.cur.Store(m)
+			return fmt.Errorf("%w: --tls-cert %s is on --tls-crl %s", ErrOwnCertRevoked, t.files.Cert, t.files.CRL)
 		}
 	}
 	t.cur.Store(m)
@@ -250,8 +258,10 @@ func (l handshakeListener) Accept() (net.Conn, error) {
 	return &boundedHandshake{Conn: c.(*tls.Conn)}, nil
 }
 
-// boundedHandshake runs the server handshake on first use with a
-// deadline, then clears it (Raft sets none on accepted connections).
+// boundedHandshake runs the server handshake on first use and closes the
+// connection if it has not finished within raftHandshakeTimeout. It sets
+// no deadline itself, so the one the stream layer puts on a connection's
+// first bytes (stream.go) still holds after the handshake.
 type boundedHandshake struct {
 	*tls.Conn
 	once sync.Once
@@ -260,9 +270,10 @@ type boundedHandshake struct {
 
 func (c *boundedHandshake) handshake() error {
 	c.once.Do(func() {
-		_ = c.Conn.SetDeadline(time.Now().Add(raftHandshakeTimeout))
-		if c.err = c.Conn.Handshake(); c.err == nil {
-			c.err = c.Conn.SetDeadline(time.Time{})
+		t := time.AfterFunc(raftHandshakeTimeout, func() { _ = c.Conn.NetConn().Close() })
+		c.err = c.Conn.Handshake()
+		if !t.Stop() && c.err == nil {
+			c.err = errors.New("hats: TLS handshake timed out")
 		}
 	})
 	return c.err
