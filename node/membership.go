@@ -22,7 +22,7 @@ func (n *Node) JoinCluster(ctx context.Context) error {
 	if len(n.cfg.Join) == 0 {
 		return nil
 	}
-	req := transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr, MaxRules: n.fsm.MaxRules()}
+	req := transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr}
 	backoff := n.cfg.JoinBackoff
 	var errs []string
 	for attempt := 1; attempt <= n.cfg.JoinAttempts; attempt++ {

@@ -549,7 +549,7 @@ func (n *Node) keepOwnRecord() {
 		return // a removed node must not put itself back
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
-	err := n.Join(ctx, transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr, MaxRules: n.fsm.MaxRules()})
+	err := n.Join(ctx, transport.JoinRequest{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr})
 	cancel()
 	if err != nil {
 		n.log.Warn("refresh own member record", "err", err)

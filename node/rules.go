@@ -148,23 +148,30 @@ func (n *Node) configuration() (configAt, error) {
 // checkJoinRules refuses a joining node whose release cannot apply the
 // rules in force. It reads them after a barrier, so a raise this leader
 // (or an earlier one) has put in the log counts even before this leader
-// had applied it, or when its outcome was unknown to the raise. A request
-// that does not say (an operator's hats cluster join, or a release before
-// rules versions) is settled by asking the node itself. Callers hold
-// rulesMu.
+// had applied it, or when its outcome was unknown to the raise. Above the
+// base rules it asks the node itself (its API serves before it joins):
+// the join request says nothing of the release, so that a new node can
+// still join through a leader on a release from before rules versions,
+// whose API refuses fields it does not know. Callers hold rulesMu.
 func (n *Node) checkJoinRules(ctx context.Context, req transport.JoinRequest) error {
 	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
 		return fmt.Errorf("%w: %v", ErrNoLeader, err)
 	}
 	cur := n.rulesInForce()
-	have := req.MaxRules
-	if have == 0 && cur > fsm.RulesBase {
-		if st, err := n.peer.Status(ctx, req.HTTPAddr); err == nil && st.ID == req.ID {
-			have = st.MaxRules
-		}
+	if cur <= fsm.RulesBase {
+		return nil
 	}
-	if have = supportedRules(have); have < cur {
-		return fmt.Errorf("%w: node %s applies state-machine rules up to version %d (or did not say), the cluster runs version %d: upgrade hats on it (and start it) first", ErrIncompatible, req.ID, have, cur)
+	actx, cancel := context.WithTimeout(ctx, rulesAskTimeout)
+	st, err := n.peer.Status(actx, req.HTTPAddr)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w: ask the joining node %s at %s which state-machine rules it applies: %v", transport.ErrUnavailable, req.ID, req.HTTPAddr, err)
+	}
+	if st.ID != req.ID {
+		return fmt.Errorf("%w: %s answers as %q, not the joining node %s", transport.ErrUnavailable, req.HTTPAddr, st.ID, req.ID)
+	}
+	if have := supportedRules(st.MaxRules); have < cur {
+		return fmt.Errorf("%w: node %s applies state-machine rules up to version %d, the cluster runs version %d: upgrade hats on it first", ErrIncompatible, req.ID, have, cur)
 	}
 	return nil
 }

@@ -198,9 +198,6 @@ type JoinRequest struct {
 	RaftAddr   string `json:"raft_addr"`
 	HTTPAddr   string `json:"http_addr"`
 	GossipAddr string `json:"gossip_addr,omitempty"`
-	// MaxRules is the highest state-machine rules version the joining
-	// node's release applies (absent from releases before rules versions).
-	MaxRules uint64 `json:"max_rules,omitempty"`
 }
 
 // RemoveRequest is POST /v1/cluster/remove.
