@@ -40,7 +40,10 @@ var (
 	ErrConfig         = errors.New("bad node configuration")
 	ErrJoinFailed     = errors.New("join failed")
 	ErrDataDir        = errors.New("data dir belongs to another node")
-	ErrClosed         = errors.New("node closed")
+	// ErrClosed: the node is shutting down and did not take the command
+	// (it never reached Raft), so a client may safely send it to another
+	// node: over the API it is 503 unavailable, not 500.
+	ErrClosed = fmt.Errorf("%w: node closed", transport.ErrUnavailable)
 )
 
 // Defaults for Raft timing. A follower notices a dead leader after one to
