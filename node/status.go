@@ -33,6 +33,9 @@ func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus 
 		AppliedIndex: n.fsm.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastIndex: n.raft.LastIndex(), RaftLogStore: n.logStore,
 	}
 	st.CheckpointIndex, st.CheckpointQueue, st.ApplyWaits = n.fsm.CheckpointStats()
+	if fi, err := n.store.FirstIndex(); err == nil {
+		st.FirstIndex = fi
+	}
 	st.Rules, st.MaxRules = n.rulesInForce(), n.fsm.MaxRules()
 	if p := n.rulesPending.Load(); p != nil && n.raft.State() == raft.Leader {
 		st.RulesPending = *p

@@ -224,6 +224,10 @@ type NodeStatus struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	CommitIndex  uint64 `json:"commit_index"`
 	LastIndex    uint64 `json:"last_index"`
+	// FirstIndex is the oldest entry still in the node's Raft log (older
+	// ones are compacted into snapshots); a follower that needs one below
+	// it is sent a snapshot instead.
+	FirstIndex   uint64 `json:"first_index,omitempty"`
 	RaftLogStore string `json:"raft_log_store,omitempty"` // wal or boltdb
 	// Early append (leaders only): new entries this node sent to followers
 	// while writing them itself, and how many of those the followers took.
