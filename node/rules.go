@@ -24,7 +24,7 @@ import (
 // over a member that would have to stop at it.
 
 // rulesCheckInterval is how often a leader looks for a raise.
-var rulesCheckInterval = 2 * time.Second
+const rulesCheckInterval = 2 * time.Second
 
 // watchRules runs raiseRules on a ready leader (every rulesCheckInterval).
 func (n *Node) watchRules() {
