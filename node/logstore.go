@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	wal "github.com/hashicorp/raft-wal"
 	"go.etcd.io/bbolt"
 )
 
@@ -117,7 +116,7 @@ func openLogStore(dataDir, want string, segmentSize int, log hclog.Logger) (logS
 		return nil, "", fmt.Errorf("%w: %v", ErrDataDir, err)
 	}
 	// A size of 0 leaves the library's default.
-	st, err := wal.Open(dir, wal.WithLogger(log.Named("wal")), wal.WithSegmentSize(max(segmentSize, 0)))
+	st, err := openWAL(dir, segmentSize, log.Named("wal"))
 	if err != nil {
 		if have == "" {
 			// Do not let a failed first open fix the format.
