@@ -16,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/hats-trading/hats/node"
 	"github.com/hats-trading/hats/transport"
 )
 
@@ -172,7 +173,10 @@ func revoke(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := replaceFile(path, crl, 0o644); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("crl: %w", err)
+	}
+	if err := node.WriteFileAtomic(path, crl, 0o644); err != nil {
 		return fmt.Errorf("crl: %w", err)
 	}
 	fmt.Fprintln(c.App.Writer, path)
@@ -200,33 +204,6 @@ func parseCertPEM(data []byte, name string) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return cert, nil
-}
-
-// replaceFile writes data to path through a synced temporary file and a
-// rename, so a reader sees the old file or the new one, never half.
-func replaceFile(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // newGossipKeyFile is the contents of a new --gossip-key-file: 32 random

@@ -94,7 +94,7 @@ func Restore(rc RestoreConfig) (fsm.BackupInfo, error) {
 	// dir: without it, a restore that failed before state.db was in place
 	// would leave a dir that starts a new, empty cluster.
 	marker := filepath.Join(rc.DataDir, restoreMarker)
-	if err := writeSynced(marker, []byte("hats restore --from "+rc.Backup+"\n")); err != nil {
+	if err := WriteFileAtomic(marker, []byte("hats restore --from "+rc.Backup+"\n"), 0o600); err != nil {
 		return fsm.BackupInfo{}, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	statePath := filepath.Join(rc.DataDir, "state.db")
@@ -132,19 +132,28 @@ func checkRestoreMarker(dataDir string) error {
 	return nil
 }
 
-// writeSynced creates (or replaces) path with data and syncs it and its
-// directory.
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+// WriteFileAtomic makes path hold data with mode perm, durably: a synced
+// temporary file beside it renamed over it, then the directory synced, so
+// a reader (or a restart after a crash) sees the old file or the new one,
+// never part of one.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
+	defer os.Remove(f.Name()) // only the name, once renamed
 	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
 		return err

@@ -79,7 +79,7 @@ func (s *walStore) repairTail() error {
 	if err != nil {
 		return err
 	}
-	if err := writeSynced(filepath.Join(s.dir, tailRepairJournal), data); err != nil {
+	if err := WriteFileAtomic(filepath.Join(s.dir, tailRepairJournal), data, 0o600); err != nil {
 		return err
 	}
 	if err := s.DeleteRange(last, last); err != nil {
