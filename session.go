@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/hats-trading/hats/node"
 	"github.com/hats-trading/hats/transport"
 )
 
@@ -80,27 +81,7 @@ func writeSession(path string, s *session) error {
 	if err != nil {
 		return fmt.Errorf("session file: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".session-*.tmp")
-	if err != nil {
-		return fmt.Errorf("session file: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("session file: %w", err)
-	}
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("session file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("session file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("session file: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := node.WriteFileAtomic(path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("session file: %w", err)
 	}
 	return nil

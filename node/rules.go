@@ -130,13 +130,14 @@ func (n *Node) raiseRules(ctx context.Context) (err error) {
 // (0) from a release before rules versions, which applies RulesBase.
 func supportedRules(v uint64) uint64 { return max(v, fsm.RulesBase) }
 
-// configuration is the latest Raft configuration and the index it was
-// committed (or appended) at.
+// configAt is a Raft configuration and the index it was committed (or
+// appended) at; the index tells whether membership changed in between.
 type configAt struct {
 	raft.Configuration
 	Index uint64
 }
 
+// configuration is the latest Raft configuration.
 func (n *Node) configuration() (configAt, error) {
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {

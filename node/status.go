@@ -36,7 +36,7 @@ func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus 
 	if fi, err := n.store.FirstIndex(); err == nil {
 		st.FirstIndex = fi
 	}
-	st.Rules, st.MaxRules = n.rulesInForce(), n.fsm.MaxRules()
+	st.MaxRules = n.fsm.MaxRules()
 	if p := n.rulesPending.Load(); p != nil && n.raft.State() == raft.Leader {
 		st.RulesPending = *p
 	}
@@ -57,7 +57,10 @@ func (n *Node) status(hash func() (string, uint64, error)) transport.NodeStatus 
 		st.Roles = append(st.Roles, "ME")
 	}
 	st.MarketEngine = &es
-	_ = n.fsm.View(func(v *fsm.View) error { st.Sessions = v.Assignments()[n.cfg.ID]; return nil })
+	_ = n.fsm.View(func(v *fsm.View) error {
+		st.Sessions, st.Rules = v.Assignments()[n.cfg.ID], v.Rules()
+		return nil
+	})
 	st.Gossip = "disabled"
 	for _, m := range n.Members() {
 		if m.ID == n.cfg.ID {
